@@ -1,0 +1,16 @@
+"""infolens: information-theoretic PMI and IG maps (in bits) for any ONNX image classifier.
+
+>>> from infolens import OnnxClassifier, Explainer, load_sampler
+>>> clf = OnnxClassifier.from_card("models/efficientnet_lite0.onnx")
+>>> ex = Explainer(clf, sampler=load_sampler("patchsampler", K=8))
+>>> e = ex.explain("photo.jpg", classes="top3", stride=8, samples=8, seed=0)
+>>> e.pmi.shape, e.ig.shape            # (3, 224, 224), (224, 224) — bits
+"""
+from .classifier import OnnxClassifier
+from .engine import Explainer
+from .errors import InfolensError
+from .explanation import Explanation
+from .samplers import SAMPLERS, load_sampler
+
+__all__ = ["OnnxClassifier", "Explainer", "Explanation", "InfolensError", "load_sampler", "SAMPLERS"]
+__version__ = "0.1.0"

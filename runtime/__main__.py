@@ -1,0 +1,6 @@
+"""`python -m infolens` is the `infolens` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

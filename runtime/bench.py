@@ -1,0 +1,101 @@
+"""Benchmark: end-to-end explain throughput against raw ONNX Runtime on the same model and batch size.
+
+    python -m infolens.bench [--model M.onnx] [-K 16] [-S 16] [-N 8] [--batch-size 64] [--sampler patchsampler]
+
+Both numbers are classifier forwards (images) per second, measured in one process, alternating raw and
+end-to-end rounds so that machine load hits both alike.  The ratio end-to-end ÷ raw is the runtime's
+overhead (1.0 = none); the breakdown says where the rest went.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from . import kernels
+from .classifier import OnnxClassifier, session_options
+from .engine import Explainer
+from .errors import InfolensError
+from .samplers import load_sampler
+
+
+def raw_throughput(clf: OnnxClassifier, batch: int, options: ort.SessionOptions | None, seconds: float = 4.0) -> float:
+    """Images/s of back-to-back session.run calls on one fixed batch (options None: ONNX Runtime's defaults)."""
+    session = ort.InferenceSession(clf.model_path, options, providers=clf.session.get_providers())
+    rng = np.random.default_rng(0)
+    x = clf.normalize(rng.integers(0, 256, (batch, *clf.pre.size, 3), dtype=np.uint8))
+    feed = {clf.input_name: x}
+    session.run(None, feed)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        session.run(None, feed)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m infolens.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="classifier .onnx (default: the shipped EfficientNet-Lite0)")
+    ap.add_argument("--image", help="image to explain (default: a seeded random image; cost does not depend on it)")
+    ap.add_argument("--sampler", default="patchsampler")
+    ap.add_argument("-K", type=int, default=16)
+    ap.add_argument("-S", type=int, default=16)
+    ap.add_argument("-N", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating raw / end-to-end rounds (default 3)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    args = ap.parse_args(argv)
+    try:
+        from .catalog import DEFAULT_CLASSIFIER, shipped
+
+        clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "--model"), device=args.device)
+        sampler = load_sampler(args.sampler, K=args.K, device=args.device)
+        ex = Explainer(clf, sampler, batch_size=args.batch_size)
+        image = args.image or np.random.default_rng(0).integers(0, 256, (*clf.pre.size, 3), dtype=np.uint8)
+        ex.explain(image, stride=args.K, samples=1)  # warm-up: sessions, allocations
+        raw, raw_ours, e2e, parts = [], [], [], []
+        for _ in range(args.rounds):
+            raw.append(raw_throughput(clf, args.batch_size, None))
+            raw_ours.append(raw_throughput(clf, args.batch_size, session_options()))
+            e = ex.explain(image, stride=args.S, samples=args.N)
+            e2e.append(e.forwards / e.timing["total_s"])
+            parts.append(e.timing)
+    except InfolensError as err:
+        print(f"infolens.bench: error: {err}", file=sys.stderr)
+        return 2
+    r, q = max(statistics.median(raw), statistics.median(raw_ours)), statistics.median(e2e)
+    t = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    print(f"machine     {platform.processor() or platform.machine()}, {_cores()} cores, onnxruntime {ort.__version__} "
+          f"{clf.session.get_providers()[0]}, kernels {kernels.backend()}")
+    print(f"model       {clf.model_path}  batch {args.batch_size}")
+    print(f"explain     sampler {args.sampler} K={args.K} S={args.S} N={args.N}: {e.forwards} forwards")
+    print(f"raw ORT     {statistics.median(raw):8.1f} forwards/s   default session options "
+          f"(rounds: {', '.join(f'{v:.1f}' for v in raw)})")
+    print(f"raw ORT     {statistics.median(raw_ours):8.1f} forwards/s   infolens session options, no spinning "
+          f"(rounds: {', '.join(f'{v:.1f}' for v in raw_ours)})")
+    print(f"end-to-end  {q:8.1f} forwards/s   (rounds: {', '.join(f'{v:.1f}' for v in e2e)})")
+    print(f"ratio       {q / r:8.3f}   (end-to-end ÷ the faster raw figure)")
+    total = t["total_s"]
+    print("time split  " + ", ".join(f"{k[:-2]} {100 * t[k] / total:.1f}%" for k in
+                                      ("classifier_s", "sampler_s", "composite_s")) +
+          f", other {100 * (total - t['classifier_s'] - t['sampler_s'] - t['composite_s']) / total:.1f}%")
+    print(f"sampler     {1000 * t['sampler_s'] / e.params['positions']:.2f} ms per position vs classifier "
+          f"{1000 * t['classifier_s'] / e.params['positions']:.2f} ms for its {e.params['N_used']} forwards "
+          f"({100 * t['sampler_s'] / t['classifier_s']:.1f}%)")
+    return 0
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The `infolens` command: `infolens explain IMAGE...` and `infolens models`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .errors import InfolensError
+
+EXPLAIN_HELP = """\
+Explain why an ONNX image classifier decided what it did, with information-theoretic maps in bits
+(Yi et al.): each K×K patch is marginalized out by drawing N in-fills from a sampler (by default the
+learned PatchSampler), and the classifier is re-run on every in-filled copy.
+
+  PMI map (per class c):  log2 p(c|x) − log2 p(c|x without the patch)   red supports c, blue opposes it
+  IG map (all classes):   KL( p(Y|x) ‖ p(Y|x without the patch) )       how much the patch informs the decision
+
+Each pixel gets the mean over the patches that cover it.  Cost: (#patches × N + 1) classifier forwards,
+#patches ≈ (H/S) × (W/S).  Outputs in --out, named after each image:
+  <stem>.npz   image (uint8 H×W×3, the model-input-space image), probs, classes, pmi [k,H,W], ig [H,W]
+  <stem>.json  labels, probabilities, every parameter and preprocessing value used, forwards, timings
+  <stem>_ig.png, <stem>_pmi_<class>.png   overlays with a colour bar in bits
+
+Without --model it uses the shipped ImageNet classifier (EfficientNet-Lite0) and PatchSampler.
+A model's card (model.json beside model.onnx) supplies preprocessing and labels; flags override it;
+what neither gives is inferred from the graph (layout, size, dtype, probabilities vs logits)."""
+
+EXPLAIN_EXAMPLES = """\
+examples:
+  infolens explain photo.jpg                                   # shipped models, top-3 classes
+  infolens explain a.jpg b.png -K 16 -S 8 -N 16 --out maps/    # finer grid, more samples
+  infolens explain cat.jpg --classes 285,281 --sampler gaussian
+  infolens explain x.jpg --model vendor.onnx --layout nhwc --channel-order bgr \\
+      --mean 103.94,116.78,123.68 --std 1,1,1 --size 224,224 --output-kind probs
+exit status: 0 all images explained; 2 bad input (the good images are still explained)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _size(text: str) -> list[int]:
+    try:
+        hw = [int(v) for v in text.split(",")]
+    except ValueError:
+        hw = []
+    if len(hw) != 2:
+        raise argparse.ArgumentTypeError(f"expected H,W, got {text!r}")
+    return hw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .samplers import SAMPLERS
+
+    top = _Parser(prog="infolens", description="Information-theoretic explanations (PMI, IG in bits) for any "
+                  "ONNX image classifier, on ONNX Runtime.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version="infolens 0.1.0")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ex = sub.add_parser("explain", help="PMI and IG maps for images", description=EXPLAIN_HELP,
+                        epilog=EXPLAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything OpenCV decodes)")
+    g = ex.add_argument_group("method")
+    g.add_argument("--sampler", default="patchsampler", choices=SAMPLERS,
+                   help="how a patch is marginalized (default: patchsampler; mean/gray/black/blur are deterministic)")
+    g.add_argument("--sampler-model", metavar="PATH",
+                   help="PatchSampler .onnx (or gaussian .npz) instead of the shipped one for K")
+    g.add_argument("-K", type=int, default=8, help="patch size in pixels (default 8; shipped PatchSamplers: 8, 16)")
+    g.add_argument("-S", type=int, default=None, help="stride in pixels (default K: non-overlapping patches)")
+    g.add_argument("-N", type=int, default=8, help="in-fills per patch (default 8)")
+    g.add_argument("--classes", default="top3", help="classes that get a PMI map: topK or indices like 285,281 "
+                   "(default top3)")
+    g.add_argument("--seed", type=int, default=0, help="random seed; same seed, same maps (default 0)")
+    m = ex.add_argument_group("model (flags win over the model card)")
+    m.add_argument("--model", metavar="M.onnx", help="classifier (default: shipped efficientnet_lite0.onnx)")
+    m.add_argument("--card", metavar="M.json", help="model card (default: M.json beside M.onnx, if present)")
+    m.add_argument("--layout", type=str.upper, choices=["NCHW", "NHWC"], help="input layout (default: inferred)")
+    m.add_argument("--channel-order", type=str.upper, choices=["RGB", "BGR"], help="default RGB")
+    m.add_argument("--scale", type=float, help="pixel multiplier before mean/std (e.g. 0.00392 for 1/255; default 1)")
+    m.add_argument("--mean", type=_floats, help="per-channel mean after scaling, a,b,c (default 0)")
+    m.add_argument("--std", type=_floats, help="per-channel std after scaling, a,b,c (default 1)")
+    m.add_argument("--size", type=_size, help="input H,W (default: from the graph)")
+    m.add_argument("--resize", choices=["shorter-side-crop", "stretch", "none"],
+                   help="how images reach --size (default shorter-side-crop)")
+    m.add_argument("--output-kind", choices=["auto", "probs", "logits"], help="default auto (detected)")
+    m.add_argument("--input-name", help="graph input (default: the only one)")
+    m.add_argument("--output-name", help="graph output with class scores (default: the first)")
+    r = ex.add_argument_group("run")
+    r.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
+    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="ONNX Runtime device (default cpu)")
+    r.add_argument("--out", default="out", help="output folder (default ./out)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace existing files in --out that an earlier infolens run did not write")
+    r.add_argument("--no-png", action="store_true", help="write only the .npz and .json")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-image summary")
+    sub.add_parser("models", help="list the shipped models and their cards",
+                   description="List the shipped models (ONNX files with JSON cards) and their cards.")
+    return top
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import cv2
+
+    # OpenCV logs a WARN line per broken image file besides failing; our one-line error says it better.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return _models() if args.command == "models" else _explain(args)
+    except InfolensError as e:
+        print(f"infolens: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("infolens: interrupted", file=sys.stderr)
+        return 130
+
+
+def _classifier(args):
+    from .classifier import OnnxClassifier
+    from .catalog import DEFAULT_CLASSIFIER, shipped
+
+    model = args.model or shipped(DEFAULT_CLASSIFIER, "--model")
+    return OnnxClassifier.from_card(
+        model, args.card, layout=args.layout, size=args.size, channel_order=args.channel_order, scale=args.scale,
+        mean=args.mean, std=args.std, resize=args.resize, output_kind=args.output_kind, input_name=args.input_name,
+        output_name=args.output_name, device=args.device)
+
+
+def _explain(args) -> int:
+    from .engine import Explainer
+    from .samplers import load_sampler
+
+    clf = _classifier(args)
+    sampler = load_sampler(args.sampler, K=args.K, model=args.sampler_model, device=args.device)
+    explainer = Explainer(clf, sampler, batch_size=args.batch_size, progress=not args.quiet)
+    inputs = {os.path.abspath(p) for p in args.images}
+    stems: dict[str, int] = {}
+    failed = 0
+    for path in args.images:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        stems[stem] = stems.get(stem, 0) + 1
+        if stems[stem] > 1:  # two images with one name in one call must not overwrite each other's maps
+            stem = f"{stem}-{stems[stem]}"
+        try:
+            t0 = time.perf_counter()
+            e = explainer.explain(path, classes=args.classes, stride=args.S, samples=args.N, seed=args.seed)
+            clash = [p for p in e.outputs(args.out, stem).values() if os.path.abspath(p) in inputs]
+            if clash:
+                raise InfolensError(f"output {clash[0]} would overwrite an input image (choose another --out)")
+            files = e.save(args.out, stem, overwrite=args.overwrite, render=not args.no_png)
+        except InfolensError as err:
+            print(f"infolens: error: {path}: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        if not args.quiet:
+            top = ", ".join(f"{lab} ({c}) p={e.probs[c]:.3f}" for c, lab in zip(e.classes, e.labels))
+            print(f"{path}: {top}\n  {e.forwards} forwards in {time.perf_counter() - t0:.1f} s → "
+                  f"{os.path.join(args.out, stem)}.* ({len(files)} files)")
+    return 2 if failed else 0
+
+
+def _models() -> int:
+    from .catalog import list_cards, models_dir
+
+    cards = list_cards()
+    if not cards:
+        print(f"no shipped models in {models_dir()}")
+        return 0
+    for path, card in cards:
+        size = os.path.getsize(path) / 1e6
+        shown = {k: v for k, v in card.items() if k != "labels"}
+        if "labels" in card:
+            shown["labels"] = f"{len(card['labels'])} labels: {', '.join(card['labels'][:3])}, …"
+        print(f"{os.path.basename(path)}  ({size:.1f} MB)")
+        print("  " + json.dumps(shown, indent=2).replace("\n", "\n  "))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The marginalization loop: patch grid, counter-based RNG streams, batch scheduling, reduction to p(Y|x without r)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from . import kernels, measures
+from .classifier import OnnxClassifier
+from .errors import InfolensError
+from .explanation import Explanation
+from .samplers import Sampler, load_sampler
+
+SAMPLER_POSITIONS = 32  # positions per sampler call when that exceeds one classifier batch: amortizes the call
+
+
+def patch_grid(H: int, W: int, K: int, S: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners of K×K patches at stride S, row-major, int64 [P] each.
+
+    Offsets 0, S, 2S, … ≤ H−K, plus H−K itself if the stride skipped it, so every pixel is covered (DESIGN §3).
+    """
+    def axis(n):
+        a = list(range(0, n - K + 1, S))
+        if a[-1] != n - K:
+            a.append(n - K)
+        return np.array(a, np.int64)
+
+    gy, gx = np.meshgrid(axis(H), axis(W), indexing="ij")
+    return gy.ravel(), gx.ravel()
+
+
+def streams(seed: int, positions: np.ndarray) -> list[np.random.Generator]:
+    """The random stream of each position: Philox keyed by (seed, position index).
+
+    Sample n of a position always consumes the n-th block of its stream, so results depend only on
+    (seed, position, sample) — never on batch size, thread count or backend.
+    """
+    return [np.random.Generator(np.random.Philox(key=np.array([seed, p], np.uint64))) for p in positions]
+
+
+def resolve_classes(classes, probs: np.ndarray) -> np.ndarray:
+    """"top3" / "topK" / "285,281" / an int / a list of ints → int64 [k] class indices, checked against [0, Y)."""
+    Y = len(probs)
+    if isinstance(classes, str) and classes.lower().startswith("top"):
+        k = classes[3:] or "1"
+        if not k.isdigit() or int(k) < 1:
+            raise InfolensError(f"bad class selection {classes!r}: use topK (e.g. top3) or indices like 285,281 (--classes)")
+        return np.argsort(-probs, kind="stable")[: min(int(k), Y)].astype(np.int64)
+    if isinstance(classes, str):
+        try:
+            classes = [int(c) for c in classes.split(",") if c.strip()]
+        except ValueError:
+            raise InfolensError(f"bad class selection {classes!r}: use topK or comma-separated indices (--classes)") from None
+    idx = np.atleast_1d(np.asarray(classes, dtype=np.int64))
+    if idx.size == 0:
+        raise InfolensError("no classes selected (--classes)")
+    bad = idx[(idx < 0) | (idx >= Y)]
+    if bad.size:
+        raise InfolensError(f"class {bad[0]} out of range: the model has {Y} classes, 0..{Y - 1} (--classes)")
+    return idx
+
+
+class Explainer:
+    """PMI and IG maps (bits) of one classifier, marginalizing each patch with one sampler.
+
+    Parameters
+    ----------
+    classifier : OnnxClassifier.
+    sampler : a Sampler (samplers.load_sampler); its K is the patch size.  Default: the shipped PatchSampler, K=8.
+    batch_size : classifier images per ONNX Runtime call.
+    progress : show a tqdm bar on stderr (it appears only for work longer than a second).
+    """
+
+    def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
+                 progress: bool = False):
+        if batch_size < 1:
+            raise InfolensError(f"batch size must be ≥ 1, got {batch_size} (--batch-size)")
+        self.classifier = classifier
+        self.sampler = sampler if sampler is not None else load_sampler("patchsampler", K=8, device=classifier.device)
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
+                source: str | None = None) -> Explanation:
+        """Explain one image.
+
+        image : path, or uint8 RGB [h, w, 3] (resized into the input space per the classifier's `resize`).
+        classes : "top3", "topK", "285,281" or ints — classes that get a PMI map.
+        stride : S in pixels (default K).  samples : N in-fills per patch.  seed : the RNG key (≥ 0).
+        Returns an Explanation: pmi float32 [k, H, W] and ig float32 [H, W] in bits, probs float64 [Y].
+        """
+        t_start = time.perf_counter()
+        clf, K = self.classifier, self.sampler.K
+        S = K if stride is None else stride
+        if isinstance(image, (str, os.PathLike)):
+            source = source or os.fspath(image)
+        img = clf.load_image(image)
+        H, W = img.shape[:2]
+        _check_params(K, S, samples, seed, H, W)
+        base = clf.normalize(img[None])
+        p0 = clf.predict(base)[0]
+        cls = resolve_classes(classes, p0)
+        ys, xs = patch_grid(H, W, K, S)
+        n = 1 if self.sampler.deterministic else samples
+        sums, timing = self._marginalize(img, base[0], ys, xs, n, seed, p0.shape[0], source)
+        pr = sums / n
+        pmi = measures.patches_to_pixels(measures.pmi(p0, pr, cls), ys, xs, K, (H, W))
+        ig = measures.patches_to_pixels(measures.information_gain(p0, pr), ys, xs, K, (H, W))
+        timing["total_s"] = time.perf_counter() - t_start
+        params = {"K": K, "S": S, "N": samples, "N_used": n, "seed": seed, "batch_size": self.batch_size,
+                  "positions": len(ys), **self.sampler.describe(), "kernels": kernels.backend()}
+        return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], pmi=pmi, ig=ig,
+                           params=params, model=clf.describe(), timing=timing, forwards=1 + len(ys) * n,
+                           source=source)
+
+    def _marginalize(self, img, base, ys, xs, n, seed, n_classes, source):
+        """Σ_n p(Y | x with patch r := x̃_r,n) for every position r → float64 [P, Y], plus timings (s)."""
+        clf, K, B = self.classifier, self.sampler.K, self.batch_size
+        P = len(ys)
+        sums = np.zeros((P, n_classes))
+        buf = np.repeat(base[None], B, axis=0)
+        chunk = max(SAMPLER_POSITIONS, -(-B // n))
+        t = {"sampler_s": 0.0, "composite_s": 0.0, "classifier_s": 0.0}
+        pend_pos = np.empty(0, np.int64)
+        pend_patch = np.empty((0, K, K, 3), np.uint8)
+        desc = os.path.basename(source) if source else "explain"
+        with tqdm(total=P * n, unit="fwd", desc=desc, delay=1.0, disable=not self.progress, file=sys.stderr,
+                  leave=False) as bar:
+            for i0 in range(0, P, chunk):
+                idx = np.arange(i0, min(P, i0 + chunk))
+                t0 = time.perf_counter()
+                patches = self.sampler.sample(img, ys[idx], xs[idx], n, streams(seed, idx))
+                t["sampler_s"] += time.perf_counter() - t0
+                pend_pos = np.concatenate([pend_pos, np.repeat(idx, n)])
+                pend_patch = np.concatenate([pend_patch, patches.reshape(-1, K, K, 3)])
+                last = idx[-1] == P - 1
+                while len(pend_pos) >= B or (last and len(pend_pos)):
+                    m = min(B, len(pend_pos))
+                    pos, pend_pos = pend_pos[:m], pend_pos[m:]
+                    ptc, pend_patch = pend_patch[:m], pend_patch[m:]
+                    t0 = time.perf_counter()
+                    kernels.composite(buf, ptc, ys[pos], xs[pos], clf.lut, clf.src, clf.nchw)
+                    t1 = time.perf_counter()
+                    probs = clf.predict(buf[:m])
+                    t2 = time.perf_counter()
+                    np.add.at(sums, pos, probs)
+                    kernels.restore(buf, base, ys[pos], xs[pos], K, clf.nchw)
+                    t["composite_s"] += (t1 - t0) + (time.perf_counter() - t2)
+                    t["classifier_s"] += t2 - t1
+                    bar.update(m)
+        return sums, t
+
+
+def _check_params(K, S, N, seed, H, W):
+    if K > min(H, W):
+        raise InfolensError(f"patch size K={K} is larger than the {H}x{W} input image (-K)")
+    if not isinstance(S, (int, np.integer)) or S < 1:
+        raise InfolensError(f"stride must be a positive integer, got {S} (-S)")
+    if S > K:
+        raise InfolensError(f"stride S={S} is larger than the patch size K={K}: pixels between patches would get "
+                            f"no value; use -S {K} or less")
+    if not isinstance(N, (int, np.integer)) or N < 1:
+        raise InfolensError(f"samples must be a positive integer, got {N} (-N)")
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise InfolensError(f"seed must be an integer in [0, 2^64), got {seed} (--seed)")
