@@ -20,7 +20,7 @@ $(VENV)/.dev: $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
 	@start=$$(date +%s); \
-	$(BIN)/infolens explain examples/chelsea.png --out out/demo && \
+	$(BIN)/infolens explain examples/chelsea.png -K 16 -S 8 --out out/demo && \
 	echo "make demo: explained examples/chelsea.png in $$(( $$(date +%s) - start )) s; see out/demo/"
 
 test: $(VENV)/.dev

@@ -126,9 +126,9 @@ def random_windows(
     Each window picks an image uniformly, then a patch position (y, x) uniformly over the valid
     positions 0..H-K × 0..W-K, and cuts it from the zero-padded image exactly as the runtime
     does, so windows near an edge contain the zero border. With augment: rescale by 0.5–1.5
-    (one factor per image per call, before choosing positions), mild colour jitter on the image pixels only (the border stays
-    0), then a random flip / 90° rotation of the window — equal to the window of the flipped
-    image at the mirrored position, because the padding is symmetric.
+    (one factor per image per call, before choosing positions), mild colour jitter on the image
+    pixels only (the border stays 0), then a random flip / 90° rotation of the window — equal to
+    the window of the flipped image at the mirrored position, because the padding is symmetric.
     Images may be arrays or (name, array) pairs as returned by load_images.
     """
     arrays = [im[1] if isinstance(im, tuple) else im for im in images]

@@ -88,6 +88,8 @@ class OnnxClassifier:
     def from_card(cls, model_path, card_path=None, **overrides) -> "OnnxClassifier":
         """Build from `model.onnx` and its card `model.json` (DESIGN §2); keyword overrides that are not None win."""
         model_path = os.fspath(model_path)
+        if card_path is not None and not os.path.isfile(card_path):
+            raise InfolensError(f"model card not found: {card_path} (--card)")
         card_path = card_path or os.path.splitext(model_path)[0] + ".json"
         card = {}
         if os.path.exists(card_path):
