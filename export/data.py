@@ -11,6 +11,9 @@ import os
 import cv2
 import numpy as np
 
+from infolens.errors import InfolensError
+from infolens.images import read_image
+
 # Natural photographs shipped with scikit-image. The four colour photos are all there is; the
 # grey ones add natural fine-scale texture they lack (brick wall, grass, gravel, the cameraman
 # scene) and enter as R=G=B — still a valid natural image, grey photos occur in ImageNet too —
@@ -41,24 +44,6 @@ def builtin_dir() -> str:
     return os.path.join(os.path.dirname(skimage.__file__), "data")
 
 
-def _read_rgb(path: str) -> np.ndarray | None:
-    """Decode a file to uint8 RGB [H, W, 3] (grey → 3 equal channels, alpha dropped); None if OpenCV can't."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None or image.ndim not in (2, 3):
-        return None
-    if image.dtype != np.uint8:
-        if image.dtype != np.uint16:
-            return None
-        image = (image >> 8).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def load_images(source: str) -> list[tuple[str, np.ndarray]]:
     """Load images as (name, uint8 RGB [H, W, 3]) pairs.
 
@@ -81,24 +66,17 @@ def load_images(source: str) -> list[tuple[str, np.ndarray]]:
         raise ValueError(f"image source is neither 'builtin', 'builtin-heldout' nor a folder: {source!r}")
     images = []
     for name, path in paths:
-        image = _read_rgb(path)
-        if image is not None:
-            images.append((name, image))
+        try:
+            images.append((name, read_image(path)))
+        except InfolensError:  # a folder may hold other files: skip what is not an image
+            continue
     if not images:
         raise ValueError(f"no decodable images found in {source!r}")
     return images
 
 
-def pad_image(image: np.ndarray, K: int) -> np.ndarray:
-    """Zero-pad uint8 [H, W, C] by K pixels on every side → [H+2K, W+2K, C].
-
-    The context of the patch at (y, x) (image coordinates) is then padded[y:y+3K, x:x+3K].
-    """
-    return np.pad(image, ((K, K), (K, K), (0, 0)), mode="constant", constant_values=0)
-
-
 def _window(image: np.ndarray, y: int, x: int, K: int) -> np.ndarray:
-    """padded[y:y+3K, x:x+3K] of pad_image(image, K), without padding the whole image."""
+    """padded[y:y+3K, x:x+3K] of the image zero-padded by K (infolens.samplers.pad), without padding it all."""
     H, W, C = image.shape
     out = np.zeros((3 * K, 3 * K, C), np.uint8)
     y0, y1 = max(y - K, 0), min(y + 2 * K, H)
@@ -129,9 +107,12 @@ def random_windows(
     (one factor per image per call, before choosing positions), mild colour jitter on the image
     pixels only (the border stays 0), then a random flip / 90° rotation of the window — equal to
     the window of the flipped image at the mirrored position, because the padding is symmetric.
-    Images may be arrays or (name, array) pairs as returned by load_images.
+    Images may be arrays or (name, array) pairs as returned by load_images; ValueError if one is
+    smaller than K×K.
     """
     arrays = [im[1] if isinstance(im, tuple) else im for im in images]
+    if any(min(a.shape[:2]) < K for a in arrays):
+        raise ValueError(f"every image must be at least K={K} pixels high and wide")
     C = arrays[0].shape[2]
     out = np.empty((n, 3 * K, 3 * K, C), np.uint8)
     picks = rng.integers(len(arrays), size=n)

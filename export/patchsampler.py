@@ -140,9 +140,9 @@ def train(
     """Adam on the cross-entropy of the centre sub-pixels, cosine-decayed lr; returns per-step losses in nats.
 
     Windows come fresh from `random_windows` (augmented) every step, from a numpy Generator seeded
-    with `seed`; torch is seeded with it too, so a run is reproducible on one device and thread count.
+    with `seed`. Training itself draws no torch random numbers, so a run is reproducible on one
+    device and thread count once the model was built after `torch.manual_seed`.
     """
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     train_images = load_images(args.data)
     heldout_images = load_images("builtin-heldout")
 
+    torch.manual_seed(args.seed)  # the initial weights
     model = PatchSampler(args.K, args.channels, args.width)
     start = time.time()
     losses = train(model, train_images, args.steps, args.batch, args.seed, args.lr, args.device)

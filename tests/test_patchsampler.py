@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from infolens.export import data, patchsampler as ps  # noqa: E402
+from infolens import samplers
+from infolens.export import data, patchsampler as ps
 
 MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
@@ -23,6 +23,7 @@ def tiny_trained():
     images = dict(data.load_images("builtin"))
     names = ("astronaut.png", "camera.png")
     small = [cv2.resize(images[name], (128, 128), interpolation=cv2.INTER_AREA) for name in names]
+    torch.manual_seed(0)
     model = ps.PatchSampler(4, 3, width=16)
     losses = ps.train(model, small, steps=30, batch=16, seed=0, progress=False)
     return model, losses
@@ -85,15 +86,6 @@ def test_nll_bits():
     assert ps.nll_bits(wrong, targets) > 8.0
 
 
-def test_pad_image():
-    image = np.random.default_rng(4).integers(1, 256, (10, 13, 3), dtype=np.uint8)
-    padded = data.pad_image(image, 4)
-    assert padded.shape == (18, 21, 3) and padded.dtype == np.uint8
-    np.testing.assert_array_equal(padded[4:14, 4:17], image)
-    padded[4:14, 4:17] = 0
-    assert not padded.any()
-
-
 def _coordinate_image(H=40, W=50):
     """R = row, G = column, B = 255: every pixel names its position and is nonzero."""
     y, x = np.mgrid[0:H, 0:W]
@@ -104,10 +96,9 @@ def test_random_windows_are_the_runtime_context():
     K, image = 8, _coordinate_image()
     windows = data.random_windows([image], K, 400, np.random.default_rng(5), augment=False)
     assert windows.shape == (400, 24, 24, 3) and windows.dtype == np.uint8
-    padded = data.pad_image(image, K)
-    ys, xs = windows[:, K, K, 0].astype(int), windows[:, K, K, 1].astype(int)
-    for window, y, x in zip(windows, ys, xs):
-        np.testing.assert_array_equal(window, padded[y : y + 3 * K, x : x + 3 * K])
+    ys, xs = windows[:, K, K, 0].astype(np.int64), windows[:, K, K, 1].astype(np.int64)
+    # exactly what the runtime's PatchSampler cuts around the patch at (y, x)
+    np.testing.assert_array_equal(windows, samplers.windows(samplers.pad(image, K), ys, xs, 3 * K))
     # positions span every valid patch position, so windows reach into the zero border
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (0, 40 - K, 0, 50 - K)
     assert (windows[..., 2] == 0).any(axis=(1, 2)).mean() > 0.5
@@ -120,6 +111,8 @@ def test_augmented_windows_keep_border_and_centre():
     assert windows[:, K : 2 * K, K : 2 * K].min() > 0  # the patch always lies inside the image
     assert (windows == 0).all(-1).any(axis=(1, 2)).mean() > 0.2  # many windows overlap the border
     assert len(np.unique(windows[:, K, K, 0])) > 5  # colour jitter is on
+    with pytest.raises(ValueError, match="at least K=4"):
+        data.random_windows([np.ones((3, 9, 3), np.uint8)], K, 1, np.random.default_rng(6))
 
 
 def test_load_images(tmp_path):
