@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace existing files in --out that an earlier infolens run did not write")
     r.add_argument("--no-png", action="store_true", help="write only the .npz and .json")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-image summary")
-    sub.add_parser("models", help="list the shipped models and their cards",
-                   description="List the shipped models (ONNX files with JSON cards) and their cards.")
+    mo = sub.add_parser("models", help="list the shipped models and their cards",
+                        description="List the shipped models (ONNX files with JSON cards) and their cards.")
+    mo.add_argument("--full", action="store_true", help="print every card in full (JSON)")
     return top
 
 
@@ -115,13 +116,16 @@ def main(argv=None) -> int:
     # OpenCV logs a WARN line per broken image file besides failing; our one-line error says it better.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
-        return _models() if args.command == "models" else _explain(args)
+        return _models(args.full) if args.command == "models" else _explain(args)
     except InfolensError as e:
         print(f"infolens: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infolens: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `infolens models | head`
+        sys.stderr.close()
+        return 0
 
 
 def _classifier(args):
@@ -168,7 +172,7 @@ def _explain(args) -> int:
     return 2 if failed else 0
 
 
-def _models() -> int:
+def _models(full: bool) -> int:
     from .catalog import list_cards, models_dir
 
     cards = list_cards()
@@ -176,13 +180,36 @@ def _models() -> int:
         print(f"no shipped models in {models_dir()}")
         return 0
     for path, card in cards:
-        size = os.path.getsize(path) / 1e6
-        shown = {k: v for k, v in card.items() if k != "labels"}
-        if "labels" in card:
-            shown["labels"] = f"{len(card['labels'])} labels: {', '.join(card['labels'][:3])}, …"
-        print(f"{os.path.basename(path)}  ({size:.1f} MB)")
-        print("  " + json.dumps(shown, indent=2).replace("\n", "\n  "))
+        print(f"{os.path.basename(path)}  {os.path.getsize(path) / 1e6:.1f} MB  {card.get('task', '(no card)')}")
+        if full:
+            print("  " + json.dumps(card, indent=2).replace("\n", "\n  "))
+            continue
+        for line in _card_lines(card):
+            print("  " + line)
+    print(f"({models_dir()}; `infolens models --full` prints the whole cards)")
     return 0
+
+
+def _card_lines(card: dict) -> list[str]:
+    lines = []
+    if "input" in card and isinstance(card["input"], dict):
+        i = card["input"]
+        lines.append(f"input   {i.get('layout')} {'x'.join(map(str, i.get('size', [])))} {i.get('channel_order')} "
+                     f"{i.get('dtype')}: (pixel*{i.get('scale')} - {i.get('mean')}) / {i.get('std')}, "
+                     f"resize {i.get('resize')}")
+    if "labels" in card:
+        kind = card.get("output", {}).get("kind", "auto")
+        lines.append(f"output  {kind}, {len(card['labels'])} labels ({', '.join(card['labels'][:3])}, …)")
+    if "K" in card:
+        nll = card.get("nll_bits_per_subpixel", {})
+        lines.append(f"K={card['K']} C={card.get('C')} width {card.get('width')}; held-out NLL "
+                     f"{nll.get('patchsampler')} bits/sub-pixel (uniform {nll.get('uniform')}); "
+                     f"{card.get('cost_ms_per_position')} ms per position")
+    source = card.get("source") if isinstance(card.get("source"), dict) else {}
+    command = source.get("command") or card.get("command")
+    if command:
+        lines.append(f"made by {command}  [{source.get('licence') or card.get('licence')}]")
+    return lines
 
 
 if __name__ == "__main__":

@@ -182,3 +182,25 @@ def test_models_lists_shipped_cards():
 def test_help_teaches():
     r = run_cli("explain", "--help")
     assert r.returncode == 0 and "PMI" in r.stdout and "--sampler" in r.stdout and "examples:" in r.stdout
+
+
+def test_cuda_without_cuda_provider_is_a_one_line_error(tmp_path, image_file, model_file):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the error path does not apply")
+    line = _one_line_error(run_cli("explain", image_file, "--model", model_file, "--device", "cuda",
+                                   "--out", tmp_path / "o", *SMALL, "--sampler", "gray"))
+    assert "infolens[gpu]" in line
+
+
+def test_runtime_never_imports_torch(tmp_path, image_file, model_file):
+    import subprocess
+    import sys
+
+    code = ("import sys; from infolens import cli, bench, engine, samplers, classifier; "
+            f"rc = cli.main(['explain', {image_file!r}, '--model', {model_file!r}, '--out', {str(tmp_path)!r}, "
+            "'-K', '4', '--sampler', 'gaussian', '-q']); "
+            "assert rc == 0; assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
