@@ -106,6 +106,14 @@ class OnnxClassifier:
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(model_path, **kw)
 
+    @classmethod
+    def from_description(cls, d: dict, device: str | None = None) -> "OnnxClassifier":
+        """Rebuild the classifier an explanation recorded (`describe()` output, the JSON's "model")."""
+        return cls.from_card(d["model"], layout=d["layout"], size=d["size"], channel_order=d["channel_order"],
+                             scale=d["scale"], mean=d["mean"], std=d["std"], dtype=d["dtype"], resize=d["resize"],
+                             output_kind=d["output_kind"], input_name=d["input_name"],
+                             output_name=d["output_name"], device=device or d.get("device", "cpu"))
+
     # ---- images → tensors ------------------------------------------------------------------------------------
     def load_image(self, image) -> np.ndarray:
         """A path or a uint8 RGB [h, w, 3] array → uint8 RGB [H, W, 3] in the model's input space."""

@@ -103,6 +103,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace existing files in --out that an earlier infolens run did not write")
     r.add_argument("--no-png", action="store_true", help="write only the .npz and .json")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-image summary")
+    ev = sub.add_parser("eval", help="faithfulness of saved explanations (deletion / insertion AUC)",
+                        description="Check a saved explanation against the model it explains.")
+    evsub = ev.add_subparsers(dest="eval_command", required=True, parser_class=_Parser)
+    for mode, what in (("deletion", "removes the highest-ranked pixels first: a faithful map makes p(class) fall "
+                                    "fast (low AUC is good)"),
+                       ("insertion", "starts from the fill and puts the highest-ranked pixels back first: a faithful "
+                                     "map makes p(class) rise fast (high AUC is good)")):
+        from .evaluate import __doc__ as protocol
+
+        d = evsub.add_parser(mode, help=f"{mode} curve and AUC", description=f"{mode.capitalize()} curve: {what}."
+                             f"\n\n{protocol}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        d.add_argument("explanation", metavar="EXPLANATION.npz", help="an `infolens explain` result (.npz + .json)")
+        d.add_argument("--map", choices=["pmi", "ig"], default="pmi", help="which map orders the pixels (default pmi)")
+        d.add_argument("--class", dest="cls", type=int, help="class whose probability is tracked (default: the "
+                       "explanation's top class; with --map pmi also the map used)")
+        d.add_argument("--fill", choices=["blur", "black", "mean", "patchsampler"], default="blur",
+                       help="what replaces removed pixels (default blur)")
+        d.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
+        d.add_argument("--json", metavar="OUT", help="write auc, curve, fractions, fill, steps, class, map here")
+        d.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
+        d.add_argument("--device", choices=["cpu", "cuda"], help="default: the explanation's")
+        d.add_argument("--seed", type=int, default=0, help="seed of the patchsampler fill (default 0)")
+        d.add_argument("--sampler-model", metavar="PATH", help="PatchSampler for --fill patchsampler "
+                       "(default: the explanation's, else the shipped one for its K)")
     mo = sub.add_parser("models", help="list the shipped models and their cards",
                         description="List the shipped models (ONNX files with JSON cards) and their cards.")
     mo.add_argument("--full", action="store_true", help="print every card in full (JSON)")
@@ -116,7 +140,9 @@ def main(argv=None) -> int:
     # OpenCV logs a WARN line per broken image file besides failing; our one-line error says it better.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
-        return _models(args.full) if args.command == "models" else _explain(args)
+        if args.command == "models":
+            return _models(args.full)
+        return _eval(args) if args.command == "eval" else _explain(args)
     except InfolensError as e:
         print(f"infolens: error: {e}", file=sys.stderr)
         return 2
@@ -170,6 +196,23 @@ def _explain(args) -> int:
             print(f"{path}: {top}\n  {e.forwards} forwards in {time.perf_counter() - t0:.1f} s → "
                   f"{os.path.join(args.out, stem)}.* ({len(files)} files)")
     return 2 if failed else 0
+
+
+def _eval(args) -> int:
+    from .evaluate import evaluate
+
+    if args.json and os.path.exists(args.json) and os.path.abspath(args.json) == os.path.abspath(args.explanation):
+        raise InfolensError("--json would overwrite the explanation itself")
+    result = evaluate(args.explanation, args.eval_command, args.map, args.cls, args.fill, args.steps,
+                      args.batch_size, args.seed, args.sampler_model, args.device)
+    print(f"AUC {result['auc']:.6f}")
+    print(f"  {args.eval_command} of p({result['label']} [{result['class']}]) by the {args.map} map, fill "
+          f"{args.fill}, {args.steps} steps, {result['forwards']} forwards in {result['seconds']:.1f} s",
+          file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
 
 
 def _models(full: bool) -> int:

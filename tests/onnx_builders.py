@@ -113,3 +113,27 @@ def patch_sampler(path, K):
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return str(path)
+
+
+def region_classifier(path, H=16, W=16, region=(4, 8, 6, 12)):
+    """Two classes whose answer depends only on one known region: logit_0 = mean(pixels in region)/32 − 4, logit_1 = 0.
+
+    Input: raw pixel values, NCHW float32 (mean 0, std 1)."""
+    y0, y1, x0, x1 = region
+    inits = [numpy_helper.from_array(np.array([y0, x0], np.int64), "starts"),
+             numpy_helper.from_array(np.array([y1, x1], np.int64), "ends"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+             numpy_helper.from_array(np.array([[1 / 32.0, 0.0]], np.float32), "w"),
+             numpy_helper.from_array(np.array([-4.0, 0.0], np.float32), "b")]
+    nodes = [helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["reg"]),
+             helper.make_node("ReduceMean", ["reg"], ["m"], axes=[1, 2, 3], keepdims=0),
+             helper.make_node("Unsqueeze", ["m", "one"], ["m2"]),
+             helper.make_node("MatMul", ["m2", "w"], ["z"]), helper.make_node("Add", ["z", "b"], ["logits"])]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    graph = helper.make_graph(nodes, "region", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                              ["N", 3, H, W])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)

@@ -1,0 +1,101 @@
+"""Deletion / insertion: the step rule, the fills, the AUC, and that a faithful map beats a random one."""
+import json
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import onnx_builders
+from conftest import run_cli
+from infolens import Explanation, OnnxClassifier
+from infolens.evaluate import auc, curve, fill_image, pixel_order, step_counts
+
+H = W = 16
+REGION = (4, 8, 6, 12)
+
+
+@pytest.fixture
+def region_setup(tmp_path):
+    """A region classifier, a bright image, and explanations whose maps rank the region first or randomly."""
+    path = onnx_builders.region_classifier(tmp_path / "region.onnx", H, W, REGION)
+    clf = OnnxClassifier(path, resize="none")
+    rng = np.random.default_rng(0)
+    image = rng.integers(180, 256, (H, W, 3), dtype=np.uint8)
+    probs = clf.predict_images(image[None])[0]
+    good = np.zeros((H, W), np.float32)
+    good[REGION[0]:REGION[1], REGION[2]:REGION[3]] = 1.0
+    files = {}
+    for name, m in (("good", good), ("random", rng.random((H, W)).astype(np.float32))):
+        e = Explanation(image=image, probs=probs, classes=np.array([0]), labels=["class 0"], pmi=m[None], ig=m,
+                        params={"K": 4, "sampler": "gray"}, model=clf.describe(), source=f"{name}.png")
+        files[name] = e.save(str(tmp_path), name, render=False)["npz"]
+    return clf, image, good, files
+
+
+def _direct_probs(model, images):
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    z = sess.run(None, {"input": images.transpose(0, 3, 1, 2).astype(np.float32)})[0].astype(np.float64)
+    e = np.exp(z - z.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True))[:, 0]
+
+
+def test_step_rule_and_stable_order():
+    assert step_counts(10, 4).tolist() == [0, 3, 5, 8, 10]  # ceil(k·10/4)
+    assert step_counts(256, 100)[1] == 3 and step_counts(256, 100)[-1] == 256
+    v = np.array([[0.5, 1.0, 0.5], [1.0, 0.0, 0.5]])
+    assert pixel_order(v).tolist() == [1, 3, 0, 2, 5, 4]  # ties keep row-major order
+
+
+def test_fills_are_as_specified(region_setup):
+    _, image, _, _ = region_setup
+    np.testing.assert_array_equal(fill_image(image, "blur"), cv2.GaussianBlur(image, (11, 11), 5))
+    assert not fill_image(image, "black").any()
+    np.testing.assert_array_equal(fill_image(image, "mean")[3, 7], np.rint(image.mean((0, 1))).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_curve_and_auc_match_a_hand_computed_run(region_setup, mode):
+    clf, image, good, _ = region_setup
+    steps = 7
+    fill = fill_image(image, "black")
+    fractions, got = curve(clf, image, fill, good, 0, steps, mode, batch_size=3)
+    order = np.argsort(-good.ravel(), kind="stable")
+    imgs = []
+    for k in range(steps + 1):
+        n = int(np.ceil(k * H * W / steps))
+        cur = (image if mode == "deletion" else fill).reshape(-1, 3).copy()
+        cur[order[:n]] = (fill if mode == "deletion" else image).reshape(-1, 3)[order[:n]]
+        imgs.append(cur.reshape(H, W, 3))
+    want = _direct_probs(clf.model_path, np.stack(imgs))
+    np.testing.assert_allclose(fractions, np.linspace(0, 1, steps + 1))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    trapezoid = sum((want[i] + want[i + 1]) / 2 / steps for i in range(steps))
+    assert auc(fractions, got) == pytest.approx(trapezoid, rel=1e-9)
+
+
+def test_faithful_map_has_lower_deletion_and_higher_insertion_auc(region_setup, tmp_path):
+    _, _, _, files = region_setup
+    res = {}
+    for name, npz in files.items():
+        for mode in ("deletion", "insertion"):
+            out = tmp_path / f"{name}_{mode}.json"
+            r = run_cli("eval", mode, npz, "--fill", "black", "--steps", "20", "--json", out)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.startswith("AUC ")
+            res[name, mode] = json.loads(out.read_text())
+    assert res["good", "deletion"]["auc"] < res["random", "deletion"]["auc"] - 0.3
+    assert res["good", "insertion"]["auc"] > res["random", "insertion"]["auc"] + 0.3
+    rec = res["good", "deletion"]
+    assert set(rec) >= {"auc", "curve", "fractions", "fill", "steps", "class", "map"}
+    assert rec["fill"] == "black" and rec["steps"] == 20 and rec["class"] == 0 and rec["map"] == "pmi"
+    assert len(rec["curve"]) == len(rec["fractions"]) == 21 and 0 <= rec["auc"] <= 1
+
+
+def test_eval_bad_input_is_one_line(region_setup, tmp_path):
+    _, _, _, files = region_setup
+    for args in (["--class", "1"], ["--steps", "0"], ["--map", "xyz"]):
+        r = run_cli("eval", "deletion", files["good"], *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("eval", "deletion", tmp_path / "missing.npz")
+    assert r.returncode == 2 and "cannot read explanation" in r.stderr
