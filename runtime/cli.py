@@ -22,6 +22,7 @@ Each pixel gets the mean over the patches that cover it.  Cost: (#patches × N +
   <stem>.npz   image (uint8 H×W×3, the model-input-space image), probs, classes, pmi [k,H,W], ig [H,W]
   <stem>.json  labels, probabilities, every parameter and preprocessing value used, forwards, timings
   <stem>_ig.png, <stem>_pmi_<class>.png   overlays with a colour bar in bits
+(--method occlusion|pda|rise write occlusion / woe / rise maps instead, for comparison, same file scheme)
 
 Without --model it uses the shipped ImageNet classifier (EfficientNet-Lite0) and PatchSampler.
 A model's card (model.json beside model.onnx) supplies preprocessing and labels; flags override it;
@@ -61,6 +62,7 @@ def _size(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .explanation import MAPS
     from .samplers import SAMPLERS
 
     top = _Parser(prog="infolens", description="Information-theoretic explanations (PMI, IG in bits) for any "
@@ -71,16 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EXPLAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything OpenCV decodes)")
     g = ex.add_argument_group("method")
-    g.add_argument("--sampler", default="patchsampler", choices=SAMPLERS,
-                   help="how a patch is marginalized (default: patchsampler; mean/gray/black/blur are deterministic)")
+    g.add_argument("--method", default="pmi", choices=["pmi", "ig", "occlusion", "pda", "rise"],
+                   help="pmi/ig (default; one run gives both maps, bits); occlusion: p(c|x) − p(c|x, patch grey); "
+                   "pda: weight of evidence in bits with the gaussian sampler; rise: random-mask saliency")
+    g.add_argument("--sampler", choices=SAMPLERS,
+                   help="how a patch is marginalized (default: patchsampler; occlusion: gray; pda: gaussian; "
+                   "mean/gray/black/blur are deterministic, so N=1 is used)")
     g.add_argument("--sampler-model", metavar="PATH",
                    help="PatchSampler .onnx (or gaussian .npz) instead of the shipped one for K")
     g.add_argument("-K", type=int, default=8, help="patch size in pixels (default 8; shipped PatchSamplers: 8, 16)")
     g.add_argument("-S", type=int, default=None, help="stride in pixels (default K: non-overlapping patches)")
-    g.add_argument("-N", type=int, default=8, help="in-fills per patch (default 8)")
+    g.add_argument("-N", type=int, help="in-fills per patch (default 8); with --method rise: masks (default 1000)")
     g.add_argument("--classes", default="top3", help="classes that get a PMI map: topK or indices like 285,281 "
                    "(default top3)")
     g.add_argument("--seed", type=int, default=0, help="random seed; same seed, same maps (default 0)")
+    g.add_argument("--rise-grid", type=int, default=7, help="RISE mask grid s×s (default 7)")
+    g.add_argument("--rise-p", type=float, default=0.5, help="RISE probability of keeping a cell (default 0.5)")
     m = ex.add_argument_group("model (flags win over the model card)")
     m.add_argument("--model", metavar="M.onnx", help="classifier (default: shipped efficientnet_lite0.onnx)")
     m.add_argument("--card", metavar="M.json", help="model card (default: M.json beside M.onnx, if present)")
@@ -115,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         d = evsub.add_parser(mode, help=f"{mode} curve and AUC", description=f"{mode.capitalize()} curve: {what}."
                              f"\n\n{protocol}", formatter_class=argparse.RawDescriptionHelpFormatter)
         d.add_argument("explanation", metavar="EXPLANATION.npz", help="an `infolens explain` result (.npz + .json)")
-        d.add_argument("--map", choices=["pmi", "ig"], default="pmi", help="which map orders the pixels (default pmi)")
+        d.add_argument("--map", choices=list(MAPS), default="pmi",
+                       help="which map of the explanation orders the pixels (default pmi)")
         d.add_argument("--class", dest="cls", type=int, help="class whose probability is tracked (default: the "
                        "explanation's top class; with --map pmi also the map used)")
         d.add_argument("--fill", choices=["blur", "black", "mean", "patchsampler"], default="blur",
@@ -170,8 +179,12 @@ def _explain(args) -> int:
     from .samplers import load_sampler
 
     clf = _classifier(args)
-    sampler = load_sampler(args.sampler, K=args.K, model=args.sampler_model, device=args.device)
-    explainer = Explainer(clf, sampler, batch_size=args.batch_size, progress=not args.quiet)
+    default_sampler = {"occlusion": "gray", "pda": "gaussian"}.get(args.method, "patchsampler")
+    sampler = None if args.method == "rise" else load_sampler(args.sampler or default_sampler, K=args.K,
+                                                             model=args.sampler_model, device=args.device)
+    explainer = Explainer(clf, sampler, batch_size=args.batch_size,
+                          progress=not args.quiet, rise_grid=args.rise_grid, rise_p=args.rise_p)
+    n = args.N if args.N is not None else (1000 if args.method == "rise" else 8)
     inputs = {os.path.abspath(p) for p in args.images}
     stems: dict[str, int] = {}
     failed = 0
@@ -182,7 +195,8 @@ def _explain(args) -> int:
             stem = f"{stem}-{stems[stem]}"
         try:
             t0 = time.perf_counter()
-            e = explainer.explain(path, classes=args.classes, stride=args.S, samples=args.N, seed=args.seed)
+            e = explainer.explain(path, classes=args.classes, stride=args.S, samples=n, seed=args.seed,
+                                  method=args.method)
             clash = [p for p in e.outputs(args.out, stem).values() if os.path.abspath(p) in inputs]
             if clash:
                 raise InfolensError(f"output {clash[0]} would overwrite an input image (choose another --out)")

@@ -6,6 +6,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -15,6 +16,7 @@ from .errors import InfolensError
 from .explanation import Explanation
 from .samplers import Sampler, load_sampler
 
+METHODS = ("pmi", "ig", "occlusion", "pda", "rise")
 SAMPLER_POSITIONS = 32  # positions per sampler call when that exceeds one classifier batch: amortizes the call
 
 
@@ -73,49 +75,115 @@ class Explainer:
     sampler : a Sampler (samplers.load_sampler); its K is the patch size.  Default: the shipped PatchSampler, K=8.
     batch_size : classifier images per ONNX Runtime call.
     progress : show a tqdm bar on stderr (it appears only for work longer than a second).
+    rise_grid, rise_p : RISE's mask grid size s and keep probability (method "rise" only).
     """
 
     def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
-                 progress: bool = False):
+                 progress: bool = False, rise_grid: int = 7, rise_p: float = 0.5):
         if batch_size < 1:
             raise InfolensError(f"batch size must be ≥ 1, got {batch_size} (--batch-size)")
         self.classifier = classifier
-        self.sampler = sampler if sampler is not None else load_sampler("patchsampler", K=8, device=classifier.device)
+        self._sampler = sampler
         self.batch_size = batch_size
         self.progress = progress
+        self.rise_grid, self.rise_p = rise_grid, rise_p
+
+    @property
+    def sampler(self) -> Sampler:
+        """The sampler; the shipped PatchSampler (K=8) when none was given, loaded on first use (RISE needs none)."""
+        if self._sampler is None:
+            self._sampler = load_sampler("patchsampler", K=8, device=self.classifier.device)
+        return self._sampler
 
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
-                source: str | None = None) -> Explanation:
+                source: str | None = None, method: str = "pmi") -> Explanation:
         """Explain one image.
 
         image : path, or uint8 RGB [h, w, 3] (resized into the input space per the classifier's `resize`).
-        classes : "top3", "topK", "285,281" or ints — classes that get a PMI map.
-        stride : S in pixels (default K).  samples : N in-fills per patch.  seed : the RNG key (≥ 0).
-        Returns an Explanation: pmi float32 [k, H, W] and ig float32 [H, W] in bits, probs float64 [Y].
+        classes : "top3", "topK", "285,281" or ints — classes that get a class map.
+        stride : S in pixels (default K).  samples : N in-fills per patch (RISE: N masks).  seed : RNG key (≥ 0).
+        method : "pmi" (or "ig": the same run) → maps "pmi" [k, H, W] and "ig" [H, W] in bits;
+                 "pda" → "woe" [k, H, W] bits;  "occlusion" → "occlusion" [k, H, W] probability difference
+                 (use them with the gaussian and gray samplers for Zintgraf's PDA and Zeiler's occlusion);
+                 "rise" → "rise" [k, H, W], ignoring the sampler (see `rise`).
+        Returns an Explanation; probs float64 [Y].
         """
+        if method not in METHODS:
+            raise InfolensError(f"unknown method {method!r}: choose one of {', '.join(METHODS)} (--method)")
         t_start = time.perf_counter()
-        clf, K = self.classifier, self.sampler.K
-        S = K if stride is None else stride
+        clf = self.classifier
         if isinstance(image, (str, os.PathLike)):
             source = source or os.fspath(image)
         img = clf.load_image(image)
         H, W = img.shape[:2]
-        _check_params(K, S, samples, seed, H, W)
+        if method == "rise":
+            _check_params(1, 1, samples, seed, H, W)
         base = clf.normalize(img[None])
         p0 = clf.predict(base)[0]
         cls = resolve_classes(classes, p0)
-        ys, xs = patch_grid(H, W, K, S)
-        n = 1 if self.sampler.deterministic else samples
-        sums, timing = self._marginalize(img, base[0], ys, xs, n, seed, p0.shape[0], source)
-        pr = sums / n
-        pmi = measures.patches_to_pixels(measures.pmi(p0, pr, cls), ys, xs, K, (H, W))
-        ig = measures.patches_to_pixels(measures.information_gain(p0, pr), ys, xs, K, (H, W))
+        if method == "rise":
+            saliency, timing = self.rise(img, cls, samples, seed, self.rise_grid, self.rise_p)
+            maps = {"rise": saliency.astype(np.float32)}
+            params = {"method": method, "N": samples, "grid": self.rise_grid, "p_keep": self.rise_p, "seed": seed,
+                      "batch_size": self.batch_size}
+            forwards = 1 + samples
+        else:
+            K = self.sampler.K
+            S = K if stride is None else stride
+            _check_params(K, S, samples, seed, H, W)
+            ys, xs = patch_grid(H, W, K, S)
+            n = 1 if self.sampler.deterministic else samples
+            sums, timing = self._marginalize(img, base[0], ys, xs, n, seed, p0.shape[0], source)
+            pr = sums / n
+
+            def pixels(v):
+                return measures.patches_to_pixels(v, ys, xs, K, (H, W))
+
+            if method in ("pmi", "ig"):
+                maps = {"pmi": pixels(measures.pmi(p0, pr, cls)), "ig": pixels(measures.information_gain(p0, pr))}
+            elif method == "pda":
+                maps = {"woe": pixels(measures.weight_of_evidence(p0, pr, cls))}
+            else:
+                maps = {"occlusion": pixels(measures.probability_difference(p0, pr, cls))}
+            params = {"method": method, "K": K, "S": S, "N": samples, "N_used": n, "seed": seed,
+                      "batch_size": self.batch_size, "positions": len(ys), **self.sampler.describe(),
+                      "kernels": kernels.backend()}
+            forwards = 1 + len(ys) * n
         timing["total_s"] = time.perf_counter() - t_start
-        params = {"K": K, "S": S, "N": samples, "N_used": n, "seed": seed, "batch_size": self.batch_size,
-                  "positions": len(ys), **self.sampler.describe(), "kernels": kernels.backend()}
-        return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], pmi=pmi, ig=ig,
-                           params=params, model=clf.describe(), timing=timing, forwards=1 + len(ys) * n,
-                           source=source)
+        return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], maps=maps,
+                           params=params, model=clf.describe(), timing=timing, forwards=forwards, source=source)
+
+    def rise(self, image: np.ndarray, classes: np.ndarray, n_masks: int, seed: int, grid: int = 7,
+             p_keep: float = 0.5):
+        """RISE (Petsiuk et al.): saliency float64 [k, H, W] = Σ_i p(c | image·M_i) M_i / (N · p_keep) for each of
+        the k `classes`, plus timings.
+
+        Mask i: an s×s grid of cells kept with probability p_keep, bilinearly upsampled to cells of
+        ceil(H/s) × ceil(W/s) pixels and shifted by a random offset within one cell; the masked image is
+        image·M_i (removed pixels go black).  Grid and shift come from the Philox stream (seed, i), so the
+        result does not depend on the batch size.
+        """
+        if grid < 1 or not 0 < p_keep <= 1:
+            raise InfolensError(f"RISE needs grid ≥ 1 and 0 < p ≤ 1, got {grid} and {p_keep} (--rise-grid/--rise-p)")
+        H, W = image.shape[:2]
+        ch, cw = -(-H // grid), -(-W // grid)
+        sal = np.zeros((len(classes), H * W))
+        t = {"masks_s": 0.0, "classifier_s": 0.0}
+        with tqdm(total=n_masks, unit="fwd", desc="rise", delay=1.0, disable=not self.progress, file=sys.stderr,
+                  leave=False) as bar:
+            for i0 in range(0, n_masks, self.batch_size):
+                t0 = time.perf_counter()
+                masks = np.stack([_rise_mask(g, grid, p_keep, H, W, ch, cw) for g in
+                                  streams(seed, np.arange(i0, min(n_masks, i0 + self.batch_size)))])
+                batch = np.rint(image[None] * masks[..., None]).astype(np.uint8)
+                t1 = time.perf_counter()
+                probs = self.classifier.predict_images(batch)
+                t2 = time.perf_counter()
+                sal += probs[:, classes].T @ masks.reshape(len(masks), -1)
+                t["masks_s"] += (t1 - t0) + (time.perf_counter() - t2)
+                t["classifier_s"] += t2 - t1
+                bar.update(len(masks))
+        return (sal / (n_masks * p_keep)).reshape(len(classes), H, W), t
 
     def _marginalize(self, img, base, ys, xs, n, seed, n_classes, source):
         """Σ_n p(Y | x with patch r := x̃_r,n) for every position r → float64 [P, Y], plus timings (s).
@@ -181,3 +249,10 @@ def _check_params(K, S, N, seed, H, W):
         raise InfolensError(f"samples must be a positive integer, got {N} (-N)")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise InfolensError(f"seed must be an integer in [0, 2^64), got {seed} (--seed)")
+
+
+def _rise_mask(rng: np.random.Generator, grid: int, p_keep: float, H: int, W: int, ch: int, cw: int) -> np.ndarray:
+    cells = (rng.random((grid, grid)) < p_keep).astype(np.float32)
+    dy, dx = rng.integers(0, ch), rng.integers(0, cw)
+    up = cv2.resize(cells, ((grid + 1) * cw, (grid + 1) * ch), interpolation=cv2.INTER_LINEAR)
+    return up[dy:dy + H, dx:dx + W]

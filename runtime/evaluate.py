@@ -95,16 +95,7 @@ def evaluate(explanation: str | Explanation, mode: str = "deletion", map_name: s
     e = Explanation.load(explanation) if isinstance(explanation, str) else explanation
     top = int(np.argmax(e.probs))
     cls = top if cls is None else int(cls)
-    if map_name == "pmi":
-        where = np.flatnonzero(e.classes == cls)
-        if not where.size:
-            raise InfolensError(f"the explanation has PMI maps for classes {', '.join(map(str, e.classes))}, not {cls} "
-                                f"(--class, or explain with --classes {cls})")
-        values = e.pmi[where[0]]
-    elif map_name == "ig":
-        values = e.ig
-    else:
-        raise InfolensError(f"unknown map {map_name!r}: choose pmi or ig (--map)")
+    values = e.map_for(map_name, cls)
     clf = OnnxClassifier.from_description(e.model, device)
     if not 0 <= cls < clf.n_classes:
         raise InfolensError(f"class {cls} out of range: the model has {clf.n_classes} classes (--class)")

@@ -9,20 +9,29 @@ import numpy as np
 
 from .errors import InfolensError
 
-NPZ_ARRAYS = ("image", "probs", "classes", "pmi", "ig")
 MARKER = "infolens_explanation"  # written into every JSON so a rerun knows which files it may replace
+
+# name → (unit, colour map, what it is).  Class maps are [k, H, W]; "ig" is [H, W].
+MAPS = {
+    "pmi": ("bits", "diverging", "PMI: log2 p(c|x) − log2 p(c|x without the region)"),
+    "ig": ("bits", "sequential", "IG: KL(p(Y|x) ‖ p(Y|x without the region))"),
+    "woe": ("bits", "diverging", "weight of evidence (PDA): log2 odds p(c|x) − log2 odds p(c|x without the region)"),
+    "occlusion": ("probability", "diverging", "occlusion: p(c|x) − p(c|x with the region grey)"),
+    "rise": ("probability", "sequential", "RISE: E[p(c|masked x) | pixel kept] over random masks"),
+}
 
 
 @dataclass
 class Explanation:
-    """PMI and IG maps of one image.
+    """The maps of one image.
 
     image   uint8 [H, W, 3] RGB — the classifier-input-space image that was explained.
     probs   float64 [Y] — p(Y|x).
-    classes int64 [k] — classes with a PMI map;  labels: their names.
-    pmi     float32 [k, H, W] — bits; > 0 where the region supports the class, < 0 where it opposes it.
-    ig      float32 [H, W] — bits; KL(p(Y|x) ‖ p(Y|x without the region)), class-independent, ≥ 0.
-    params  K, S, N, sampler, seed, batch size, …;  model: the classifier's path and preprocessing actually used.
+    classes int64 [k] — classes with a class map;  labels: their names.
+    maps    name → float32 array (see MAPS): the default method gives
+            "pmi" [k, H, W] bits (> 0 where the region supports the class, < 0 where it opposes it) and
+            "ig" [H, W] bits (class-independent, ≥ 0); other methods give "woe", "occlusion" or "rise" [k, H, W].
+    params  method, K, S, N, sampler, seed, batch size, …;  model: the classifier's path and preprocessing used.
     timing  seconds per stage;  forwards: classifier images run.
     """
 
@@ -30,8 +39,7 @@ class Explanation:
     probs: np.ndarray
     classes: np.ndarray
     labels: list[str]
-    pmi: np.ndarray
-    ig: np.ndarray
+    maps: dict[str, np.ndarray]
     params: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
@@ -39,8 +47,29 @@ class Explanation:
     source: str | None = None
 
     @property
+    def pmi(self) -> np.ndarray | None:
+        return self.maps.get("pmi")
+
+    @property
+    def ig(self) -> np.ndarray | None:
+        return self.maps.get("ig")
+
+    @property
     def stem(self) -> str:
         return os.path.splitext(os.path.basename(self.source))[0] if self.source else "explanation"
+
+    def map_for(self, name: str, cls: int) -> np.ndarray:
+        """The [H, W] map `name` for class `cls` (class-independent maps ignore cls)."""
+        if name not in self.maps:
+            raise InfolensError(f"the explanation has no {name!r} map; it has {', '.join(self.maps)} (--map)")
+        m = self.maps[name]
+        if m.ndim == 2:
+            return m
+        where = np.flatnonzero(self.classes == cls)
+        if not where.size:
+            raise InfolensError(f"the explanation has {name} maps for classes {', '.join(map(str, self.classes))}, "
+                                f"not {cls} (--class, or explain with --classes {cls})")
+        return m[where[0]]
 
     def summary(self) -> dict:
         """Everything but the arrays, JSON-ready."""
@@ -50,9 +79,8 @@ class Explanation:
             "classes": [{"index": int(c), "label": lab, "prob": float(self.probs[c])}
                         for c, lab in zip(self.classes, self.labels)],
             "top1": {"index": int(np.argmax(self.probs)), "prob": float(np.max(self.probs))},
-            "units": "bits",
-            "pmi_range": [[float(m.min()), float(m.max())] for m in self.pmi],
-            "ig_range": [float(self.ig.min()), float(self.ig.max())],
+            "maps": {k: {"unit": MAPS[k][0], "meaning": MAPS[k][2],
+                         "range": [float(v.min()), float(v.max())]} for k, v in self.maps.items()},
             "params": self.params,
             "model": self.model,
             "forwards": self.forwards,
@@ -60,12 +88,16 @@ class Explanation:
         }
 
     def outputs(self, out_dir: str, stem: str | None = None) -> dict[str, str]:
-        """The file each output goes to: npz, json, ig (PNG) and pmi_<class> (PNG)."""
+        """The file each output goes to: npz, json, and a PNG per map and class (`<stem>_ig.png`,
+        `<stem>_pmi_<class>.png`, …)."""
         stem = stem or self.stem
         files = {k: os.path.join(out_dir, f"{stem}.{k}") for k in ("npz", "json")}
-        files["ig"] = os.path.join(out_dir, f"{stem}_ig.png")
-        for c in self.classes:
-            files[f"pmi_{c}"] = os.path.join(out_dir, f"{stem}_pmi_{c}.png")
+        for name, m in self.maps.items():
+            if m.ndim == 2:
+                files[name] = os.path.join(out_dir, f"{stem}_{name}.png")
+            else:
+                for c in self.classes:
+                    files[f"{name}_{c}"] = os.path.join(out_dir, f"{stem}_{name}_{c}.png")
         return files
 
     def save(self, out_dir: str, stem: str | None = None, overwrite: bool = False, render: bool = True) -> dict:
@@ -85,16 +117,20 @@ class Explanation:
                 raise InfolensError(f"{taken[0]} exists and was not written by infolens (--overwrite to replace it)")
         os.makedirs(out_dir, exist_ok=True)
         np.savez_compressed(files["npz"], image=self.image, probs=self.probs, classes=self.classes,
-                            pmi=self.pmi.astype(np.float32), ig=self.ig.astype(np.float32))
+                            **{k: v.astype(np.float32) for k, v in self.maps.items()})
         summary = self.summary()
         summary["files"] = {k: os.path.basename(v) for k, v in files.items()}
         with open(files["json"], "w") as f:
             json.dump(summary, f, indent=1)
         if render:
-            rnd.write_png(files["ig"], rnd.overlay(self.image, self.ig, "sequential", "IG"))
-            for i, (c, lab) in enumerate(zip(self.classes, self.labels)):
-                title = f"PMI {lab} ({c}), p={self.probs[c]:.3f}"
-                rnd.write_png(files[f"pmi_{c}"], rnd.overlay(self.image, self.pmi[i], "diverging", title))
+            for name, m in self.maps.items():
+                unit, kind, _ = MAPS[name]
+                if m.ndim == 2:
+                    rnd.write_png(files[name], rnd.overlay(self.image, m, kind, name.upper(), unit))
+                    continue
+                for i, (c, lab) in enumerate(zip(self.classes, self.labels)):
+                    title = f"{name.upper()} {lab} ({c}), p={self.probs[c]:.3f}"
+                    rnd.write_png(files[f"{name}_{c}"], rnd.overlay(self.image, m[i], kind, title, unit))
         return files
 
     @classmethod
@@ -103,13 +139,15 @@ class Explanation:
         stem_path = os.path.splitext(path)[0]
         try:
             with np.load(stem_path + ".npz") as z:
-                arrays = {k: z[k] for k in NPZ_ARRAYS}
+                arrays = {k: z[k] for k in z.files}
             with open(stem_path + ".json") as f:
                 meta = json.load(f)
+            base = {k: arrays.pop(k) for k in ("image", "probs", "classes")}
         except (OSError, KeyError, ValueError) as e:
             raise InfolensError(f"cannot read explanation {stem_path}.npz/.json: {e}") from None
-        return cls(labels=[c["label"] for c in meta["classes"]], params=meta["params"], model=meta["model"],
-                   timing=meta["timing"], forwards=meta["forwards"], source=meta["source"], **arrays)
+        return cls(labels=[c["label"] for c in meta["classes"]], maps=arrays, params=meta["params"],
+                   model=meta["model"], timing=meta["timing"], forwards=meta["forwards"], source=meta["source"],
+                   **base)
 
 
 def _ours(json_path: str) -> bool:

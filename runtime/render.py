@@ -1,4 +1,4 @@
-"""Colour maps and overlays with a colour bar in bits (OpenCV)."""
+"""Colour maps and overlays with a colour bar in the map's unit (OpenCV)."""
 from __future__ import annotations
 
 import cv2
@@ -33,7 +33,7 @@ def colorize(values: np.ndarray, kind: str) -> tuple[np.ndarray, float, float]:
     return cv2.applyColorMap(u8, cv2.COLORMAP_INFERNO), vmin, vmax
 
 
-def overlay(image: np.ndarray, values: np.ndarray, kind: str, title: str, alpha: float = 0.65,
+def overlay(image: np.ndarray, values: np.ndarray, kind: str, title: str, unit: str = "bits", alpha: float = 0.65,
             min_side: int = 448) -> np.ndarray:
     """The map blended over a grey copy of the RGB image, upscaled to at least `min_side`, with a titled colour bar.
 
@@ -56,7 +56,7 @@ def overlay(image: np.ndarray, values: np.ndarray, kind: str, title: str, alpha:
     for i, v in enumerate(ticks):
         y = 30 + _PAD + int(i * (h - 2 * _PAD - 1) / 2)
         cv2.putText(panel, f"{v:+.3g}", (x0 + _BAR_W + 4, y + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(panel, "bits", (x0, 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(panel, unit if unit == "bits" else "prob.", (x0, 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(panel, title[:70], (4, 20), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return panel
 

@@ -27,7 +27,7 @@ def region_setup(tmp_path):
     good[REGION[0]:REGION[1], REGION[2]:REGION[3]] = 1.0
     files = {}
     for name, m in (("good", good), ("random", rng.random((H, W)).astype(np.float32))):
-        e = Explanation(image=image, probs=probs, classes=np.array([0]), labels=["class 0"], pmi=m[None], ig=m,
+        e = Explanation(image=image, probs=probs, classes=np.array([0]), labels=["class 0"], maps={"pmi": m[None], "ig": m},
                         params={"K": 4, "sampler": "gray"}, model=clf.describe(), source=f"{name}.png")
         files[name] = e.save(str(tmp_path), name, render=False)["npz"]
     return clf, image, good, files
