@@ -99,3 +99,25 @@ def test_eval_bad_input_is_one_line(region_setup, tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("eval", "deletion", tmp_path / "missing.npz")
     assert r.returncode == 2 and "cannot read explanation" in r.stderr
+
+
+def test_negative_evidence_removes_only_negative_pixels_and_top_class_rises(tmp_path):
+    path = onnx_builders.region_classifier(tmp_path / "region.onnx", H, W, REGION)
+    clf = OnnxClassifier(path, resize="none")
+    image = np.full((H, W, 3), 250, np.uint8)
+    image[REGION[0]:REGION[1], REGION[2]:REGION[3]] = 140  # pulls class 0 down, but it stays on top
+    probs = clf.predict_images(image[None])[0]
+    assert probs.argmax() == 0
+    pmi = np.full((H, W), 0.5, np.float32)
+    pmi[REGION[0]:REGION[1], REGION[2]:REGION[3]] = -1.0
+    e = Explanation(image=image, probs=probs, classes=np.array([0]), labels=["class 0"],
+                    maps={"pmi": pmi[None], "ig": np.abs(pmi)}, params={"K": 4}, model=clf.describe(),
+                    source="neg.png")
+    npz = e.save(str(tmp_path), render=False)["npz"]
+    r = run_cli("eval", "negative", npz, "--fill", "mean", "--steps", "4", "--out", tmp_path / "neg")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "neg" / "neg_negative.json").read_text())
+    assert rec["negative_pixels"] == 24 and rec["fractions"][-1] == pytest.approx(24 / 256)
+    assert rec["curve"][0] == pytest.approx(probs[0]) and rec["curve"][-1] > 0.95 > probs[0]
+    assert np.all(np.diff(rec["curve"]) > 0) and len(rec["curve"]) == 5
+    assert (tmp_path / "neg" / "neg_negative.png").stat().st_size > 1000
