@@ -37,6 +37,7 @@ models: $(VENV)/.dev
 	  --batch 32 --lr 0.004 --seed 0 --out models/ --device cpu --threads 1
 	$(BIN)/python -m infolens.export.patchsampler --K 16 --channels 3 --data builtin --width 64 --steps 900 \
 	  --batch 32 --lr 0.004 --seed 0 --out models/ --device cpu --threads 1
+	$(BIN)/python -m infolens.export.sampler_quality --K 8 16 --write-cards
 
 clean:
 	rm -rf $(VENV) out build *.egg-info runtime/*.so

@@ -9,6 +9,9 @@ distribution over the 256 values of every centre sub-pixel:
 trains on the images of `--data`, exports `models/patchsampler_k8.onnx`, evaluates it through
 onnxruntime on held-out windows (bits per sub-pixel; a uniform model scores 8.0), times it, and
 writes the card `models/patchsampler_k8.json`.
+
+    python -m infolens.export.patchsampler evaluate --K 8 --write-cards
+is `python -m infolens.export.sampler_quality`: the held-out NLL of the shipped sampler against the baselines.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import json
 import math
 import os
 import shlex
+import sys
 import time
 import warnings
 
@@ -203,17 +207,19 @@ def session(path: str, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def evaluate(path: str, K: int, images: list, n: int = 2000, batch: int = 50) -> dict[str, float]:
-    """Bits per held-out sub-pixel of the ONNX sampler and of a uniform model, on n unaugmented windows."""
-    windows = random_windows(images, K, n, np.random.default_rng(EVAL_SEED), augment=False)
+def heldout_windows(images: list, K: int, n: int, seed: int = EVAL_SEED) -> np.ndarray:
+    """The n unaugmented windows, uint8 [n, 3K, 3K, C], that every model of a given K is scored on."""
+    return random_windows(images, K, n, np.random.default_rng(seed), augment=False)
+
+
+def evaluate(path: str, K: int, windows: np.ndarray, batch: int = 50) -> float:
+    """Bits per sub-pixel of the ONNX sampler at `path` on the centres of `windows` (a uniform model scores 8.0)."""
     sess = session(path)
-    model_bits, uniform_bits = [], []
-    for start in range(0, n, batch):
+    bits = 0.0
+    for start in range(0, len(windows), batch):
         chunk = windows[start : start + batch]
-        probs = sess.run(["probs"], {"context": chunk})[0]
-        model_bits.append(nll_bits(probs, centres(chunk, K)) * len(chunk))
-        uniform_bits.append(nll_bits(np.full_like(probs, 1 / 256), centres(chunk, K)) * len(chunk))
-    return {"patchsampler": round(sum(model_bits) / n, 4), "uniform": round(sum(uniform_bits) / n, 4)}
+        bits += nll_bits(sess.run(["probs"], {"context": chunk})[0], centres(chunk, K)) * len(chunk)
+    return bits / len(windows)
 
 
 def cost_ms_per_position(path: str, K: int, C: int, batch: int = 32, threads: int = 2, repeats: int = 20) -> float:
@@ -242,6 +248,12 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:
+        from .sampler_quality import main as evaluate_main  # imported on use: evaluate imports this module
+
+        evaluate_main(argv[1:])
+        return
     parser = argparse.ArgumentParser(
         prog="python -m infolens.export.patchsampler",
         description="Train a PatchSampler on natural images, export it to ONNX "
@@ -282,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"patchsampler_k{args.K}")
     export_onnx(model, stem + ".onnx")
-    nll = evaluate(stem + ".onnx", args.K, heldout_images, args.eval_windows)
+    windows = heldout_windows(heldout_images, args.K, args.eval_windows)
+    nll = {"patchsampler": round(evaluate(stem + ".onnx", args.K, windows), 4), "uniform": 8.0}
     cost = cost_ms_per_position(stem + ".onnx", args.K, args.channels)
     tail = max(1, len(losses) // 20)
     card = {

@@ -152,6 +152,59 @@ def build_parser() -> argparse.ArgumentParser:
     ng.add_argument("--seed", type=int, default=0, help="seed of the patchsampler fill (default 0)")
     ng.add_argument("--sampler-model", metavar="PATH", help="PatchSampler for the fill (default: the "
                     "explanation's, else the shipped one for its K)")
+    su = evsub.add_parser("suite", help="compare samplers and methods by deletion/insertion AUC (paper Fig. 13)",
+                          description="Explain every image with PMI/IG under each --samplers entry and with each "
+                          "comparison --methods entry, score each map's deletion and insertion AUC for the image's top "
+                          "class, and write DIR/suite.csv (one row per image × map × sampler, with forwards and "
+                          "seconds), DIR/summary.md (means ± standard errors) and plots (deletion_auc.png like the "
+                          "paper's Fig. 13, deletion_curves.png, example_maps.png).",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    su.add_argument("images", nargs="+", metavar="IMAGE")
+    su.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    su.add_argument("--model", metavar="M.onnx", help="classifier (default: shipped efficientnet_lite0.onnx; its "
+                    "card gives the preprocessing)")
+    su.add_argument("--samplers", default="patchsampler,gaussian,mean,noise,black",
+                    help="samplers for PMI/IG (default patchsampler,gaussian,mean,noise,black)")
+    su.add_argument("--methods", default="occlusion,pda,rise",
+                    help="comparison methods (default occlusion,pda,rise; '' for none)")
+    su.add_argument("-K", type=int, default=16, help="patch size (default 16)")
+    su.add_argument("-S", type=int, default=16, help="stride (default 16)")
+    su.add_argument("-N", type=int, default=8, help="in-fills per patch (default 8)")
+    su.add_argument("--rise-masks", type=int, default=1000, help="RISE masks (default 1000)")
+    su.add_argument("--fill", choices=["blur", "black", "mean", "patchsampler"], default="blur",
+                    help="deletion/insertion fill (default blur)")
+    su.add_argument("--steps", type=int, default=100, help="deletion/insertion steps (default 100)")
+    su.add_argument("--seed", type=int, default=0)
+    su.add_argument("--batch-size", type=int, default=64)
+    su.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    su.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from .sanity import __doc__ as sanity_protocol
+
+    sa = evsub.add_parser("sanity", help="cascading weight randomization (Adebayo et al.): map correlations",
+                          description=sanity_protocol,
+                          epilog="outputs in --out: sanity.json, sanity_correlation.png, sanity_maps.png; "
+                          "a table (step, layers, correlations, top class) on stdout",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    sa.add_argument("image", metavar="IMAGE", help="image file (anything OpenCV decodes)")
+    sa.add_argument("--model", metavar="M.onnx", help="classifier (default: shipped efficientnet_lite0.onnx)")
+    sa.add_argument("--card", metavar="M.json", help="model card (default: M.json beside M.onnx, if present)")
+    sa.add_argument("--resize", choices=["shorter-side-crop", "stretch", "none"],
+                    help="how the image reaches the input size (default: the card's, else shorter-side-crop)")
+    sa.add_argument("--method", default="pmi", choices=["pmi", "ig", "occlusion", "pda", "rise"],
+                    help="maps to check (default pmi: the PMI map of the original top class and the IG map)")
+    sa.add_argument("--sampler", choices=SAMPLERS, default="gray",
+                    help="how a patch is marginalized (default gray: cheap, the explanation reruns every step)")
+    sa.add_argument("--sampler-model", metavar="PATH", help="PatchSampler .onnx (or gaussian .npz) for --sampler")
+    sa.add_argument("-K", type=int, default=16, help="patch size in pixels (default 16)")
+    sa.add_argument("-S", type=int, default=None, help="stride in pixels (default K)")
+    sa.add_argument("-N", type=int, default=2, help="in-fills per patch (default 2; gray is deterministic: 1 used)")
+    sa.add_argument("--seed", type=int, default=0, help="seed of the explainer and of the random weights (default 0)")
+    sa.add_argument("--steps-every", type=int, metavar="N",
+                    help="layers randomized per step after the first (default ceil((layers − 1) / 10))")
+    sa.add_argument("--out", help="output folder (default out/sanity/<image stem>)")
+    sa.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
+    sa.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="ONNX Runtime device (default cpu)")
+    sa.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary on stderr")
     mo = sub.add_parser("models", help="list the shipped models and their cards",
                         description="List the shipped models (ONNX files with JSON cards) and their cards.")
     mo.add_argument("--full", action="store_true", help="print every card in full (JSON)")
@@ -231,8 +284,12 @@ def _explain(args) -> int:
 def _eval(args) -> int:
     from .evaluate import evaluate
 
+    if args.eval_command == "sanity":
+        return _sanity(args)
     if args.eval_command == "negative":
         return _negative(args)
+    if args.eval_command == "suite":
+        return _suite(args)
 
     if args.json and os.path.exists(args.json) and os.path.abspath(args.json) == os.path.abspath(args.explanation):
         raise InfolensError("--json would overwrite the explanation itself")
@@ -246,6 +303,28 @@ def _eval(args) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
     return 0
+
+
+def _suite(args) -> int:
+    from .catalog import DEFAULT_CLASSIFIER, shipped
+    from .classifier import OnnxClassifier
+    from .samplers import SAMPLERS
+    from .suite import METHOD_DEFAULTS, run_suite
+
+    samplers = [s for s in args.samplers.split(",") if s]
+    methods = [m for m in args.methods.split(",") if m]
+    for s in samplers:
+        if s not in SAMPLERS:
+            raise InfolensError(f"unknown sampler {s!r} in --samplers: choose from {', '.join(SAMPLERS)}")
+    for m in methods:
+        if m not in METHOD_DEFAULTS:
+            raise InfolensError(f"unknown method {m!r} in --methods: choose from {', '.join(METHOD_DEFAULTS)}")
+    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "--model"), device=args.device)
+    command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
+    rows = run_suite(clf, args.images, args.out, samplers, methods, args.K, args.S, args.N, args.rise_masks,
+                     args.fill, args.steps, args.seed, args.batch_size, not args.quiet, command)
+    print(open(os.path.join(args.out, "summary.md")).read())
+    return 0 if len({r["image"] for r in rows}) == len(args.images) else 2
 
 
 def _negative(args) -> int:
@@ -262,6 +341,28 @@ def _negative(args) -> int:
     print(f"p({rec['label']} [{rec['class']}]) {rec['curve'][0]:.4f} → {rec['curve'][-1]:.4f} (max "
           f"{max(rec['curve']):.4f}) after removing the {rec['negative_pixels']} negative-PMI pixels "
           f"({100 * rec['fractions'][-1]:.1f}% of the image), fill {rec['fill']}; {stem}.json/.png")
+    return 0
+
+
+def _sanity(args) -> int:
+    from .catalog import DEFAULT_CLASSIFIER, shipped
+    from .classifier import OnnxClassifier
+    from .samplers import load_sampler
+    from .sanity import cascade, save, table_lines
+
+    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "--model"), args.card,
+                                   resize=args.resize, device=args.device)
+    sampler = None if args.method == "rise" else load_sampler(args.sampler, K=args.K, model=args.sampler_model,
+                                                             device=args.device)
+    result = cascade(clf, args.image, sampler, stride=args.S, samples=args.N, method=args.method, seed=args.seed,
+                     steps_every=args.steps_every, batch_size=args.batch_size, progress=not args.quiet)
+    out = args.out or os.path.join("out", "sanity", os.path.splitext(os.path.basename(args.image))[0])
+    files = save(result, out)
+    print("\n".join(table_lines(result)))
+    if not args.quiet:
+        print(f"  {result['n_layers']} layers, {len(result['steps']) - 1} steps ({result['steps_every']} layers per "
+              f"step after the first), {result['forwards']} forwards in {result['seconds']:.1f} s → "
+              f"{', '.join(files.values())}", file=sys.stderr)
     return 0
 
 

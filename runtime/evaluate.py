@@ -152,7 +152,7 @@ def negative_evidence(explanation: str | Explanation, steps: int = 20, fill: str
 
 def plot_negative(record: dict, path: str) -> None:
     """p(top class) against the fraction of the image removed (matplotlib PNG)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
     ax.plot(record["fractions"], record["curve"], marker="o", ms=3, label=f"p({record['label']})")
     ax.plot(record["fractions"], record["top1_prob"], ls="--", lw=1, label="top-1 probability")
@@ -166,7 +166,8 @@ def plot_negative(record: dict, path: str) -> None:
     plt.close(fig)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend; a one-line error naming the extra when it is missing."""
     try:
         import matplotlib
 

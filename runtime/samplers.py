@@ -144,13 +144,27 @@ class GaussianSampler:
         s_cond = (s_cond + s_cond.T) / 2 + 1e-3 * np.eye(len(p)) * np.trace(s_cond) / len(p)
         return dict(p=p, r=r, mu_p=mean[p], mu_r=mean[r], a=a, chol=np.linalg.cholesky(s_cond))
 
+    def conditional(self, rings: np.ndarray, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The patch's Gaussian given its ring, as `sample` draws from it (before rounding and clipping).
+
+        rings uint8 [P, K+2l, K+2l, 3]: windows of the image zero-padded by l.  Returns the mean float64 [P, D] and
+        the lower Cholesky factor float64 [D, D] of the covariance shared by all P, D = K·K·3 flattened (H, W, C).
+        Without a loaded fit the parameters are fitted on `image`, which must then be given.
+        """
+        c = self._cond
+        if c is None:
+            if image is None:
+                raise InfolensError("GaussianSampler.conditional needs a fitted sampler (GaussianSampler.load) "
+                                    "or the image to fit on")
+            c = self._own_fit(image)
+        mu = c["mu_p"] + (rings.reshape(len(rings), -1).astype(np.float64)[:, c["r"]] - c["mu_r"]) @ c["a"].T
+        return mu, c["chol"]
+
     def sample(self, image, ys, xs, n, rngs):
-        cond = self._cond or self._own_fit(image)
         K, w = self.K, self.K + 2 * self.l
-        win = windows(pad(image, self.l), ys, xs, w).reshape(len(ys), -1).astype(np.float64)
-        mu = cond["mu_p"] + (win[:, cond["r"]] - cond["mu_r"]) @ cond["a"].T  # [P, Dp]
-        z = np.stack([rng.standard_normal((n, len(cond["p"]))) for rng in rngs])  # [P, n, Dp]
-        x = mu[:, None, :] + z @ cond["chol"].T
+        mu, chol = self.conditional(windows(pad(image, self.l), ys, xs, w), image)
+        z = np.stack([rng.standard_normal((n, len(chol))) for rng in rngs])  # [P, n, D]
+        x = mu[:, None, :] + z @ chol.T
         return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(len(ys), n, K, K, 3)
 
     def _own_fit(self, image):

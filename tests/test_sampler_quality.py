@@ -1,0 +1,146 @@
+"""Held-out NLL baselines (export/sampler_quality.py), the shipped PatchSamplers through the runtime, and the in-fill figure.
+
+patchsampler.nll_bits itself (8.0 for uniform, less for a peaked correct model) is tested in test_patchsampler.py.
+"""
+import json
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from infolens import load_sampler, samplers
+from infolens.engine import streams
+from infolens.export import data, sampler_quality as ev
+
+MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+
+
+def _gaussian(K, l, seed=0):
+    """A GaussianSampler with a random well-conditioned fit around grey 128."""
+    D = (K + 2 * l) ** 2 * 3
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(D, D))
+    cov = 30 * (a @ a.T / D + np.eye(D))
+    return samplers.GaussianSampler(K, 128 + rng.normal(0, 5, D), cov, l)
+
+
+def test_gaussian_nll_is_the_joint_density_per_subpixel():
+    rng = np.random.default_rng(1)
+    D = 12
+    a = rng.normal(size=(D, D))
+    chol = np.linalg.cholesky(a @ a.T + np.eye(D))
+    mu, x = rng.normal(0, 3, (4, D)), rng.normal(0, 3, (4, D))
+    want = np.mean([-multivariate_normal.logpdf(x[i], mu[i], chol @ chol.T) for i in range(4)]) / math.log(2) / D
+    assert ev.gaussian_nll_bits(x, mu, chol) == pytest.approx(want, rel=1e-10)
+
+
+def test_gaussian_conditional_is_what_sample_draws():
+    K, l = 2, 1
+    g = _gaussian(K, l)
+    image = np.random.default_rng(2).integers(90, 170, (10, 12, 3), dtype=np.uint8)
+    ys, xs = np.array([0, 4, 8]), np.array([0, 5, 10])  # corners reach into the zero padding
+    drawn = g.sample(image, ys, xs, 3, [np.random.Generator(np.random.Philox(i)) for i in range(3)])
+    mu, chol = g.conditional(samplers.windows(samplers.pad(image, l), ys, xs, K + 2 * l))
+    assert mu.shape == (3, K * K * 3) and chol.shape == (K * K * 3, K * K * 3)
+    for i in range(3):
+        z = np.random.Generator(np.random.Philox(i)).standard_normal((3, K * K * 3))
+        want = np.clip(np.rint(mu[i] + z @ chol.T), 0, 255).astype(np.uint8).reshape(3, K, K, 3)
+        np.testing.assert_array_equal(drawn[i], want)
+    with pytest.raises(Exception, match="fitted"):
+        samplers.GaussianSampler(K).conditional(np.zeros((1, 4, 4, 3), np.uint8))
+
+
+def test_draw_marks_padding_and_cuts_the_runtime_ring():
+    """R = row, G = column, B = 255 inside the image: windows name their position, padding is B = 0."""
+    K, l = 4, 2
+    y, x = np.mgrid[0:30, 0:37]
+    image = np.stack([y, x, np.full_like(y, 255)], -1).astype(np.uint8)
+    windows, inside = ev.draw([("coords", image)], K, 300, seed=3)
+    np.testing.assert_array_equal(windows, data.random_windows([image], K, 300, np.random.default_rng(3), False))
+    np.testing.assert_array_equal(inside, windows[..., 2] == 255)
+    assert (~inside).any(axis=(1, 2)).mean() > 0.3
+    ys, xs = windows[:, K, K, 0].astype(np.int64), windows[:, K, K, 1].astype(np.int64)
+    ring = samplers.windows(samplers.pad(image, l), ys, xs, K + 2 * l)
+    np.testing.assert_array_equal(windows[:, K - l : 2 * K + l, K - l : 2 * K + l], ring)
+
+
+@pytest.mark.parametrize("mu,sigma", [(128.3, 9.0), (2.0, 30.0), (250.0, 4.0), (-40.0, 3.0), (127.5, 0.2)])
+def test_binned_gaussian_is_a_distribution_over_0_to_255(mu, sigma):
+    p = 2.0 ** -ev.binned_gaussian_bits(np.arange(256, dtype=np.uint8), mu, sigma)
+    assert p.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_mean_baseline_fits_sigma_and_scores_a_flat_image_far_below_8():
+    K, colour, sigma = 4, np.array([200, 30, 90]), np.array([4.0, 6.0, 8.0])
+    rng = np.random.default_rng(4)
+    noisy = [np.clip(np.rint(colour + rng.normal(size=(64, 64, 3)) * sigma), 0, 255).astype(np.uint8)
+             for _ in range(2)]
+    fitted = ev.fit_sigma(*ev.draw(noisy, K, 2000, seed=0), K)
+    np.testing.assert_allclose(fitted, sigma, rtol=0.08)
+
+    flat = np.broadcast_to(colour.astype(np.uint8), (40, 40, 3)).copy()
+    windows, inside = ev.draw([flat], K, 300, seed=0)
+    assert not inside.all()  # border windows: zero padding is excluded from the context mean
+    np.testing.assert_array_equal(ev.context_mean(windows, inside, K), np.broadcast_to(colour, (300, 3)))
+    bits = ev.mean_bits(windows, inside, K, fitted)
+    exact = np.mean([-math.log2(math.erf(0.5 / s / math.sqrt(2))) for s in fitted])  # the central bin's mass
+    assert bits == pytest.approx(exact, abs=1e-6) and bits < 4.5
+
+
+def test_histogram_baseline_approaches_the_entropy():
+    rng = np.random.default_rng(5)
+    support = rng.choice(256, 20, replace=False)
+    p = rng.dirichlet(np.ones(20))
+    entropy = -(p * np.log2(p)).sum()
+    images = [support[rng.choice(20, size=(120, 120, 3), p=p)].astype(np.uint8) for _ in range(4)]
+    hist = ev.fit_histogram(ev.draw(images[:2], 4, 3000, seed=0)[0], 4)
+    np.testing.assert_allclose(hist.sum(1), 1.0)
+    bits = ev.histogram_bits(ev.draw(images[2:], 4, 2000, seed=1)[0], 4, hist)
+    assert bits == pytest.approx(entropy, abs=0.05)
+
+
+def test_table_reproduces_the_shipped_card_k8():
+    K = 8
+    model, gaussian = os.path.join(MODELS, f"patchsampler_k{K}.onnx"), os.path.join(MODELS, f"gaussian_k{K}.npz")
+    table, fitted = ev.nll_table(K, data.load_images("builtin-heldout"), data.load_images("builtin"), model, gaussian)
+    with open(os.path.join(MODELS, f"patchsampler_k{K}.json")) as f:
+        card = json.load(f)
+    assert set(table) <= set(card["nll_bits_per_subpixel"])
+    for name, bits in table.items():
+        assert bits == pytest.approx(card["nll_bits_per_subpixel"][name], abs=2e-3), name
+    assert table["uniform"] == 8.0
+    assert table["patchsampler"] < table["mean"] < table["histogram"] < table["uniform"]
+    assert table["gaussian"] < table["gaussian_marginals"]  # the joint density gains from correlated sub-pixels
+    assert len(fitted["mean_sigma_rgb"]) == 3
+
+
+@pytest.mark.parametrize("K", [8, 16])
+def test_shipped_patchsampler_samples_through_the_runtime(K):
+    image = ev.coffee()
+    ys, xs = np.array([0, 50, 224 - K]), np.array([0, 100, 224 - K])
+    sampler = load_sampler("patchsampler", K=K)
+    assert sampler.K == K
+    fills = sampler.sample(image, ys, xs, 2, streams(0, np.arange(3)))
+    assert fills.shape == (3, 2, K, K, 3) and fills.dtype == np.uint8
+    np.testing.assert_array_equal(fills, sampler.sample(image, ys, xs, 2, streams(0, np.arange(3))))
+    assert not np.array_equal(fills[:, 0], fills[:, 1])
+
+
+def test_infill_figure_composites_only_the_patch(tmp_path):
+    K = 8
+    fig = ev.infill_figure(K, ev.coffee(), ev.FIGURE_CENTRES[:2])
+    scale, gap, head = ev.TILE // (3 * K), 10, 30
+    side, columns = 3 * K * scale, 1 + sum(n for _, n in ev.FIGURE_COLUMNS) + 1
+    assert fig.dtype == np.uint8 and fig.shape == (head + 2 * (side + gap), gap + columns * (side + gap), 3)
+    outside = np.ones((side, side), bool)
+    outside[K * scale : 2 * K * scale, K * scale : 2 * K * scale] = False
+    original = fig[head : head + side, gap : gap + side]
+    for col in range(1, columns):
+        tile = fig[head : head + side, gap + col * (side + gap) : gap + col * (side + gap) + side]
+        np.testing.assert_array_equal(tile[outside], original[outside])
+        assert not np.array_equal(tile[~outside], original[~outside])
+    ok, png = cv2.imencode(".png", fig)
+    assert ok and len(png) < 1.5 * 2**20
