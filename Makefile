@@ -29,14 +29,14 @@ test: $(VENV)/.dev
 bench: $(VENV)/.runtime
 	$(BIN)/python -m infolens.bench
 
-# rebuild every shipped model from installed packages (about 12 min on 2 cores; the cards record each command)
+# rebuild every shipped model from installed packages (about 20 min on 2 cores; the cards record each command)
 models: $(VENV)/.dev
 	$(BIN)/python -m infolens.export.classifier efficientnet-lite0 --out models/
 	$(BIN)/python -m infolens.export.gaussian --K 8 16 --out models/
 	$(BIN)/python -m infolens.export.patchsampler --K 8 --channels 3 --data builtin --width 64 --steps 3600 \
 	  --batch 32 --lr 0.004 --seed 0 --out models/ --device cpu --threads 1
-	$(BIN)/python -m infolens.export.patchsampler --K 16 --channels 3 --data builtin --width 64 --steps 900 \
-	  --batch 32 --lr 0.004 --seed 0 --out models/ --device cpu --threads 1
+	$(BIN)/python -m infolens.export.patchsampler --K 16 --channels 3 --data builtin --width 64 --steps 3600 \
+	  --batch 32 --lr 0.004 --seed 0 --out models/ --device cpu --threads 2
 	$(BIN)/python -m infolens.export.sampler_quality --K 8 16 --write-cards
 
 clean:

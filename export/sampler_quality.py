@@ -197,7 +197,8 @@ def write_card(path: str, table: dict, text: str, command: str) -> None:
 # Patch centres (y, x) in coffee.png's 224×224 input space: wood grain, the cup's rim over its red body, the
 # spoon's bowl, the saucer's edge against the table.
 FIGURE_CENTRES = [(40, 24), (108, 100), (150, 150), (184, 188)]
-FIGURE_COLUMNS = [("patchsampler", 3), ("gaussian", 1), ("mean", 1), ("noise", 1)]
+FIGURE_COLUMNS = [("patchsampler", 3, "pixel"), ("patchsampler", 2, "none"), ("gaussian", 1, None), ("mean", 1, None),
+                  ("noise", 1, None)]  # (sampler, draws, PatchSampler coupling)
 TILE = 192  # pixels per 3K×3K tile after nearest-neighbour upscaling
 
 
@@ -216,12 +217,13 @@ def infill_figure(K: int, image: np.ndarray, centres_yx=FIGURE_CENTRES, seed: in
         tiles.append(tile)
         titles.append(title)
 
-    for name, n in FIGURE_COLUMNS:
-        sampler = load_sampler(name, K)
+    for name, n, coupling in FIGURE_COLUMNS:
+        sampler = load_sampler(name, K, coupling=coupling or "pixel")
         fills = sampler.sample(image, ys, xs, n, streams(seed, np.arange(len(ys))))
         for i in range(n):
-            add(fills[:, i], f"{name} #{i + 1}" if n > 1 else {"mean": "mean (patch's own)"}.get(name, name))
-        if name == "patchsampler":
+            label = f"{name} #{i + 1}" + (f", {coupling}" if coupling else "")
+            add(fills[:, i], label if n > 1 else {"mean": "mean (patch's own)"}.get(name, name))
+        if coupling == "pixel":
             # What the model predicts, without the per-sub-pixel sampling noise: the mean of each categorical.
             expectation = sampler.probs(image, ys, xs) @ np.arange(256, dtype=np.float32)
             add(np.clip(np.rint(expectation), 0, 255).astype(np.uint8), "patchsampler E[x]")

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "mean/gray/black/blur are deterministic, so N=1 is used)")
     g.add_argument("--sampler-model", metavar="PATH",
                    help="PatchSampler .onnx (or gaussian .npz) instead of the shipped one for K")
+    g.add_argument("--coupling", choices=["pixel", "none"], default="pixel",
+                   help="PatchSampler: a pixel's 3 channels share one random number (default pixel: no colour "
+                   "speckle, same per-channel distributions) or not (none: the reference's independent sampling)")
     g.add_argument("-K", type=int, default=8, help="patch size in pixels (default 8; shipped PatchSamplers: 8, 16)")
     g.add_argument("-S", type=int, default=None, help="stride in pixels (default K: non-overlapping patches)")
     g.add_argument("-N", type=int, help="in-fills per patch (default 8); with --method rise: masks (default 1000)")
@@ -171,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("-S", type=int, default=16, help="stride (default 16)")
     su.add_argument("-N", type=int, default=8, help="in-fills per patch (default 8)")
     su.add_argument("--rise-masks", type=int, default=1000, help="RISE masks (default 1000)")
+    su.add_argument("--coupling", choices=["pixel", "none"], default="pixel",
+                    help="PatchSampler channel coupling (see infolens explain --help; default pixel)")
     su.add_argument("--fill", choices=["blur", "black", "mean", "patchsampler"], default="blur",
                     help="deletion/insertion fill (default blur)")
     su.add_argument("--steps", type=int, default=100, help="deletion/insertion steps (default 100)")
@@ -250,7 +255,8 @@ def _explain(args) -> int:
     clf = _classifier(args)
     default_sampler = {"occlusion": "gray", "pda": "gaussian"}.get(args.method, "patchsampler")
     sampler = None if args.method == "rise" else load_sampler(args.sampler or default_sampler, K=args.K,
-                                                             model=args.sampler_model, device=args.device)
+                                                             model=args.sampler_model, device=args.device,
+                                                             coupling=args.coupling)
     explainer = Explainer(clf, sampler, batch_size=args.batch_size,
                           progress=not args.quiet, rise_grid=args.rise_grid, rise_p=args.rise_p)
     n = args.N if args.N is not None else (1000 if args.method == "rise" else 8)
@@ -322,7 +328,7 @@ def _suite(args) -> int:
     clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "--model"), device=args.device)
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     rows = run_suite(clf, args.images, args.out, samplers, methods, args.K, args.S, args.N, args.rise_masks,
-                     args.fill, args.steps, args.seed, args.batch_size, not args.quiet, command)
+                     args.fill, args.steps, args.seed, args.batch_size, not args.quiet, command, args.coupling)
     print(open(os.path.join(args.out, "summary.md")).read())
     return 0 if len({r["image"] for r in rows}) == len(args.images) else 2
 

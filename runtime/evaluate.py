@@ -125,7 +125,7 @@ def evaluate(explanation: str | Explanation, mode: str = "deletion", map_name: s
     return {"mode": mode, "auc": auc(fractions, values_curve), "curve": values_curve.tolist(),
             "fractions": fractions.tolist(), "fill": fill, "steps": steps, "class": cls,
             "label": clf.labels[cls] if cls < len(clf.labels) else str(cls), "map": map_name,
-            "explanation": e.source, "forwards": steps + 1, "seconds": time.perf_counter() - t0}
+            "explanation": explanation if isinstance(explanation, str) else e.source, "forwards": steps + 1, "seconds": time.perf_counter() - t0}
 
 
 def negative_evidence(explanation: str | Explanation, steps: int = 20, fill: str = "patchsampler", seed: int = 0,
@@ -147,7 +147,7 @@ def negative_evidence(explanation: str | Explanation, steps: int = 20, fill: str
     return {"curve": probs[:, top].tolist(), "fractions": (counts / values.size).tolist(),
             "top1_class": probs.argmax(1).tolist(), "top1_prob": probs.max(1).tolist(), "class": top,
             "label": clf.labels[top], "fill": fill, "steps": steps, "negative_pixels": n_neg, "map": "pmi",
-            "explanation": e.source, "forwards": len(counts), "seconds": time.perf_counter() - t0}
+            "explanation": explanation if isinstance(explanation, str) else e.source, "forwards": len(counts), "seconds": time.perf_counter() - t0}
 
 
 def plot_negative(record: dict, path: str) -> None:

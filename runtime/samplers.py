@@ -22,6 +22,7 @@ from .errors import InfolensError
 from .catalog import models_dir, shipped
 
 SAMPLERS = ("patchsampler", "gaussian", "mean", "gray", "black", "noise", "blur")
+COUPLINGS = ("pixel", "none")  # PatchSampler: channels of a pixel share one uniform, or every sub-pixel its own
 
 
 class Sampler(Protocol):
@@ -56,7 +57,7 @@ class PatchSampler:
     name = "patchsampler"
     deterministic = False
 
-    def __init__(self, model_path: str, device: str = "cpu"):
+    def __init__(self, model_path: str, device: str = "cpu", coupling: str = "pixel"):
         from .classifier import _providers, session_options  # one session policy for all
 
         self.model_path = os.fspath(model_path)
@@ -71,6 +72,9 @@ class PatchSampler:
             raise InfolensError(f"{self.model_path} is not a PatchSampler: input shape {shape}, expected "
                                 f"uint8 [B, 3K, 3K, 3] (--sampler-model)")
         self.K = shape[1] // 3
+        if coupling not in COUPLINGS:
+            raise InfolensError(f"unknown coupling {coupling!r}: choose {' or '.join(COUPLINGS)} (--coupling)")
+        self.coupling = coupling
 
     def probs(self, image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """float32 [P, K, K, 3, 256] PatchSampler distributions of the patches at (ys, xs)."""
@@ -80,11 +84,17 @@ class PatchSampler:
     def sample(self, image, ys, xs, n, rngs):
         K = self.K
         p = self.probs(image, ys, xs).reshape(len(ys), K * K * 3, 256)
-        u = np.stack([rng.random((n, K * K * 3), dtype=np.float32) for rng in rngs])
+        if self.coupling == "pixel":
+            # One uniform per pixel for all three channels: each sub-pixel keeps the model's marginal exactly, but the
+            # channels move together (comonotone), as they do in photos, instead of speckling in random colours.
+            u = np.stack([rng.random((n, K * K), dtype=np.float32) for rng in rngs]).repeat(3, axis=2)
+        else:
+            u = np.stack([rng.random((n, K * K * 3), dtype=np.float32) for rng in rngs])
         return kernels.sample_categorical(np.ascontiguousarray(p), u).reshape(len(ys), n, K, K, 3)
 
     def describe(self):
-        return {"sampler": self.name, "K": self.K, "sampler_model": os.path.abspath(self.model_path)}
+        return {"sampler": self.name, "K": self.K, "sampler_model": os.path.abspath(self.model_path),
+                "coupling": self.coupling}
 
 
 class GaussianSampler:
@@ -203,16 +213,19 @@ class HeuristicSampler:
         return {"sampler": self.name, "K": self.K}
 
 
-def load_sampler(name: str = "patchsampler", K: int = 8, model: str | None = None, device: str = "cpu") -> Sampler:
+def load_sampler(name: str = "patchsampler", K: int = 8, model: str | None = None, device: str = "cpu",
+                 coupling: str = "pixel") -> Sampler:
     """A sampler by name (one of SAMPLERS) for K×K patches.
 
     `patchsampler` loads `model` or the shipped `patchsampler_k{K}.onnx`; `gaussian` loads `model` (.npz) or the
     shipped `gaussian_k{K}.npz`, else fits on the explained image.  `device` places the PatchSampler session.
+    `coupling` (PatchSampler): "pixel" draws a pixel's three channels with one shared uniform, "none" draws every
+    sub-pixel independently as the reference implementation does; the per-sub-pixel distributions are the same.
     """
     if not isinstance(K, (int, np.integer)) or K < 1:
         raise InfolensError(f"patch size K must be a positive integer, got {K} (-K)")
     if name == "patchsampler":
-        s = PatchSampler(model or shipped(f"patchsampler_k{K}.onnx", "--sampler-model"), device)
+        s = PatchSampler(model or shipped(f"patchsampler_k{K}.onnx", "--sampler-model"), device, coupling)
         if s.K != K and model is None:
             raise InfolensError(f"shipped PatchSampler for K={K} has K={s.K}")
         return s

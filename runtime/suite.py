@@ -25,7 +25,7 @@ FIELDS = ("image", "label", "map", "sampler", "deletion_auc", "insertion_auc", "
 
 def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=METHOD_DEFAULTS, K=16, stride=16,
               samples=8, rise_masks=1000, fill="blur", steps=100, seed=0, batch_size=64, progress=True,
-              command=""):
+              command="", coupling="pixel"):
     """Explain every image with every sampler (PMI and IG maps) and every comparison method, score each map's
     top-class deletion and insertion AUC, and write suite.csv, summary.md and the plots into out_dir.
     Returns the rows (dicts with FIELDS).  Images that fail are reported on stderr and skipped."""
@@ -37,7 +37,8 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
         try:
             for method, sampler_name in runs:
                 if sampler_name and sampler_name not in sampler_cache:
-                    sampler_cache[sampler_name] = load_sampler(sampler_name, K=K, device=classifier.device)
+                    sampler_cache[sampler_name] = load_sampler(sampler_name, K=K, device=classifier.device,
+                                                               coupling=coupling)
                 ex = Explainer(classifier, sampler_cache.get(sampler_name), batch_size=batch_size,
                                progress=progress)
                 n = rise_masks if method == "rise" else samples
@@ -65,7 +66,8 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
         raise InfolensError("no image could be evaluated")
     _write_csv(rows, os.path.join(out_dir, "suite.csv"))
     _write_summary(rows, os.path.join(out_dir, "summary.md"), dict(K=K, S=stride, N=samples, rise_masks=rise_masks,
-                   fill=fill, steps=steps, seed=seed, batch_size=batch_size, model=classifier.model_path), command)
+                   fill=fill, steps=steps, seed=seed, batch_size=batch_size, coupling=coupling,
+                   model=os.path.basename(classifier.model_path)), command)
     _plot_curves(curves, steps, fill, os.path.join(out_dir, "deletion_curves.png"))
     _plot_bars(rows, fill, os.path.join(out_dir, "deletion_auc.png"))
     if example_image is not None:

@@ -134,3 +134,20 @@ def test_patchsampler_draws_follow_its_distribution(tmp_path):
     draws = s.sample(img, ys, xs, 4000, [np.random.Generator(np.random.Philox(1))])[0]
     expected = (probs * np.arange(256)).sum(-1)
     np.testing.assert_allclose(draws.mean(0), expected, atol=3.0)
+
+
+def test_pixel_coupling_moves_channels_together_and_keeps_marginals(tmp_path):
+    """On a grey context all three channels have the same distribution: coupled draws are grey (R = G = B),
+    independent ones are not; both keep each sub-pixel's distribution."""
+    K = 2
+    path = onnx_builders.patch_sampler(tmp_path / "ps.onnx", K)
+    grey = np.repeat(scene()[..., :1], 3, axis=2)
+    ys, xs = np.array([3]), np.array([4])
+    draws = {c: load_sampler("patchsampler", K=K, model=path, coupling=c).sample(
+        grey, ys, xs, 3000, [np.random.Generator(np.random.Philox(7))])[0] for c in ("pixel", "none")}
+    assert (draws["pixel"][..., 0] == draws["pixel"][..., 2]).all()
+    assert (draws["none"][..., 0] != draws["none"][..., 2]).mean() > 0.5
+    probs = load_sampler("patchsampler", K=K, model=path).probs(grey, ys, xs)[0]
+    expected = (probs * np.arange(256)).sum(-1)
+    for d in draws.values():
+        np.testing.assert_allclose(d.mean(0), expected, atol=3.0)

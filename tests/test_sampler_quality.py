@@ -133,7 +133,7 @@ def test_infill_figure_composites_only_the_patch(tmp_path):
     K = 8
     fig = ev.infill_figure(K, ev.coffee(), ev.FIGURE_CENTRES[:2])
     scale, gap, head = ev.TILE // (3 * K), 10, 30
-    side, columns = 3 * K * scale, 1 + sum(n for _, n in ev.FIGURE_COLUMNS) + 1
+    side, columns = 3 * K * scale, 1 + sum(n for _, n, _ in ev.FIGURE_COLUMNS) + 1
     assert fig.dtype == np.uint8 and fig.shape == (head + 2 * (side + gap), gap + columns * (side + gap), 3)
     outside = np.ones((side, side), bool)
     outside[K * scale : 2 * K * scale, K * scale : 2 * K * scale] = False
