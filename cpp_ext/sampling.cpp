@@ -1,23 +1,27 @@
 // infolens._sampling: the per-sample inner loops of the marginalization engine.
 //
-// Three kernels, each bit-identical to the numpy fallback in runtime/kernels.py:
-//   sample_categorical  inverse-CDF draws from PatchSampler probabilities
-//   composite           write one K x K in-fill per batch item through a per-channel LUT
-//   restore             copy the K x K region back from the preprocessed base image
-// Inputs are validated while the GIL is held; the loops run with it released so the
-// caller can keep ONNX Runtime busy from another thread.
+// Four kernels, each bit-identical to the numpy fallback in runtime/kernels.py:
+//   sample_categorical       inverse-CDF draws from PatchSampler probabilities
+//   sample_logistic_mixture  hypothesis, component and coupled R, G, B draws (logistic-mixture head)
+//   composite                write one K x K in-fill per batch item through a per-channel LUT
+//   restore                  copy the K x K region back from the preprocessed base image
+// Shapes and dtypes are validated while the GIL is held; the loops (and the value checks that
+// scan whole arrays) run with it released so the caller can keep ONNX Runtime busy from
+// another thread.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
-// Bit-exactness with numpy needs the float adds of the CDF in index order, unfused.
+// Bit-exactness with numpy needs the float adds of the CDF in index order, and every a + b·c
+// unfused: setup.py compiles with -ffp-contract=off, so no FMA changes a rounding.
 #ifdef __FAST_MATH__
 #error "sampling.cpp must not be compiled with -ffast-math: results must match numpy bit for bit"
 #endif
@@ -142,6 +146,156 @@ py::array_t<std::uint8_t> sample_categorical(const py::object &probs_obj,
     }
     if (!ok)
         fail("probs must be non-negative with finite row sums, and uniforms must lie in [0, 1)");
+    return out;
+}
+
+// ---- logistic-mixture head (DESIGN §3) ------------------------------------------------------
+
+// Matches kernels._check_shape: expected sizes, or a letter where any size is allowed.
+void check_shape(const py::array &a, const char *name, const char *dims,
+                 const std::vector<std::string> &expected) {
+    bool ok = true;
+    for (std::size_t d = 0; d < expected.size(); ++d)
+        if (!expected[d].empty() && std::isdigit(static_cast<unsigned char>(expected[d][0])) &&
+            std::to_string(a.shape(d)) != expected[d])
+            ok = false;
+    if (ok) return;
+    std::string shown = "(";
+    for (std::size_t d = 0; d < expected.size(); ++d) shown += (d ? ", " : "") + expected[d];
+    fail(std::string(name) + " must have shape [" + dims + "] = " + shown + "), got " + shape_str(a));
+}
+
+std::string num(py::ssize_t v) { return std::to_string(v); }
+
+const char *const kWeightsMsg = "hyp and comp must be non-negative with finite positive row sums";
+const char *const kParamsMsg = "loc, scale and coeff must be finite, with scale > 0";
+const char *const kUniformsMsg = "u_hyp and u_comp must lie in [0, 1), and z must be finite";
+const char *const kNanMsg = "a drawn value is NaN: loc + coeff·x + scale·z overflowed";
+
+// Rows of `len` weights: all non-negative, each row's running sum finite and positive.
+bool weights_ok(const double *w, py::ssize_t rows, py::ssize_t len) {
+    bool ok = true;
+    for (py::ssize_t r = 0; r < rows; ++r) {
+        double s = 0.0;
+        for (py::ssize_t j = 0; j < len; ++j) {
+            ok &= w[r * len + j] >= 0.0;
+            s += w[r * len + j];
+        }
+        ok &= std::isfinite(s) && s > 0.0;
+    }
+    return ok;
+}
+
+bool all_finite(const double *a, py::ssize_t n) {
+    bool ok = true;
+    for (py::ssize_t i = 0; i < n; ++i) ok &= std::isfinite(a[i]);
+    return ok;
+}
+
+bool all_unit(const double *a, py::ssize_t n) {
+    bool ok = true;
+    for (py::ssize_t i = 0; i < n; ++i) ok &= a[i] >= 0.0 && a[i] < 1.0;
+    return ok;
+}
+
+// Inverse CDF over len weights: the first j whose running sum exceeds u·total, else len-1.
+// The same as numpy's count of cdf <= t, clipped, because the running sum never decreases.
+py::ssize_t choose(const double *w, py::ssize_t len, double u) {
+    double total = 0.0;
+    for (py::ssize_t j = 0; j < len; ++j) total += w[j];
+    const double t = u * total;
+    double s = 0.0;
+    for (py::ssize_t j = 0; j < len - 1; ++j) {
+        s += w[j];
+        if (!(s <= t)) return j;
+    }
+    return len - 1;
+}
+
+// rint (half to even, the default rounding mode, as np.rint) then clip to 0..255; false for NaN.
+bool to_level(double v, double &out) {
+    if (std::isnan(v)) return false;
+    const double r = std::nearbyint(v);
+    out = r < 0.0 ? 0.0 : (r > 255.0 ? 255.0 : r);
+    return true;
+}
+
+py::array_t<std::uint8_t> sample_logistic_mixture(
+    const py::object &hyp_obj, const py::object &comp_obj, const py::object &loc_obj,
+    const py::object &scale_obj, const py::object &coeff_obj, const py::object &u_hyp_obj,
+    const py::object &u_comp_obj, const py::object &z_obj) {
+    py::array hyp = as_array(hyp_obj, "hyp"), comp = as_array(comp_obj, "comp");
+    py::array loc = as_array(loc_obj, "loc"), scale = as_array(scale_obj, "scale");
+    py::array coeff = as_array(coeff_obj, "coeff"), u_hyp = as_array(u_hyp_obj, "u_hyp");
+    py::array u_comp = as_array(u_comp_obj, "u_comp"), z = as_array(z_obj, "z");
+    check_array<double>(hyp, "hyp", "float64", 2);
+    check_array<double>(comp, "comp", "float64", 4);
+    check_array<double>(loc, "loc", "float64", 5);
+    check_array<double>(scale, "scale", "float64", 5);
+    check_array<double>(coeff, "coeff", "float64", 5);
+    check_array<double>(u_hyp, "u_hyp", "float64", 2);
+    check_array<double>(u_comp, "u_comp", "float64", 3);
+    check_array<double>(z, "z", "float64", 4);
+    const py::ssize_t B = hyp.shape(0), S = hyp.shape(1), Q = comp.shape(2), M = comp.shape(3);
+    const py::ssize_t N = u_hyp.shape(1);
+    check_shape(comp, "comp", "B, S, Q, M", {num(B), num(S), "Q", "M"});
+    check_shape(loc, "loc", "B, S, Q, 3, M", {num(B), num(S), num(Q), "3", num(M)});
+    check_shape(scale, "scale", "B, S, Q, 3, M", {num(B), num(S), num(Q), "3", num(M)});
+    check_shape(coeff, "coeff", "B, S, Q, 3, M", {num(B), num(S), num(Q), "3", num(M)});
+    check_shape(u_hyp, "u_hyp", "B, N", {num(B), "N"});
+    check_shape(u_comp, "u_comp", "B, N, Q", {num(B), num(N), num(Q)});
+    check_shape(z, "z", "B, N, Q, 3", {num(B), num(N), num(Q), "3"});
+
+    const auto *hp = static_cast<const double *>(hyp.data());
+    const auto *cp = static_cast<const double *>(comp.data());
+    const auto *lp = static_cast<const double *>(loc.data());
+    const auto *sp = static_cast<const double *>(scale.data());
+    const auto *kp = static_cast<const double *>(coeff.data());
+    const auto *uh = static_cast<const double *>(u_hyp.data());
+    const auto *uc = static_cast<const double *>(u_comp.data());
+    const auto *zp = static_cast<const double *>(z.data());
+    py::array_t<std::uint8_t> out({B, N, Q, py::ssize_t{3}});
+    std::uint8_t *op = out.mutable_data();
+    const py::ssize_t params = B * S * Q * 3 * M;
+    const char *error = nullptr;
+    {
+        py::gil_scoped_release release;
+        bool params_ok = all_finite(lp, params) && all_finite(kp, params);
+        for (py::ssize_t i = 0; i < params; ++i) params_ok &= std::isfinite(sp[i]) && sp[i] > 0.0;
+        if (!(weights_ok(hp, B, S) && weights_ok(cp, B * S * Q, M)))
+            error = kWeightsMsg;
+        else if (!params_ok)
+            error = kParamsMsg;
+        else if (!(all_unit(uh, B * N) && all_unit(uc, B * N * Q) && all_finite(zp, B * N * Q * 3)))
+            error = kUniformsMsg;
+        for (py::ssize_t b = 0; b < B && !error; ++b)
+            for (py::ssize_t n = 0; n < N && !error; ++n) {
+                const py::ssize_t s = choose(hp + b * S, S, uh[b * N + n]);
+                const py::ssize_t bs = b * S + s;
+                for (py::ssize_t q = 0; q < Q; ++q) {
+                    const py::ssize_t bnq = (b * N + n) * Q + q;
+                    const py::ssize_t m = choose(cp + (bs * Q + q) * M, M, uc[bnq]);
+                    const py::ssize_t base = (bs * Q + q) * 3 * M + m;  // channel c at base + c·M
+                    const double *zq = zp + bnq * 3;
+                    double r = 0.0, g = 0.0, bl = 0.0;
+                    bool ok = to_level(lp[base] + sp[base] * zq[0], r);
+                    const double mg = lp[base + M] + kp[base] * r;
+                    ok = ok && to_level(mg + sp[base + M] * zq[1], g);
+                    double mb = lp[base + 2 * M] + kp[base + M] * r;
+                    mb = mb + kp[base + 2 * M] * g;
+                    ok = ok && to_level(mb + sp[base + 2 * M] * zq[2], bl);
+                    if (!ok) {
+                        error = kNanMsg;
+                        break;
+                    }
+                    std::uint8_t *o = op + bnq * 3;
+                    o[0] = static_cast<std::uint8_t>(r);
+                    o[1] = static_cast<std::uint8_t>(g);
+                    o[2] = static_cast<std::uint8_t>(bl);
+                }
+            }
+    }
+    if (error) fail(error);
     return out;
 }
 
@@ -323,6 +477,12 @@ PYBIND11_MODULE(_sampling, m) {
     m.def("sample_categorical", &sample_categorical, py::arg("probs"), py::arg("uniforms"),
           "Inverse-CDF draws: probs float32 [P, M, 256], uniforms float32 [P, N, M] in [0, 1)"
           " -> uint8 [P, N, M].");
+    m.def("sample_logistic_mixture", &sample_logistic_mixture, py::arg("hyp"), py::arg("comp"),
+          py::arg("loc"), py::arg("scale"), py::arg("coeff"), py::arg("u_hyp"), py::arg("u_comp"),
+          py::arg("z"),
+          "Logistic-mixture draws (see runtime/kernels.py): float64 hyp [B, S], comp [B, S, Q, M],"
+          " loc/scale/coeff [B, S, Q, 3, M], u_hyp [B, N], u_comp [B, N, Q], z [B, N, Q, 3]"
+          " -> uint8 [B, N, Q, 3].");
     m.def("composite", &composite, py::arg("batch"), py::arg("patches"), py::arg("ys"),
           py::arg("xs"), py::arg("lut"), py::arg("src"), py::arg("nchw"),
           "In place: batch[b] patch region := lut[c, patches[b, ..., src[c]]] for b < len(patches).");

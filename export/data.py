@@ -1,81 +1,90 @@
-"""Training/held-out images and 3K×3K context windows for the patch samplers (numpy + OpenCV only).
+"""Photos for the patch samplers, brought to a classifier's input space, and their 3K×3K context windows
+(numpy + OpenCV only: the conditional-Gaussian fit reuses this module, so it must not import torch).
 
-A window is what the runtime cuts around a K×K patch at (y, x): rows y..y+3K and columns
-x..x+3K of the image zero-padded by K (uint8 [3K, 3K, C]); the patch itself is the centre K×K.
-The conditional-Gaussian fit reuses this module, so it must not import torch.
+A window is what the runtime cuts around a K×K patch at (y, x): rows y..y+3K and columns x..x+3K of the image
+zero-padded by K (uint8 [3K, 3K, C]); the patch itself is the centre K×K.
+
+Photo sets are folders (`--data DIR`, repeatable), read recursively. Each photo is named `<folder name>/<path in
+the folder>` and goes to the validation side when the SHA-1 of that name is 0 mod 10 (`split`): a split by photo
+that never changes when photos are added, and that any other tool can recompute from the names alone.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 import cv2
 import numpy as np
 
 from infolens.errors import InfolensError
-from infolens.images import read_image
+from infolens.images import read_image, to_input_space
 
-# Natural photographs shipped with scikit-image. The four colour photos are all there is; the
-# grey ones add natural fine-scale texture they lack (brick wall, grass, gravel, the cameraman
-# scene) and enter as R=G=B — still a valid natural image, grey photos occur in ImageNet too —
-# so the sampler learns spatial structure from twice the data at a mild cost in colour statistics.
-# Excluded: synthetic (color, chessboard, logo, phantom, horse silhouette), microscopy/medical
-# (cell, ihc, retina, microaneurysms), astronomy (hubble_deep_field, moon), text (page, text),
-# artificially motion-blurred (clock_motion); coins is left out to keep colour and grey windows
-# at one half each.
-BUILTIN_TRAIN = [
-    "astronaut.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-    "motorcycle_right.png",  # stereo pair with motorcycle_left: both stay on the training side
-    "camera.png",
-    "brick.png",
-    "grass.png",
-    "gravel.png",
-]
-# chelsea is the demo image, so it must never be trained on; coffee is the other colour photo
-# kept out. Held-out NLL is thus measured on colour photos only, the case the sampler is for.
-BUILTIN_HELDOUT = ["chelsea.png", "coffee.png"]
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VALIDATION_MODULUS = 10  # one photo in ten, by name hash, is held out
+# Shorter side of the training photos: the input space (224) and up to twice it, never enlarged beyond the
+# photo's own size, so every scale holds real detail rather than interpolation.
+TRAIN_SIDES = (224, 288, 352, 448)
+INPUT_SIZE = (224, 224)
 
 
-def builtin_dir() -> str:
-    """Folder of scikit-image's bundled sample images (imported lazily: only the builtin sources need it)."""
-    import skimage
+def load_photos(folders: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(name, uint8 RGB [H, W, 3]) for every decodable photo under the folders, in sorted name order.
 
-    return os.path.join(os.path.dirname(skimage.__file__), "data")
-
-
-def load_images(source: str) -> list[tuple[str, np.ndarray]]:
-    """Load images as (name, uint8 RGB [H, W, 3]) pairs.
-
-    source: "builtin" (BUILTIN_TRAIN), "builtin-heldout" (BUILTIN_HELDOUT), or a folder, read
-    recursively in sorted path order; names are then paths relative to the folder, and files
-    OpenCV cannot decode are skipped. Raises ValueError when nothing could be loaded.
+    Files with other extensions (labels, licences) are not opened; ValueError when a folder is missing or
+    holds no photo.
     """
-    if source in ("builtin", "builtin-heldout"):
-        folder = builtin_dir()
-        names = BUILTIN_TRAIN if source == "builtin" else BUILTIN_HELDOUT
-        paths = [(name, os.path.join(folder, name)) for name in names]
-    elif os.path.isdir(source):
-        paths = []
-        for root, _, files in os.walk(source):
+    photos = []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise ValueError(f"photo folder not found: {folder!r} (--data)")
+        tag = os.path.basename(os.path.normpath(folder))
+        found = 0
+        for root, _, files in os.walk(folder):
             for file in files:
+                if not file.lower().endswith(PHOTO_EXTENSIONS):
+                    continue
                 path = os.path.join(root, file)
-                paths.append((os.path.relpath(path, source), path))
-        paths.sort()
-    else:
-        raise ValueError(f"image source is neither 'builtin', 'builtin-heldout' nor a folder: {source!r}")
-    images = []
-    for name, path in paths:
-        try:
-            images.append((name, read_image(path)))
-        except InfolensError:  # a folder may hold other files: skip what is not an image
-            continue
-    if not images:
-        raise ValueError(f"no decodable images found in {source!r}")
-    return images
+                try:
+                    image = read_image(path)
+                except InfolensError:  # a corrupt file is skipped, not fatal: the card records the count
+                    continue
+                photos.append((f"{tag}/{os.path.relpath(path, folder)}", image))
+                found += 1
+        if not found:
+            raise ValueError(f"no photos ({', '.join(PHOTO_EXTENSIONS)}) found in {folder!r} (--data)")
+    photos.sort(key=lambda item: item[0])
+    return photos
 
 
-def _window(image: np.ndarray, y: int, x: int, K: int) -> np.ndarray:
+def is_validation(name: str) -> bool:
+    """True for the photos held out of training: SHA-1 of the photo's name ≡ 0 (mod 10)."""
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % VALIDATION_MODULUS == 0
+
+
+def split(photos: list[tuple[str, np.ndarray]]) -> tuple[list, list]:
+    """(training, validation) photos, by `is_validation` of each name."""
+    return [p for p in photos if not is_validation(p[0])], [p for p in photos if is_validation(p[0])]
+
+
+def rescale(image: np.ndarray, side: int) -> np.ndarray:
+    """Resize so the shorter side is `side` (area averaging when shrinking, so no aliasing)."""
+    h, w = image.shape[:2]
+    s = side / min(h, w)
+    size = (max(side, round(w * s)), max(side, round(h * s)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+
+
+def training_scales(photos: list[tuple[str, np.ndarray]], sides=TRAIN_SIDES) -> list[np.ndarray]:
+    """Each photo at every shorter side in `sides` that does not enlarge it (at least the smallest side)."""
+    out = []
+    for _, image in photos:
+        short = min(image.shape[:2])
+        for side in sorted({s for s in sides if s <= short} or {sides[0]}):
+            out.append(rescale(image, side))
+    return out
+
+
+def window(image: np.ndarray, y: int, x: int, K: int) -> np.ndarray:
     """padded[y:y+3K, x:x+3K] of the image zero-padded by K (infolens.samplers.pad), without padding it all."""
     H, W, C = image.shape
     out = np.zeros((3 * K, 3 * K, C), np.uint8)
@@ -85,63 +94,38 @@ def _window(image: np.ndarray, y: int, x: int, K: int) -> np.ndarray:
     return out
 
 
-def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
-    """Resize by `scale` (area averaging when shrinking, so no aliasing; bilinear when enlarging)."""
-    H, W = image.shape[:2]
-    size = (max(1, round(W * scale)), max(1, round(H * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-
-
-def random_windows(
-    images: list[np.ndarray] | list[tuple[str, np.ndarray]],
-    K: int,
-    n: int,
-    rng: np.random.Generator,
-    augment: bool = True,
-) -> np.ndarray:
-    """Draw n context windows, uint8 [n, 3K, 3K, C].
-
-    Each window picks an image uniformly, then a patch position (y, x) uniformly over the valid
-    positions 0..H-K × 0..W-K, and cuts it from the zero-padded image exactly as the runtime
-    does, so windows near an edge contain the zero border. With augment: rescale by 0.5–1.5
-    (one factor per image per call, before choosing positions), mild colour jitter on the image
-    pixels only (the border stays 0), then a random flip / 90° rotation of the window — equal to
-    the window of the flipped image at the mirrored position, because the padding is symmetric.
-    Images may be arrays or (name, array) pairs as returned by load_images; ValueError if one is
-    smaller than K×K.
-    """
-    arrays = [im[1] if isinstance(im, tuple) else im for im in images]
-    if any(min(a.shape[:2]) < K for a in arrays):
-        raise ValueError(f"every image must be at least K={K} pixels high and wide")
-    C = arrays[0].shape[2]
-    out = np.empty((n, 3 * K, 3 * K, C), np.uint8)
-    picks = rng.integers(len(arrays), size=n)
-    # One rescale per image per call, not per window: resizing whole photos dominates otherwise.
-    for index in np.unique(picks):
-        image = arrays[index]
-        if augment:
-            scale = rng.uniform(0.5, 1.5)
-            if min(image.shape[:2]) * scale >= K:
-                image = _rescale(image, scale)
+def random_windows(images: list[np.ndarray], K: int, n: int, rng: np.random.Generator,
+                   flip: bool = True) -> np.ndarray:
+    """n training windows, uint8 [n, 3K, 3K, C]: an image uniformly, then a patch position uniformly over all
+    0..H−K × 0..W−K (so windows at the border hold the zero padding, as at inference), then a horizontal flip
+    with probability 1/2 when `flip` (the padding is symmetric, so a flipped window is the flipped image's)."""
+    out = np.empty((n, 3 * K, 3 * K, images[0].shape[2]), np.uint8)
+    for i, index in enumerate(rng.integers(len(images), size=n)):
+        image = images[index]
         H, W = image.shape[:2]
-        for i in np.flatnonzero(picks == index):
-            y, x = int(rng.integers(H - K + 1)), int(rng.integers(W - K + 1))
-            window = _window(image, y, x, K)
-            if augment:
-                window = _jitter(window, y, x, K, H, W, rng)
-                if rng.random() < 0.5:
-                    window = window[:, ::-1]
-                window = np.rot90(window, int(rng.integers(4)))
-            out[i] = window
+        w = window(image, int(rng.integers(H - K + 1)), int(rng.integers(W - K + 1)), K)
+        out[i] = w[:, ::-1] if flip and rng.random() < 0.5 else w
     return out
 
 
-def _jitter(window: np.ndarray, y: int, x: int, K: int, H: int, W: int, rng: np.random.Generator) -> np.ndarray:
-    """Mild colour jitter (global gain ±10 %, per-channel gain ±5 %, offset ±8) inside the image part only."""
-    gain = rng.uniform(0.9, 1.1) * rng.uniform(0.95, 1.05, size=window.shape[2])
-    offset = rng.uniform(-8, 8)
-    y0, y1 = max(K - y, 0), min(H - y + K, 3 * K)
-    x0, x1 = max(K - x, 0), min(W - x + K, 3 * K)
-    inside = window[y0:y1, x0:x1].astype(np.float32) * gain + offset
-    window[y0:y1, x0:x1] = np.clip(np.rint(inside), 0, 255).astype(np.uint8)
-    return window
+def input_space(photos: list[tuple[str, np.ndarray]], size=INPUT_SIZE) -> list[tuple[str, np.ndarray]]:
+    """The photos as a classifier sees them: shorter side to 224, centre crop (infolens.images.to_input_space)."""
+    return [(name, to_input_space(image, size, "shorter-side-crop")) for name, image in photos]
+
+
+def heldout_windows(photos: list[tuple[str, np.ndarray]], K: int, per_photo: int,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Scoring windows: per_photo windows of every photo, each at a patch position drawn uniformly over all of
+    them (0..H−K)², unflipped. Returns windows uint8 [n, 3K, 3K, 3] and the photo index of each, int64 [n].
+
+    The draw depends only on (seed, photo order, image sizes), so every model of a given K is scored on the
+    same windows.
+    """
+    rng = np.random.default_rng(seed)
+    out, owner = [], []
+    for index, (_, image) in enumerate(photos):
+        H, W = image.shape[:2]
+        ys, xs = rng.integers(H - K + 1, size=per_photo), rng.integers(W - K + 1, size=per_photo)
+        out += [window(image, int(y), int(x), K) for y, x in zip(ys, xs)]
+        owner += [index] * per_photo
+    return np.stack(out), np.array(owner, np.int64)

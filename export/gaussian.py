@@ -1,9 +1,10 @@
 """Fit the PDA conditional-Gaussian sampler (Zintgraf et al.) on natural photos and save it for the runtime.
 
-    python -m infolens.export.gaussian --K 8 16 --data builtin --out models/
+    python -m infolens.export.gaussian --K 8 16 --data ../shared/data/bsds500 --data ../shared/data/coco128 --out models/
 
-writes models/gaussian_k{K}.npz (mean and covariance of all (K+2l)² RGB windows, l = 2), which
-`load_sampler("gaussian", K)` picks up.  numpy only; no torch needed.
+writes models/gaussian_k{K}.npz (mean and covariance of the (K+2l)² RGB windows, l = 2, at a stride, of the
+training-side photos of the folders in the 224×224 input space — the PatchSampler's training photos, the space it
+is scored in), which `load_sampler("gaussian", K)` picks up.  numpy only; no torch needed.
 """
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import sys
 
 from infolens.samplers import GaussianSampler
 
-from .data import load_images
+from . import data
 
 
-def fit(K: int, data: str, out: str, ring: int = 2, stride: int = 2) -> str:
-    images = load_images(data)
-    mean, cov = GaussianSampler.fit_windows([im for _, im in images], K, ring, stride)
-    sampler = GaussianSampler(K, l=ring, fitted_on=f"{data}: {', '.join(n for n, _ in images)}")
+def fit(K: int, folders: list[str], out: str, ring: int = 2, stride: int = 4) -> str:
+    train, _ = data.split(data.load_photos(folders))
+    images = [image for _, image in data.input_space(train)]
+    mean, cov = GaussianSampler.fit_windows(images, K, ring, stride)
+    sampler = GaussianSampler(K, l=ring, fitted_on=f"{len(images)} training-side photos (export/data.py split) of "
+                              f"{', '.join(folders)} in the 224x224 input space, windows at stride {stride}")
     path = os.path.join(out, f"gaussian_k{K}.npz")
     sampler.save(path, mean, cov)
     return path
@@ -29,9 +32,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m infolens.export.gaussian", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--K", type=int, nargs="+", default=[8, 16], help="patch sizes (default 8 16)")
-    ap.add_argument("--data", default="builtin", help="'builtin' (scikit-image photos) or a folder of images")
+    ap.add_argument("--data", action="append", required=True, help="photo folder (repeatable); its training side "
+                    "is used")
     ap.add_argument("--ring", type=int, default=2, help="conditioning ring width l in pixels (default 2)")
-    ap.add_argument("--stride", type=int, default=2, help="window stride when collecting statistics (default 2)")
+    ap.add_argument("--stride", type=int, default=4, help="window stride when collecting statistics (default 4)")
     ap.add_argument("--out", default="models", help="output folder (default models/)")
     args = ap.parse_args(argv)
     try:

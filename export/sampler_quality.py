@@ -1,26 +1,32 @@
-"""How well the shipped PatchSampler models held-out patches, against the baselines, and what its in-fills look like.
+"""How well the PatchSamplers model patches of photos they never saw, against the baselines, and what their in-fills
+look like.
 
-    python -m infolens.export.sampler_quality --K 8 16 [--data builtin-heldout|DIR] [--windows 2000] [--seed 0] [--write-cards]
-prints the negative log-likelihood of the held-out centre sub-pixels, in bits per sub-pixel, of
+    python -m infolens.export.sampler_quality --K 8 16 --data ../shared/data/bsds500 --data ../shared/data/coco128 \
+        [--per-photo 100] [--seed 0] [--report docs/sampler_quality.json] [--write-cards]
+prints the negative log-likelihood of the true centre patch, in bits per sub-pixel (uniform = 8.0), on windows of
+the validation photos of the folders (export/data.py: 1 photo in 10 by name hash, never trained on), in the
+classifier's 224×224 input space (shorter side 224, centre crop, zero-padded by K, positions uniform over all),
+overall and per photo, of
 
-    patchsampler  the ONNX PatchSampler through onnxruntime (the number its training run wrote into the card);
+    patchsampler  the shipped logistic-mixture PatchSampler: its exact joint likelihood through onnxruntime
+                  (infolens.samplers.PatchSampler.log2prob, every stage scored with the true earlier pixels);
+    patchsampler_categorical  the first, categorical PatchSampler (every sub-pixel independent), if shipped;
     gaussian      PDA's conditional Gaussian (gaussian_kK.npz, ring l = 2): the joint Gaussian density of the
                   K·K·3 patch given its ring at the true integer values, times one unit bin per sub-pixel (no
                   mass is moved for the sampler's clipping to 0..255);
-    gaussian_marginals  the same Gaussian's per-sub-pixel marginals, binned as for `mean`: each sub-pixel on its
-                  own, as the PatchSampler predicts them;
+    gaussian_marginals  the same Gaussian's per-sub-pixel marginals, binned as for `mean`: each sub-pixel on its own;
     mean          a Gaussian per sub-pixel, binned to the 256 integer values (tails into 0 and 255), centred at
                   the per-channel mean of the visible context (the 3K×3K window without its centre, zero padding
-                  excluded), one σ per channel fitted by maximum likelihood on training windows;
-    histogram     the per-channel histogram of the training windows' centre sub-pixels, +1 per bin: no context;
+                  excluded), one σ per channel fitted by maximum likelihood on training-side windows;
+    histogram     the per-channel histogram of training-side centre sub-pixels, +1 per bin: no context;
     uniform       8 bits, the `noise` sampler;
 
-all on the same windows: patchsampler.heldout_windows, the draw the training run scores its model on.
---write-cards adds the table and the protocol to models/patchsampler_kK.json.
+all on the same windows. --write-cards adds the table to models/patchsampler_kK.json; --report writes every
+number, per photo too, as JSON.
 
     python -m infolens.export.sampler_quality figure --K 8 --out docs/infill_k8.png
-draws in-fills of the runtime's samplers (load_sampler, the engine's RNG streams) for patches of the held-out
-photo coffee.png in a classifier's 224×224 input space, in the manner of Yi et al., Figs. 3 and 14.
+draws in-fills of the runtime's samplers (load_sampler, the engine's RNG streams) for patches of scikit-image's
+coffee.png (in no training set) in a classifier's 224×224 input space, in the manner of Yi et al., Figs. 3 and 14.
 """
 from __future__ import annotations
 
@@ -40,38 +46,42 @@ from scipy.special import ndtr
 from infolens.catalog import models_dir
 from infolens.engine import streams
 from infolens.images import read_image, to_input_space
-from infolens.samplers import GaussianSampler, load_sampler, pad, windows as cut_windows
+from infolens.samplers import GaussianSampler, PatchSampler, load_sampler, pad, windows as cut_windows
 
-from .data import builtin_dir, load_images
-from .patchsampler import EVAL_SEED, centres, evaluate as patchsampler_bits, heldout_windows
+from . import data
 
-FLOOR = 1e-12  # the probability floor of patchsampler.nll_bits, for the binned baselines too
-TRAIN_WINDOWS = 5000
+FLOOR = 1e-12  # probability floor of the binned baselines, as of the categorical PatchSampler
+TRAIN_PER_PHOTO = 10  # training-side windows per photo for fitting the `mean` and `histogram` baselines
+CATEGORICAL = "patchsampler_k{K}_categorical.onnx"  # the first PatchSampler, kept to compare against
 
 
-def draw(images: list, K: int, n: int, seed: int = EVAL_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """heldout_windows(images, K, n, seed), uint8 [n, 3K, 3K, 3], and which of their pixels lie inside the
-    image, bool [n, 3K, 3K] (False on the zero padding).
+def centres(windows: np.ndarray, K: int) -> np.ndarray:
+    """The hidden K×K patch of each window: uint8 [B, 3K, 3K, C] → [B, K, K, C]."""
+    return windows[:, K : 2 * K, K : 2 * K]
 
-    Unaugmented draws depend on the image sizes only, so the same draw on all-ones images marks the inside.
+
+def draw(photos: list, K: int, per_photo: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """data.heldout_windows(photos, K, per_photo, seed): windows uint8 [n, 3K, 3K, 3] and the photo of each, int64
+    [n]; and which window pixels lie inside the image, bool [n, 3K, 3K] (False on the zero padding).
+
+    The draw depends on the image sizes only, so the same draw on all-ones images marks the inside.
     """
-    arrays = [im[1] if isinstance(im, tuple) else im for im in images]
-    ones = [np.ones((*a.shape[:2], 1), np.uint8) for a in arrays]
-    return heldout_windows(arrays, K, n, seed), heldout_windows(ones, K, n, seed)[..., 0] == 1
+    ones = [(name, np.ones((*image.shape[:2], 1), np.uint8)) for name, image in photos]
+    windows, owner = data.heldout_windows(photos, K, per_photo, seed)
+    return windows, owner, data.heldout_windows(ones, K, per_photo, seed)[0][..., 0] == 1
 
 
-def gaussian_nll_bits(x: np.ndarray, mu: np.ndarray, chol: np.ndarray) -> float:
-    """Mean over P of −log2 N(x | mu, chol·cholᵀ) / D: x, mu [P, D], chol lower-triangular [D, D]."""
+def gaussian_nll_bits(x: np.ndarray, mu: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    """−log2 N(x | mu, chol·cholᵀ) / D per row, float64 [P]: x, mu [P, D], chol lower-triangular [D, D]."""
     D = x.shape[1]
     z = solve_triangular(chol, (x - mu).T, lower=True)  # [D, P]
     nats = 0.5 * (D * math.log(2 * math.pi) + (z * z).sum(0)) + np.log(np.diag(chol)).sum()
-    return float(nats.mean() / math.log(2) / D)
+    return nats / math.log(2) / D
 
 
-def gaussian_bits(sampler: GaussianSampler, windows: np.ndarray, K: int) -> tuple[float, float]:
-    """Bits per sub-pixel of the PDA Gaussian on the centres of 3K×3K windows: of its joint density, and of its
-    per-sub-pixel marginals binned as for `mean` (what a model that predicts every sub-pixel on its own, as the
-    PatchSampler does, can get from the same Gaussian).
+def gaussian_bits(sampler: GaussianSampler, windows: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bits per sub-pixel of the PDA Gaussian on the centres of 3K×3K windows, per window [n]: of its joint
+    density, and of its per-sub-pixel marginals binned as for `mean`.
 
     The (K+2l)² middle of a window cut from the image zero-padded by K is the window the runtime cuts from the
     image zero-padded by l, so the ring is exactly the one `sample` conditions on.
@@ -80,7 +90,7 @@ def gaussian_bits(sampler: GaussianSampler, windows: np.ndarray, K: int) -> tupl
     mu, chol = sampler.conditional(windows[:, K - l : 2 * K + l, K - l : 2 * K + l])
     x = centres(windows, K).reshape(len(windows), -1)
     marginal_sd = np.sqrt((chol * chol).sum(1))
-    return gaussian_nll_bits(x.astype(np.float64), mu, chol), float(binned_gaussian_bits(x, mu, marginal_sd).mean())
+    return gaussian_nll_bits(x.astype(np.float64), mu, chol), binned_gaussian_bits(x, mu, marginal_sd).mean(1)
 
 
 def context_mean(windows: np.ndarray, inside: np.ndarray, K: int) -> np.ndarray:
@@ -117,10 +127,10 @@ def fit_sigma(windows: np.ndarray, inside: np.ndarray, K: int) -> np.ndarray:
     return np.array(sigma)
 
 
-def mean_bits(windows: np.ndarray, inside: np.ndarray, K: int, sigma: np.ndarray) -> float:
-    """Bits per sub-pixel of the `mean` baseline with per-channel σ [3]."""
+def mean_bits(windows: np.ndarray, inside: np.ndarray, K: int, sigma: np.ndarray) -> np.ndarray:
+    """Bits per sub-pixel of the `mean` baseline with per-channel σ [3], per window [n]."""
     mu = context_mean(windows, inside, K)[:, None, None, :]
-    return float(binned_gaussian_bits(centres(windows, K), mu, sigma).mean())
+    return binned_gaussian_bits(centres(windows, K), mu, sigma).mean((1, 2, 3))
 
 
 def fit_histogram(windows: np.ndarray, K: int) -> np.ndarray:
@@ -130,103 +140,117 @@ def fit_histogram(windows: np.ndarray, K: int) -> np.ndarray:
     return counts / counts.sum(1, keepdims=True)
 
 
-def histogram_bits(windows: np.ndarray, K: int, hist: np.ndarray) -> float:
-    """Bits per sub-pixel of a context-free per-channel histogram [3, 256]."""
-    target = centres(windows, K).reshape(-1, 3).astype(np.int64)
-    return float(-np.log2(hist[np.arange(3), target]).mean())
+def histogram_bits(windows: np.ndarray, K: int, hist: np.ndarray) -> np.ndarray:
+    """Bits per sub-pixel of a context-free per-channel histogram [3, 256], per window [n]."""
+    target = centres(windows, K).reshape(len(windows), -1, 3).astype(np.int64)
+    return -np.log2(hist[np.arange(3), target]).mean((1, 2))
 
 
-def nll_table(K: int, heldout: list, train: list, model: str, gaussian: str, n: int = 2000,
-              seed: int = EVAL_SEED, n_train: int = TRAIN_WINDOWS) -> tuple[dict[str, float], dict]:
-    """Bits per sub-pixel of every model on the same n held-out windows, rounded to 4 decimals, and what the
-    baselines fitted (σ of `mean`, grey levels)."""
-    windows, inside = draw(heldout, K, n, seed)
-    train_windows, train_inside = draw(train, K, n_train, seed)
+def patchsampler_bits(path: str, windows: np.ndarray, K: int) -> np.ndarray:
+    """Bits per sub-pixel of the ONNX PatchSampler at `path` (either head), per window [n]: its exact joint
+    −log2 p(centre | context) / 3K², through onnxruntime."""
+    return -PatchSampler(path).log2prob(windows) / (3 * K * K)
+
+
+def nll_table(K: int, heldout: list, train: list, folder: str, per_photo: int = 100, seed: int = 0,
+              train_per_photo: int = TRAIN_PER_PHOTO) -> tuple[dict, dict, dict]:
+    """Every model's bits per sub-pixel on the same windows of the held-out photos (input space).
+
+    Returns (overall mean per model, rounded to 4 decimals; per photo {name: {model: bits}}; what the baselines
+    fitted). Models: the PatchSamplers of `folder` (patchsampler_kK.onnx and, if present, the categorical one),
+    gaussian_kK.npz of `folder` and the context-free baselines fitted on `train` photos.
+    """
+    windows, owner, inside = draw(heldout, K, per_photo, seed)
+    train_windows, _, train_inside = draw(train, K, train_per_photo, seed)
     sigma = fit_sigma(train_windows, train_inside, K)
-    joint, marginals = gaussian_bits(GaussianSampler.load(gaussian), windows, K)
-    bits = {
-        "patchsampler": patchsampler_bits(model, K, windows),
-        "gaussian": joint,
-        "gaussian_marginals": marginals,
-        "mean": mean_bits(windows, inside, K, sigma),
-        "histogram": histogram_bits(windows, K, fit_histogram(train_windows, K)),
-        "uniform": 8.0,
-    }
-    return {k: round(v, 4) for k, v in bits.items()}, {"mean_sigma_rgb": [round(s, 2) for s in sigma]}
+    bits = {"patchsampler": patchsampler_bits(os.path.join(folder, f"patchsampler_k{K}.onnx"), windows, K)}
+    categorical = os.path.join(folder, CATEGORICAL.format(K=K))
+    if os.path.isfile(categorical):
+        bits["patchsampler_categorical"] = patchsampler_bits(categorical, windows, K)
+    bits["gaussian"], bits["gaussian_marginals"] = gaussian_bits(
+        GaussianSampler.load(os.path.join(folder, f"gaussian_k{K}.npz")), windows, K)
+    bits["mean"] = mean_bits(windows, inside, K, sigma)
+    bits["histogram"] = histogram_bits(windows, K, fit_histogram(train_windows, K))
+    bits["uniform"] = np.full(len(windows), 8.0)
+    counts = np.bincount(owner, minlength=len(heldout))
+    per_photo_bits = {name: {model: round(float(np.bincount(owner, b, len(heldout))[i] / counts[i]), 4)
+                             for model, b in bits.items()} for i, (name, _) in enumerate(heldout)}
+    table = {model: round(float(b.mean()), 4) for model, b in bits.items()}
+    return table, per_photo_bits, {"mean_sigma_rgb": [round(s, 2) for s in sigma]}
 
 
-def protocol(K: int, heldout: list, train: list, n: int, seed: int, n_train: int, fitted: dict) -> str:
+def summary(table: dict, per_photo: dict) -> dict:
+    """The worst photo of each model, and on how many photos the PatchSampler beats the Gaussian."""
+    worst = {model: max(per_photo, key=lambda name: per_photo[name][model]) for model in table}
+    return {"worst_photo": {model: [name, per_photo[name][model]] for model, name in worst.items()},
+            "patchsampler_beats_gaussian_on": f"{sum(v['patchsampler'] < v['gaussian'] for v in per_photo.values())} "
+                                              f"of {len(per_photo)} photos"}
+
+
+def protocol(K: int, folders: list, heldout: list, train: list, per_photo: int, seed: int, fitted: dict,
+             train_per_photo: int = TRAIN_PER_PHOTO) -> str:
     """The evaluation protocol in words, for the card."""
-    heldout_names, train_names = (", ".join(name for name, _ in images) for images in (heldout, train))
     sigma = ", ".join(f"{s:g}" for s in fitted["mean_sigma_rgb"])
     return (
-        f"Bits per sub-pixel: mean -log2 p(true value) over the {K}x{K}x3 centre of {n} unaugmented {3 * K}x{3 * K} "
-        f"windows (patchsampler.heldout_windows, seed {seed}) of the held-out images ({heldout_names}), the same "
-        "windows for every model. patchsampler: this ONNX file through onnxruntime, probabilities floored at 1e-12. "
-        f"gaussian: gaussian_k{K}.npz (PDA, ring 2, cut from the zero-padded image as the runtime does), the joint "
-        "Gaussian density of the patch given its ring times one unit bin per sub-pixel (no mass moved for clipping "
-        "to 0..255). gaussian_marginals: the same conditional Gaussian's per-sub-pixel marginals, binned as for "
-        "mean: each sub-pixel predicted on its own, as the PatchSampler does. mean: a Gaussian per sub-pixel "
-        "binned to the integers 0..255 (tails into 0 and 255), centred at the per-channel mean of the visible "
-        "context (the window without its centre, zero padding excluded), "
-        f"sigma per channel (R, G, B = {sigma}) fitted by maximum likelihood on {n_train} unaugmented windows of "
-        f"the training images ({train_names}, seed {seed}). histogram: per-channel histogram of those training "
-        "windows' centre sub-pixels, +1 per bin, context-free. uniform: 8 bits, the noise sampler."
+        f"Bits per sub-pixel: -log2 p(true {K}x{K}x3 centre | context) / {3 * K * K}, averaged over {per_photo} "
+        f"windows of each of the {len(heldout)} validation photos of {', '.join(folders)} (1 photo in 10 by SHA-1 "
+        "of its name, never trained on), in the 224x224 input space (shorter side 224, centre crop), zero-padded by "
+        f"K, positions uniform over all (data.heldout_windows, seed {seed}); the same windows for every model. "
+        "patchsampler: exact joint likelihood of the ONNX file through onnxruntime, every stage scored with the "
+        "true earlier pixels. patchsampler_categorical: the first PatchSampler, sub-pixels independent, "
+        "probabilities floored at 1e-12. gaussian: gaussian_kK.npz (PDA, ring 2), joint Gaussian density of the "
+        "patch given its ring times one unit bin per sub-pixel. gaussian_marginals: its per-sub-pixel marginals, "
+        "binned. mean: per-sub-pixel Gaussian binned to 0..255 around the visible context's mean colour, "
+        f"sigma (R, G, B = {sigma}) fitted on {train_per_photo} windows of each of the {len(train)} training-side "
+        "photos (input space, same seed). histogram: per-channel histogram "
+        "of those training windows' centres, +1 per bin. uniform: 8 bits."
     )
 
 
-def write_card(path: str, table: dict, text: str, command: str) -> None:
-    """Merge the table into the card's nll_bits_per_subpixel (other keys kept, after the table's) and record the
-    protocol (nll_eval) and this command (nll_command) beside it."""
+def write_card(path: str, table: dict, text: str, command: str, extra: dict) -> None:
+    """Replace the card's nll_bits_per_subpixel by the table and record the worst photos, the protocol
+    (nll_eval) and this command (nll_command); other keys are kept in place."""
     with open(path) as f:
         card = json.load(f)
-    old = card.get("nll_bits_per_subpixel", {})
-    card["nll_bits_per_subpixel"] = {**table, **{k: v for k, v in old.items() if k not in table}}
-    card["nll_eval"] = text
-    card.pop("nll_command", None)
-    ordered = {}
-    for key, value in card.items():
-        ordered[key] = value
-        if key == "nll_eval":
-            ordered["nll_command"] = command
+    card.update({"nll_bits_per_subpixel": table, **extra, "nll_eval": text, "nll_command": command})
+    card.pop("nll_worst_photo", None)  # the training run's own figure, superseded by worst_photo
     with open(path, "w") as f:
-        json.dump(ordered, f, indent=2)
+        json.dump(card, f, indent=2)
         f.write("\n")
 
 
 # Patch centres (y, x) in coffee.png's 224×224 input space: wood grain, the cup's rim over its red body, the
 # spoon's bowl, the saucer's edge against the table.
 FIGURE_CENTRES = [(40, 24), (108, 100), (150, 150), (184, 188)]
-FIGURE_COLUMNS = [("patchsampler", 3, "pixel"), ("patchsampler", 2, "none"), ("gaussian", 1, None), ("mean", 1, None),
-                  ("noise", 1, None)]  # (sampler, draws, PatchSampler coupling)
+FIGURE_COLUMNS = [("patchsampler", 3, None), ("patchsampler_categorical", 2, "pixel"), ("gaussian", 1, None),
+                  ("mean", 1, None), ("noise", 1, None)]  # (sampler, draws, coupling of the categorical head)
 TILE = 192  # pixels per 3K×3K tile after nearest-neighbour upscaling
+
+
+def named_sampler(name: str, K: int, coupling: str | None = None):
+    """A runtime sampler by name (load_sampler's); `patchsampler_categorical` is the first, categorical
+    PatchSampler, shipped beside the current one to compare against."""
+    if name == "patchsampler_categorical":
+        return load_sampler("patchsampler", K, model=os.path.join(models_dir(), CATEGORICAL.format(K=K)),
+                            coupling=coupling or "pixel")
+    return load_sampler(name, K)
 
 
 def infill_figure(K: int, image: np.ndarray, centres_yx=FIGURE_CENTRES, seed: int = 0) -> np.ndarray:
     """uint8 RGB figure: a row per patch centre, the 3K×3K context as it is, then with the patch in-filled by
-    each sampler of FIGURE_COLUMNS (load_sampler, streams(seed, row)) and by the PatchSampler's expected value;
-    red ticks beside each tile mark the patch."""
+    each sampler of FIGURE_COLUMNS (the runtime's samplers, streams(seed, row)); red ticks mark the patch."""
     ys = np.array([min(max(y - K // 2, 0), image.shape[0] - K) for y, _ in centres_yx], np.int64)
     xs = np.array([min(max(x - K // 2, 0), image.shape[1] - K) for _, x in centres_yx], np.int64)
     context = cut_windows(pad(image, K), ys, xs, 3 * K)  # [P, 3K, 3K, 3]
     tiles, titles = [context], ["context (original)"]
-
-    def add(fill, title):
-        tile = context.copy()
-        tile[:, K : 2 * K, K : 2 * K] = fill
-        tiles.append(tile)
-        titles.append(title)
-
     for name, n, coupling in FIGURE_COLUMNS:
-        sampler = load_sampler(name, K, coupling=coupling or "pixel")
-        fills = sampler.sample(image, ys, xs, n, streams(seed, np.arange(len(ys))))
+        fills = named_sampler(name, K, coupling).sample(image, ys, xs, n, streams(seed, np.arange(len(ys))))
+        short = {"patchsampler": "new", "patchsampler_categorical": "old", "mean": "mean (patch's own)"}.get(name, name)
         for i in range(n):
-            label = f"{name} #{i + 1}" + (f", {coupling}" if coupling else "")
-            add(fills[:, i], label if n > 1 else {"mean": "mean (patch's own)"}.get(name, name))
-        if coupling == "pixel":
-            # What the model predicts, without the per-sub-pixel sampling noise: the mean of each categorical.
-            expectation = sampler.probs(image, ys, xs) @ np.arange(256, dtype=np.float32)
-            add(np.clip(np.rint(expectation), 0, 255).astype(np.uint8), "patchsampler E[x]")
+            tile = context.copy()
+            tile[:, K : 2 * K, K : 2 * K] = fills[:, i]
+            tiles.append(tile)
+            titles.append(f"{short} #{i + 1}" if n > 1 else short)
     scale, gap, head = TILE // (3 * K), 10, 30
     side = 3 * K * scale
     out = np.full((head + len(ys) * (side + gap), gap + len(tiles) * (side + gap), 3), 255, np.uint8)
@@ -243,8 +267,11 @@ def infill_figure(K: int, image: np.ndarray, centres_yx=FIGURE_CENTRES, seed: in
 
 
 def coffee() -> np.ndarray:
-    """scikit-image's coffee.png (held out from PatchSampler training) in a 224×224 classifier input space."""
-    return to_input_space(read_image(os.path.join(builtin_dir(), "coffee.png")), (224, 224), "shorter-side-crop")
+    """scikit-image's coffee.png (in none of the training sets) in a 224×224 classifier input space."""
+    import skimage  # the train extra's; only the figure needs it
+
+    path = os.path.join(os.path.dirname(skimage.__file__), "data", "coffee.png")
+    return to_input_space(read_image(path), (224, 224), "shorter-side-crop")
 
 
 def _figure_main(argv: list[str]) -> None:
@@ -260,43 +287,56 @@ def _figure_main(argv: list[str]) -> None:
     print(out)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["figure"]:
         _figure_main(argv[1:])
-        return
+        return 0
     ap = argparse.ArgumentParser(prog="python -m infolens.export.sampler_quality",
-                                 description="Held-out NLL, in bits per sub-pixel, of the PatchSampler and its "
-                                 "baselines on the same windows (`figure --help`: the in-fill figure).")
-    ap.add_argument("--K", type=int, nargs="+", default=[8], help="patch sizes (default 8)")
-    ap.add_argument("--data", default="builtin-heldout", help="held-out images: 'builtin-heldout' or a folder")
-    ap.add_argument("--train-data", default="builtin", help="images the baselines are fitted on (default builtin)")
-    ap.add_argument("--windows", type=int, default=2000, help="held-out windows (default 2000, as the cards)")
-    ap.add_argument("--train-windows", type=int, default=TRAIN_WINDOWS, help="training windows for the baselines")
-    ap.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the window draws (the cards': 0)")
-    ap.add_argument("--models", default=None, help="folder of patchsampler_kK.onnx/.json and gaussian_kK.npz "
-                    "(default: the shipped models)")
+                                 description="Held-out NLL, in bits per sub-pixel, of the PatchSamplers and their "
+                                 "baselines on the same windows of validation photos in the input space "
+                                 "(`figure --help`: the in-fill figure).")
+    ap.add_argument("--K", type=int, nargs="+", default=[8, 16], help="patch sizes (default 8 16)")
+    ap.add_argument("--data", action="append", required=True,
+                    help="photo folder (repeatable): its validation side is scored, its training side fits the "
+                    "context-free baselines (export/data.py split)")
+    ap.add_argument("--per-photo", type=int, default=100, help="windows per validation photo (default 100)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the window draws (the cards': 0)")
+    ap.add_argument("--models", default=None, help="folder of patchsampler_kK*.onnx, gaussian_kK.npz and the "
+                    "cards (default: the shipped models)")
+    ap.add_argument("--report", default=None, help="write every number, per photo too, to this JSON file")
     ap.add_argument("--write-cards", action="store_true", help="write the table into patchsampler_kK.json")
     args = ap.parse_args(argv)
     folder = args.models or models_dir()
-    heldout, train = load_images(args.data), load_images(args.train_data)
+    try:
+        train, heldout = (data.input_space(p) for p in data.split(data.load_photos(args.data)))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report = {}
     for K in args.K:
-        stem = os.path.join(folder, f"patchsampler_k{K}")
-        table, fitted = nll_table(K, heldout, train, stem + ".onnx", os.path.join(folder, f"gaussian_k{K}.npz"),
-                                  args.windows, args.seed, args.train_windows)
-        print(f"K={K}: bits per sub-pixel on {args.windows} held-out windows of {args.data} (seed {args.seed})")
+        table, per_photo, fitted = nll_table(K, heldout, train, folder, args.per_photo, args.seed)
+        extra = summary(table, per_photo)
+        print(f"K={K}: bits per sub-pixel, {args.per_photo} windows on each of {len(heldout)} validation photos")
         for name, bits in table.items():
-            print(f"  {name:<18} {bits:7.4f}")
-        print(f"  (mean: sigma R, G, B = {', '.join(map(str, fitted['mean_sigma_rgb']))})")
+            print(f"  {name:<26} {bits:7.4f}   worst photo {extra['worst_photo'][name][1]:7.4f} "
+                  f"({extra['worst_photo'][name][0]})")
+        print(f"  patchsampler beats the Gaussian on {extra['patchsampler_beats_gaussian_on']}")
+        text = protocol(K, args.data, heldout, train, args.per_photo, args.seed, fitted)
+        report[f"K={K}"] = {"table": table, **extra, "protocol": text, "per_photo": per_photo}
         if args.write_cards:
-            command = shlex.join(["python", "-m", "infolens.export.sampler_quality", "--K", str(K), "--data", args.data,
-                                  "--train-data", args.train_data, "--windows", str(args.windows),
-                                  "--train-windows", str(args.train_windows), "--seed", str(args.seed),
-                                  "--write-cards"])
-            text = protocol(K, heldout, train, args.windows, args.seed, args.train_windows, fitted)
-            write_card(stem + ".json", table, text, command)
-            print(f"  written to {stem}.json")
+            command = ["python", "-m", "infolens.export.sampler_quality", "--K", str(K), "--per-photo",
+                       str(args.per_photo), "--seed", str(args.seed), "--write-cards"]
+            for d in args.data:
+                command += ["--data", d]
+            write_card(os.path.join(folder, f"patchsampler_k{K}.json"), table, text, shlex.join(command), extra)
+            print(f"  written to {folder}/patchsampler_k{K}.json")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -80,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a patch is marginalized (default: patchsampler; occlusion: gray; pda: gaussian; "
                    "mean/gray/black/blur are deterministic, so N=1 is used)")
     g.add_argument("--sampler-model", metavar="PATH",
-                   help="PatchSampler .onnx (or gaussian .npz) instead of the shipped one for K")
+                   help="PatchSampler .onnx (either head, staged or not; or gaussian .npz) instead of the shipped "
+                   "one for K")
     g.add_argument("--coupling", choices=["pixel", "none"], default="pixel",
-                   help="PatchSampler: a pixel's 3 channels share one random number (default pixel: no colour "
-                   "speckle, same per-channel distributions) or not (none: the reference's independent sampling)")
+                   help="categorical-head PatchSampler: a pixel's 3 channels share one random number (default pixel: "
+                   "no colour speckle, same per-channel distributions) or not (none: the reference's independent "
+                   "sampling); a logistic-mixture PatchSampler couples the channels itself and ignores this")
     g.add_argument("-K", type=int, default=8, help="patch size in pixels (default 8; shipped PatchSamplers: 8, 16)")
     g.add_argument("-S", type=int, default=None, help="stride in pixels (default K: non-overlapping patches)")
     g.add_argument("-N", type=int, help="in-fills per patch (default 8); with --method rise: masks (default 1000)")
@@ -167,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--model", metavar="M.onnx", help="classifier (default: shipped efficientnet_lite0.onnx; its "
                     "card gives the preprocessing)")
     su.add_argument("--samplers", default="patchsampler,gaussian,mean,noise,black",
-                    help="samplers for PMI/IG (default patchsampler,gaussian,mean,noise,black)")
+                    help="samplers for PMI/IG, each NAME or NAME=MODEL_FILE (e.g. another PatchSampler); the first "
+                    "is the reference of the paired differences (default patchsampler,gaussian,mean,noise,black)")
+    su.add_argument("--maps", default="pmi,ig", help="which maps of the sampler runs are scored (default pmi,ig)")
+    su.add_argument("--resume", action="store_true", help="continue DIR/suite.csv of an interrupted run: images "
+                    "that have all their rows are skipped")
     su.add_argument("--methods", default="occlusion,pda,rise",
                     help="comparison methods (default occlusion,pda,rise; '' for none)")
     su.add_argument("-K", type=int, default=16, help="patch size (default 16)")
@@ -314,21 +320,23 @@ def _eval(args) -> int:
 def _suite(args) -> int:
     from .catalog import DEFAULT_CLASSIFIER, shipped
     from .classifier import OnnxClassifier
-    from .samplers import SAMPLERS
-    from .suite import METHOD_DEFAULTS, run_suite
+    from .suite import METHOD_DEFAULTS, parse_sampler, run_suite
 
     samplers = [s for s in args.samplers.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
     for s in samplers:
-        if s not in SAMPLERS:
-            raise InfolensError(f"unknown sampler {s!r} in --samplers: choose from {', '.join(SAMPLERS)}")
+        parse_sampler(s)
+    maps = [m for m in args.maps.split(",") if m]
+    if not maps or set(maps) - {"pmi", "ig"}:
+        raise InfolensError(f"bad --maps {args.maps!r}: choose pmi, ig or pmi,ig")
     for m in methods:
         if m not in METHOD_DEFAULTS:
             raise InfolensError(f"unknown method {m!r} in --methods: choose from {', '.join(METHOD_DEFAULTS)}")
     clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "--model"), device=args.device)
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     rows = run_suite(clf, args.images, args.out, samplers, methods, args.K, args.S, args.N, args.rise_masks,
-                     args.fill, args.steps, args.seed, args.batch_size, not args.quiet, command, args.coupling)
+                     args.fill, args.steps, args.seed, args.batch_size, not args.quiet, command, args.coupling,
+                     maps, args.resume)
     print(open(os.path.join(args.out, "summary.md")).read())
     return 0 if len({r["image"] for r in rows}) == len(args.images) else 2
 

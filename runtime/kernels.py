@@ -1,9 +1,9 @@
-"""The engine's inner loops: categorical sampling, patch compositing and restoring.
+"""The engine's inner loops: categorical and logistic-mixture sampling, patch compositing and restoring.
 
 Each function dispatches to the compiled module `infolens._sampling` (cpp_ext/sampling.cpp) when it is importable,
 else to the numpy implementation below, which gives bit-identical results.  `INFOLENS_NO_EXT=1` in the environment
 (read at import) forces numpy.  Both implementations are exposed for comparison: `numpy_impl` and `ext_impl`
-(None when the extension is missing or disabled), each with the same three functions.
+(None when the extension is missing or disabled), each with the same four functions.
 
 Every array argument must already have the stated dtype and be C-contiguous: a mismatch raises ValueError rather
 than silently copying, so hidden conversions never land in the hot loop.  Messages are the same on both backends.
@@ -71,6 +71,69 @@ def _np_sample_categorical(probs: np.ndarray, uniforms: np.ndarray) -> np.ndarra
         pos += step * (flat[first + pos + step] <= t)
         step //= 2
     return np.ascontiguousarray(pos.astype(np.uint8).reshape(P, M, N).transpose(0, 2, 1))
+
+
+def _check_shape(a: np.ndarray, name: str, dims: str, expected: tuple) -> None:
+    """expected: one int per axis, or a dimension letter where any size is allowed."""
+    if any(isinstance(e, int) and e != n for e, n in zip(expected, a.shape)):
+        shown = "(" + ", ".join(str(e) for e in expected) + ")"
+        raise ValueError(f"{name} must have shape [{dims}] = {shown}, got {a.shape}")
+
+
+_MIXTURE_ARGS = ("hyp", "comp", "loc", "scale", "coeff", "u_hyp", "u_comp", "z")
+_MIXTURE_WEIGHTS_MSG = "hyp and comp must be non-negative with finite positive row sums"
+_MIXTURE_PARAMS_MSG = "loc, scale and coeff must be finite, with scale > 0"
+_MIXTURE_UNIFORMS_MSG = "u_hyp and u_comp must lie in [0, 1), and z must be finite"
+_MIXTURE_NAN_MSG = "a drawn value is NaN: loc + coeff·x + scale·z overflowed"
+
+
+def _np_sample_logistic_mixture(hyp, comp, loc, scale, coeff, u_hyp, u_comp, z) -> np.ndarray:
+    hyp, comp, loc, scale, coeff, u_hyp, u_comp, z = map(
+        _as_array, (hyp, comp, loc, scale, coeff, u_hyp, u_comp, z), _MIXTURE_ARGS)
+    for a, name, ndim in ((hyp, "hyp", 2), (comp, "comp", 4), (loc, "loc", 5), (scale, "scale", 5),
+                          (coeff, "coeff", 5), (u_hyp, "u_hyp", 2), (u_comp, "u_comp", 3), (z, "z", 4)):
+        _check_array(a, name, np.float64, "float64", ndim)
+    (B, S), (Q, M), N = hyp.shape, comp.shape[2:], u_hyp.shape[1]
+    _check_shape(comp, "comp", "B, S, Q, M", (B, S, "Q", "M"))
+    for a, name in ((loc, "loc"), (scale, "scale"), (coeff, "coeff")):
+        _check_shape(a, name, "B, S, Q, 3, M", (B, S, Q, 3, M))
+    _check_shape(u_hyp, "u_hyp", "B, N", (B, "N"))
+    _check_shape(u_comp, "u_comp", "B, N, Q", (B, N, Q))
+    _check_shape(z, "z", "B, N, Q, 3", (B, N, Q, 3))
+
+    # Sequential float64 adds in index order, and the same comparisons: the C++ does exactly these.
+    with np.errstate(over="ignore", invalid="ignore"):  # overflowing or nan rows are reported below
+        cdf_h, cdf_c = np.cumsum(hyp, axis=1), np.cumsum(comp, axis=3)
+    total_h, total_c = cdf_h[:, -1:], cdf_c[..., -1]
+    if not ((hyp >= 0).all() and (comp >= 0).all() and (np.isfinite(total_h) & (total_h > 0)).all()
+            and (np.isfinite(total_c) & (total_c > 0)).all()):
+        raise ValueError(_MIXTURE_WEIGHTS_MSG)
+    if not (np.isfinite(loc).all() and np.isfinite(coeff).all() and (np.isfinite(scale) & (scale > 0)).all()):
+        raise ValueError(_MIXTURE_PARAMS_MSG)
+    if not (((u_hyp >= 0) & (u_hyp < 1)).all() and ((u_comp >= 0) & (u_comp < 1)).all() and np.isfinite(z).all()):
+        raise ValueError(_MIXTURE_UNIFORMS_MSG)
+
+    # cdf is non-decreasing, so the count of entries <= t is the C++'s first index whose cdf exceeds t.
+    s = np.minimum((cdf_h[:, None, :] <= (u_hyp * total_h)[..., None]).sum(-1), S - 1)  # [B, N]
+    b_i, s_i, q_i = np.arange(B)[:, None, None], s[:, :, None], np.arange(Q)
+    cdf = cdf_c[b_i, s_i, q_i]  # [B, N, Q, M]: the component cdfs of each sample's hypothesis
+    m = np.minimum((cdf <= (u_comp * cdf[..., -1])[..., None]).sum(-1), M - 1)  # [B, N, Q]
+
+    def pick(a, c):
+        return a[b_i, s_i, q_i, c, m]
+
+    def value(mean, c):
+        v = np.clip(np.rint(mean + pick(scale, c) * z[..., c]), 0.0, 255.0)
+        if np.isnan(v).any():
+            raise ValueError(_MIXTURE_NAN_MSG)
+        return v
+
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to ±inf clips; a NaN is reported
+        r = value(pick(loc, 0), 0)
+        g = value(pick(loc, 1) + pick(coeff, 0) * r, 1)
+        mean_b = pick(loc, 2) + pick(coeff, 1) * r
+        b = value(mean_b + pick(coeff, 2) * g, 2)
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
 
 
 def _layout(batch: np.ndarray, nchw: bool) -> tuple[int, int, int]:
@@ -157,7 +220,8 @@ def _np_restore(batch, base, ys, xs, K: int, nchw: bool) -> None:
             batch[b, y:y + K, x:x + K] = base[y:y + K, x:x + K]
 
 
-numpy_impl = types.SimpleNamespace(sample_categorical=_np_sample_categorical, composite=_np_composite,
+numpy_impl = types.SimpleNamespace(sample_categorical=_np_sample_categorical,
+                                   sample_logistic_mixture=_np_sample_logistic_mixture, composite=_np_composite,
                                    restore=_np_restore)
 
 # -- dispatch ---------------------------------------------------------------------------------------------------
@@ -191,6 +255,25 @@ def sample_categorical(probs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     255 when the threshold rounds up to the row total).
     """
     return _impl.sample_categorical(probs, uniforms)
+
+
+def sample_logistic_mixture(hyp: np.ndarray, comp: np.ndarray, loc: np.ndarray, scale: np.ndarray,
+                            coeff: np.ndarray, u_hyp: np.ndarray, u_comp: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Draws of whole patches from the logistic-mixture head (DESIGN §3), N per row, Q pixels each.
+
+    Every argument is float64 and C-contiguous; B rows (a position, or a position's sample), S hypotheses, Q
+    pixels, M components, N draws per row:
+    hyp [B, S] and comp [B, S, Q, M]: hypothesis and component weights (non-negative; sums need not be 1).
+    loc, scale, coeff [B, S, Q, 3, M]: μ, σ > 0 (grey levels) and the coupling α, β, γ in channel slots 0, 1, 2.
+    u_hyp [B, N], u_comp [B, N, Q]: uniforms in [0, 1); z [B, N, Q, 3]: the logistic quantiles log(u/(1−u)).
+    Returns uint8 [B, N, Q, 3] (R, G, B).  Per draw: s = #{j : cdf_hyp[j] <= u_hyp·cdf_hyp[S−1]} clipped to
+    S−1 (float64 running sums in index order); per pixel m likewise from comp[s] and u_comp; then
+    x_R = clip(rint(μ_R + σ_R·z_R)), x_G from μ_G = loc_G + α·x_R, x_B from μ_B = (loc_B + β·x_R) + γ·x_G, with
+    rint half-to-even and clip to 0..255: the rounded, clipped values feed the next channel's mean.
+    The transcendentals (softmax, exp, the logit) are the caller's, so both backends do the same float64 adds and
+    multiplies, in the same order, and agree bit for bit.
+    """
+    return _impl.sample_logistic_mixture(hyp, comp, loc, scale, coeff, u_hyp, u_comp, z)
 
 
 def composite(batch: np.ndarray, patches: np.ndarray, ys: np.ndarray, xs: np.ndarray, lut: np.ndarray,

@@ -7,8 +7,34 @@ import numpy as np
 import pytest
 
 import onnx_builders
+from infolens import kernels
 
 H, W = 17, 19
+
+# Kernel tests compare the compiled `infolens._sampling` with the numpy fallback; without it they skip, or fail when
+# INFOLENS_REQUIRE_EXT=1 (CI sets it so a broken build cannot pass silently).
+REQUIRE_EXT = os.environ.get("INFOLENS_REQUIRE_EXT", "") not in ("", "0")
+
+IMPLS = [pytest.param(kernels.numpy_impl, id="numpy"),
+         pytest.param(kernels.ext_impl, id="c++",
+                      marks=pytest.mark.skipif(kernels.ext_impl is None and not REQUIRE_EXT,
+                                               reason=str(kernels.EXT_UNAVAILABLE_REASON)))]
+
+
+@pytest.fixture
+def ext():
+    if kernels.ext_impl is None:
+        if REQUIRE_EXT:
+            pytest.fail(f"INFOLENS_REQUIRE_EXT=1 but {kernels.EXT_UNAVAILABLE_REASON}")
+        pytest.skip(str(kernels.EXT_UNAVAILABLE_REASON))
+    return kernels.ext_impl
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    if request.param is None:  # only reachable with INFOLENS_REQUIRE_EXT=1
+        pytest.fail(f"INFOLENS_REQUIRE_EXT=1 but {kernels.EXT_UNAVAILABLE_REASON}")
+    return request.param
 
 
 def scene(h=H, w=W, seed=0):

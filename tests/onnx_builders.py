@@ -1,6 +1,8 @@
 """Small real ONNX models built with onnx.helper for the tests: classifiers in every layout/order/output kind, and a
-tiny PatchSampler with the fixed interface."""
+tiny PatchSampler with the fixed interface, and context_sampler: either head, optionally staged."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import onnx
@@ -134,6 +136,137 @@ def region_classifier(path, H=16, W=16, region=(4, 8, 6, 12)):
                                                                               ["N", 3, H, W])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits)
     model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def checkerboard(K):
+    """int64 [K, K] stage grid (i + j) % 2: T = 2."""
+    i, j = np.meshgrid(np.arange(K), np.arange(K), indexing="ij")
+    return (i + j) % 2
+
+
+def context_sampler(path, K=4, head="logistic_mixture", S=2, M=2, stages=None, seed=0, stage_input=None,
+                    metadata=None, loc_dims=None, symbolic=False):
+    """A PatchSampler of either head whose outputs are linear maps of context features: the per-channel mean of the
+    ring (the window without its centre) and, when staged, a per-channel weighted sum / K² of the centre pixels of
+    the stages before `stage`, the weight growing with the pixel's raster index (so stage 0 sees no centre pixel, a
+    stage never sees its own pixels, and moving a revealed pixel changes the outputs).
+
+    head "logistic_mixture": the five outputs of DESIGN §3 with S hypotheses and M components; loc follows the ring
+    colour (about 0.3–0.9 of it plus an offset), σ = 1.5–8 grey levels, α, β, γ in −0.6..1.2.  head "categorical":
+    probs ∝ exp(−((v − μ)/6)² / 2) with μ linear in the features.
+    stages: int [K, K] grid (None: one stage); stage_input defaults to whether stages is given; metadata: extra
+    metadata_props (e.g. a bad "stages"); loc_dims: replace loc's [S, K, K, 3, M] (a malformed file); symbolic:
+    declare every output dimension symbolic (only running the model reveals its shapes).
+    """
+    rng = np.random.default_rng(seed)
+    n = 3 * K
+    staged = stages is not None
+    stage_input = staged if stage_input is None else stage_input
+    ring = np.ones((1, n, n, 1), np.float32)
+    ring[:, K:2 * K, K:2 * K] = 0
+    inits = [numpy_helper.from_array(ring, "ring"),
+             numpy_helper.from_array(np.array([1, 2], np.int64), "hw"),
+             numpy_helper.from_array(np.array([float(ring.sum())], np.float32), "n_ring"),
+             numpy_helper.from_array(np.array([255.0], np.float32), "s255")]
+    nodes = [helper.make_node("Cast", ["context"], ["cf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["cf", "ring"], ["ring_px"]),
+             helper.make_node("ReduceSum", ["ring_px", "hw"], ["ring_sum"], keepdims=0),
+             helper.make_node("Div", ["ring_sum", "n_ring"], ["ring_mean"]),
+             helper.make_node("Div", ["ring_mean", "s255"], ["f_ring"])]
+    feats = ["f_ring"]
+    inputs = [helper.make_tensor_value_info("context", TensorProto.UINT8, ["B", n, n, 3])]
+    if stage_input:
+        inputs.append(helper.make_tensor_value_info("stage", TensorProto.INT64, ["B"]))
+    if staged:
+        grid = np.full((1, n, n, 1), 1e6, np.float32)  # ring cells are never "earlier stage" pixels
+        grid[0, K:2 * K, K:2 * K, 0] = np.asarray(stages)
+        place = np.zeros((1, n, n, 1), np.float32)  # a weight per centre pixel, so where a pixel sits matters
+        place[0, K:2 * K, K:2 * K, 0] = 0.5 + np.arange(K * K).reshape(K, K) / (K * K)
+        inits += [numpy_helper.from_array(grid, "grid"), numpy_helper.from_array(place, "place"),
+                  numpy_helper.from_array(np.array([-1, 1, 1, 1], np.int64), "b111"),
+                  numpy_helper.from_array(np.array([255.0 * K * K], np.float32), "s_centre")]
+        nodes += [helper.make_node("Cast", ["stage"], ["st"], to=TensorProto.FLOAT),
+                  helper.make_node("Reshape", ["st", "b111"], ["st4"]),
+                  helper.make_node("Less", ["grid", "st4"], ["seen_b"]),
+                  helper.make_node("Cast", ["seen_b"], ["seen_any"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["seen_any", "place"], ["seen"]),
+                  helper.make_node("Mul", ["cf", "seen"], ["seen_px"]),
+                  helper.make_node("ReduceSum", ["seen_px", "hw"], ["seen_sum"], keepdims=0),
+                  helper.make_node("Div", ["seen_sum", "s_centre"], ["f_seen"])]
+        feats.append("f_seen")
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "c0"))
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "c1"))
+    nodes += [helper.make_node("Slice", ["f_ring", "c0", "c1", "c1"], ["f0"]),
+              helper.make_node("Mul", ["f0", "c0f"], ["z0"]), helper.make_node("Add", ["z0", "c1f"], ["one"])]
+    inits += [numpy_helper.from_array(np.array([0.0], np.float32), "c0f"),
+              numpy_helper.from_array(np.array([1.0], np.float32), "c1f")]
+    nodes.append(helper.make_node("Concat", feats + ["one"], ["feat"], axis=1))
+    F = 3 * len(feats) + 1  # [ring mean R, G, B, (seen R, G, B,) 1]
+
+    def per_channel(shape, gain_ring, gain_seen, bias):
+        """A weight matrix [F, prod(shape)] mapping channel features to the channel axis (-2) of shape."""
+        w = np.zeros((F, *shape))
+        for c in range(3):
+            w[c, ..., c, :] = gain_ring[..., c, :]
+            if staged:
+                w[3 + c, ..., c, :] = gain_seen[..., c, :]
+        w[F - 1] = bias
+        return w.reshape(F, -1)
+
+    outputs = []
+
+    if symbolic:  # shapes computed from the input's values at run time: nothing static for inference to find
+        inits.append(numpy_helper.from_array(np.array(0, np.int64), "zero_i"))
+        nodes += [helper.make_node("Cast", ["context"], ["ctx_i"], to=TensorProto.INT64),
+                  helper.make_node("ReduceMin", ["ctx_i"], ["ctx_min"], keepdims=0),
+                  helper.make_node("Mul", ["ctx_min", "zero_i"], ["data_zero"])]
+
+    def linear(name, w, dims):
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w_{name}"))
+        inits.append(numpy_helper.from_array(np.array([-1, *dims], np.int64), f"shape_{name}"))
+        nodes.append(helper.make_node("MatMul", ["feat", f"w_{name}"], [f"flat_{name}"]))
+        if symbolic:
+            nodes.append(helper.make_node("Add", [f"shape_{name}", "data_zero"], [f"run_shape_{name}"]))
+        nodes.append(helper.make_node("Reshape", [f"flat_{name}", f"run_shape_{name}" if symbolic
+                                                  else f"shape_{name}"], [name]))
+        outputs.append((name, dims))
+
+    if head == "categorical":
+        shape = (K, K, 3, 1)
+        w = per_channel(shape, rng.uniform(0.4, 0.9, shape) * 255, rng.uniform(0.3, 0.8, shape) * 255,
+                        rng.uniform(-20, 60, shape))
+        linear("mu", w, [K, K, 3, 1])
+        outputs.pop()
+        inits += [numpy_helper.from_array(np.arange(256, dtype=np.float32), "levels"),
+                  numpy_helper.from_array(np.array([-0.5 / 36], np.float32), "neg_half_var")]
+        nodes += [helper.make_node("Sub", ["levels", "mu"], ["d"]), helper.make_node("Mul", ["d", "d"], ["d2"]),
+                  helper.make_node("Mul", ["d2", "neg_half_var"], ["lg"]),
+                  helper.make_node("Softmax", ["lg"], ["probs"], axis=-1)]
+        outputs.append(("probs", [K, K, 3, 256]))
+    else:
+        w = rng.normal(0, 1.5, (F, S))
+        w[3:F - 1] *= 3  # staged: the hypothesis weights also follow the revealed pixels
+        linear("patch_logits", w, [S])
+        linear("pixel_logits", rng.normal(0, 1.5, (F, S * K * K * M)), [S, K, K, M])
+        shape = (S, K, K, 3, M)
+        linear("loc", per_channel(shape, rng.uniform(0.3, 0.9, shape) * 255, rng.uniform(0.3, 0.8, shape) * 255,
+                                  rng.uniform(-20, 60, shape)), loc_dims or list(shape))
+        linear("log_scale", per_channel(shape, rng.uniform(0, 0.5, shape), rng.uniform(0, 0.5, shape),
+                                        rng.uniform(np.log(1.5), np.log(6), shape)), list(shape))
+        linear("coeff", per_channel(shape, rng.uniform(-0.3, 0.3, shape), rng.uniform(-0.3, 0.3, shape),
+                                    rng.uniform(-0.6, 1.0, shape)), list(shape))
+    value_infos = [helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                 [f"d{i}" for i in range(len(dims) + 1)] if symbolic else ["B", *dims])
+                   for name, dims in outputs]
+    graph = helper.make_graph(nodes, "context_sampler", inputs, value_infos, inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    meta = {} if stages is None else {"stages": json.dumps(np.asarray(stages).tolist())}
+    meta.update(metadata or {})
+    for k, v in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return str(path)

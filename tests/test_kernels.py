@@ -11,30 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import REQUIRE_EXT
 from infolens import kernels
-
-REQUIRE_EXT = os.environ.get("INFOLENS_REQUIRE_EXT", "") not in ("", "0")
-
-IMPLS = [pytest.param(kernels.numpy_impl, id="numpy"),
-         pytest.param(kernels.ext_impl, id="c++",
-                      marks=pytest.mark.skipif(kernels.ext_impl is None and not REQUIRE_EXT,
-                                               reason=str(kernels.EXT_UNAVAILABLE_REASON)))]
-
-
-@pytest.fixture
-def ext():
-    if kernels.ext_impl is None:
-        if REQUIRE_EXT:
-            pytest.fail(f"INFOLENS_REQUIRE_EXT=1 but {kernels.EXT_UNAVAILABLE_REASON}")
-        pytest.skip(str(kernels.EXT_UNAVAILABLE_REASON))
-    return kernels.ext_impl
-
-
-@pytest.fixture(params=IMPLS)
-def impl(request):
-    if request.param is None:  # only reachable with INFOLENS_REQUIRE_EXT=1
-        pytest.fail(f"INFOLENS_REQUIRE_EXT=1 but {kernels.EXT_UNAVAILABLE_REASON}")
-    return request.param
 
 
 # -- inputs -----------------------------------------------------------------------------------------------------
@@ -306,6 +284,23 @@ def _restore_args(**change):
     return args
 
 
+def _mixture_args(**change):
+    B, S, Q, M, N = 2, 2, 3, 2, 4
+    args = dict(hyp=np.full((B, S), 0.5), comp=np.full((B, S, Q, M), 0.5), loc=np.full((B, S, Q, 3, M), 100.0),
+                scale=np.full((B, S, Q, 3, M), 2.0), coeff=np.full((B, S, Q, 3, M), 0.5), u_hyp=np.full((B, N), 0.5),
+                u_comp=np.full((B, N, Q), 0.5), z=np.zeros((B, N, Q, 3)))
+    args.update(change)
+    return args
+
+
+def _overflowing_mixture():
+    """Finite inputs: R = 255, then G's mean overflows to +inf while σ·z overflows to −inf, so its draw is NaN."""
+    full = np.full((2, 2, 3, 3, 2), 1.0)
+    z = np.full((2, 4, 3, 3), -27.0)
+    z[..., 0] = 27.0
+    return _mixture_args(loc=full * 1.7e308, coeff=full * 1e306, scale=full * 1e308, z=z)
+
+
 BAD_CALLS = {
     "probs float64": ("sample_categorical", _sample_args(probs=np.full((2, 5, 256), 1 / 256)), "dtype float32"),
     "probs 2-D": ("sample_categorical", _sample_args(probs=np.zeros((5, 256), np.float32)), "3-D"),
@@ -322,6 +317,25 @@ BAD_CALLS = {
     "overflowing sum": ("sample_categorical", _sample_args(probs=np.full((2, 5, 256), 3e38, np.float32)),
                         "finite row sums"),
     "uniform 1": ("sample_categorical", _sample_args(uniforms=np.ones((2, 3, 5), np.float32)), r"\[0, 1\)"),
+    "mixture hyp float32": ("sample_logistic_mixture", _mixture_args(hyp=np.full((2, 2), 0.5, np.float32)),
+                            "dtype float64"),
+    "mixture comp 3-D": ("sample_logistic_mixture", _mixture_args(comp=np.full((2, 2, 3), 0.5)), "4-D"),
+    "mixture comp vs hyp": ("sample_logistic_mixture", _mixture_args(comp=np.full((2, 3, 3, 2), 0.5)),
+                            r"comp must have shape \[B, S, Q, M\] = \(2, 2, Q, M\), got \(2, 3, 3, 2\)"),
+    "mixture loc channels": ("sample_logistic_mixture", _mixture_args(loc=np.full((2, 2, 3, 2, 2), 1.0)),
+                             r"loc must have shape \[B, S, Q, 3, M\] = \(2, 2, 3, 3, 2\)"),
+    "mixture u_comp shape": ("sample_logistic_mixture", _mixture_args(u_comp=np.full((2, 4, 2), 0.5)),
+                             r"u_comp must have shape \[B, N, Q\] = \(2, 4, 3\)"),
+    "mixture z strided": ("sample_logistic_mixture", _mixture_args(z=np.zeros((2, 4, 3, 6))[..., ::2]), "C-contiguous"),
+    "mixture loc list": ("sample_logistic_mixture", _mixture_args(loc=[1.0]), "numpy array"),
+    "mixture negative weight": ("sample_logistic_mixture", _mixture_args(hyp=np.array([[0.5, -0.1], [1.0, 0.0]])),
+                                "non-negative"),
+    "mixture zero row": ("sample_logistic_mixture", _mixture_args(comp=np.zeros((2, 2, 3, 2))), "positive row sums"),
+    "mixture scale zero": ("sample_logistic_mixture", _mixture_args(scale=np.zeros((2, 2, 3, 3, 2))), "scale > 0"),
+    "mixture loc nan": ("sample_logistic_mixture", _mixture_args(loc=np.full((2, 2, 3, 3, 2), np.nan)), "finite"),
+    "mixture uniform 1": ("sample_logistic_mixture", _mixture_args(u_comp=np.ones((2, 4, 3))), r"\[0, 1\)"),
+    "mixture z inf": ("sample_logistic_mixture", _mixture_args(z=np.full((2, 4, 3, 3), np.inf)), "z must be finite"),
+    "mixture nan draw": ("sample_logistic_mixture", _overflowing_mixture(), "NaN"),
     "batch float64": ("composite", _composite_args(batch=np.zeros((5, 3, 11, 13))), "float32 or uint8"),
     "batch 3-D": ("composite", _composite_args(batch=np.zeros((3, 11, 13), np.float32)), "4-D"),
     "batch strided": ("composite", _composite_args(batch=np.zeros((5, 3, 11, 26), np.float32)[..., ::2]),

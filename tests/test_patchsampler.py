@@ -1,4 +1,5 @@
-"""PatchSampler: window data, training, ONNX export parity, NLL, and the shipped models' interface."""
+"""PatchSampler training side: photo sets and windows, the logistic-mixture network, its loss = the runtime's exact
+likelihood, ONNX export parity and interface, the training command, and the shipped models."""
 import json
 import math
 import os
@@ -11,22 +12,35 @@ import pytest
 import torch
 
 from infolens import samplers
+from infolens.samplers.patchsampler import logistic_mixture_log2prob
 from infolens.export import data, patchsampler as ps
 
-MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = os.path.join(ROOT, "models")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+PHOTO_SETS = [os.path.join(SHARED, "bsds500"), os.path.join(SHARED, "coco128")]
+
+
+def _photos(n=6, size=(60, 80), seed=0):
+    """Small smooth photos with edges: blurred random colour fields plus rectangles."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        field = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), size[::-1], interpolation=cv2.INTER_CUBIC)
+        y, x = rng.integers(0, size[0] // 2), rng.integers(0, size[1] // 2)
+        cv2.rectangle(field, (int(x), int(y)), (int(x) + 20, int(y) + 15), [int(v) for v in rng.integers(0, 256, 3)], -1)
+        out.append(field)
+    return out
 
 
 @pytest.fixture(scope="module")
 def tiny_trained():
-    """A K=4, width-16 sampler after 30 seeded steps on two small builtin images, with its losses."""
+    """A K=4, T=2 sampler after 100 seeded steps on small synthetic photos, with its training record."""
     torch.set_num_threads(1)
-    images = dict(data.load_images("builtin"))
-    names = ("astronaut.png", "camera.png")
-    small = [cv2.resize(images[name], (128, 128), interpolation=cv2.INTER_AREA) for name in names]
     torch.manual_seed(0)
-    model = ps.PatchSampler(4, 3, width=16)
-    losses = ps.train(model, small, steps=30, batch=16, seed=0, progress=False)
-    return model, losses
+    model = ps.PatchSampler(4, T=2, M=3, width=16, stem=8)
+    run = ps.train(model, _photos(), seconds=600, batch=16, seed=0, lr=3e-3, max_steps=100, progress=False)
+    return model, run
 
 
 @pytest.fixture(scope="module")
@@ -36,54 +50,112 @@ def tiny_onnx(tiny_trained, tmp_path_factory):
     return path
 
 
+def test_stage_grids():
+    np.testing.assert_array_equal(ps.stage_grid(4, 1), np.zeros((4, 4)))
+    np.testing.assert_array_equal(ps.stage_grid(4, 2)[:2, :3], [[0, 1, 0], [1, 0, 1]])
+    four = ps.stage_grid(4, 4)
+    np.testing.assert_array_equal(four[:2, :2], [[0, 1], [2, 3]])
+    assert (np.bincount(four.ravel()) == 4).all()
+    with pytest.raises(ValueError, match="1, 2 or 4"):
+        ps.stage_grid(4, 3)
+
+
 def test_training_loss_goes_down(tiny_trained):
-    losses = tiny_trained[1]
-    assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
+    run = tiny_trained[1]
+    assert run["steps"] == 100 and len(run["history"]) == 2
+    assert all(math.isfinite(x) for x in run["history"])
+    # starts near 16 bits (σ = 8 grey levels around mid-grey fits few pixels), learns fast while the lr warms up
+    assert run["history"][1] < run["history"][0] - 4 and run["history"][1] < 9.0
 
 
-def test_export_matches_torch_on_uint8_with_dynamic_batch(tiny_trained, tiny_onnx):
+@pytest.mark.parametrize("T", [1, 2, 4])
+def test_hidden_pixels_cannot_change_the_outputs(T):
+    torch.manual_seed(1)
+    model = ps.PatchSampler(4, T=T, M=2, width=8, stem=8).eval()
+    grid = torch.from_numpy(ps.stage_grid(4, T))
+    a = torch.randint(0, 256, (2 * T, 12, 12, 3), dtype=torch.uint8)
+    stage = torch.arange(T).repeat(2)
+    b = a.clone()
+    for i, t in enumerate(stage):
+        hidden = torch.zeros(12, 12, dtype=torch.bool)
+        hidden[4:8, 4:8] = grid >= t
+        b[i][hidden] = 255 - b[i][hidden]
+    with torch.no_grad():
+        for x, y in zip(model(a, stage), model(b, stage)):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+        # ... while a revealed pixel of an earlier stage does change them (the stages really condition)
+        if T > 1:
+            c = a.clone()
+            c[1, 4 + 0, 4 + 0] = 255 - c[1, 4, 4]  # pixel (0, 0) is stage 0, visible to stage 1
+            assert not torch.equal(model(a, stage)[2][1], model(c, stage)[2][1])
+
+
+def test_torch_loss_is_the_runtime_likelihood(tiny_trained):
+    """The training loss and the runtime's float64 scorer are the same formula (DESIGN §3)."""
+    model = tiny_trained[0].eval()
+    windows = data.random_windows(_photos(seed=3), 4, 12, np.random.default_rng(4))
+    grid = ps.stage_grid(4, 2)
+    for t in (0, 1):
+        stage = torch.full((12,), t, dtype=torch.int64)
+        with torch.no_grad():
+            outputs = model(torch.from_numpy(windows), stage)
+            nats = ps.log_likelihood(outputs, torch.from_numpy(windows[:, 4:8, 4:8]),
+                                     torch.from_numpy(grid == t).float().expand(12, 4, 4)).numpy()
+        named = {name: o.double().numpy() for name, o in zip(ps.OUTPUTS, outputs)}
+        bits = logistic_mixture_log2prob(named, windows[:, 4:8, 4:8], grid == t)
+        np.testing.assert_allclose(nats / math.log(2), bits, rtol=1e-4, atol=1e-3)
+
+
+def test_export_matches_torch_with_dynamic_batch(tiny_trained, tiny_onnx):
     model = tiny_trained[0].eval()
     sess = ort.InferenceSession(tiny_onnx, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     for batch in (1, 5):
         context = rng.integers(0, 256, (batch, 12, 12, 3), dtype=np.uint8)
-        got = sess.run(["probs"], {"context": context})[0]
+        stage = rng.integers(0, 2, batch).astype(np.int64)
+        got = sess.run(list(ps.OUTPUTS), {"context": context, "stage": stage})
         with torch.no_grad():
-            want = model(torch.from_numpy(context)).numpy()
-        assert got.dtype == np.float32 and got.shape == (batch, 4, 4, 3, 256)
-        assert np.abs(got - want).max() < 1e-4
-        np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+            want = model(torch.from_numpy(context), torch.from_numpy(stage))
+        for name, g, w in zip(ps.OUTPUTS, got, want):
+            assert g.dtype == np.float32 and g.shape == tuple(w.shape), name
+            np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=2e-4, err_msg=name)
 
 
 def test_exported_file_interface(tiny_onnx):
     proto = onnx.load(tiny_onnx)
     assert proto.ir_version <= 10
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["stages"]) == ps.stage_grid(4, 2).tolist()
     sess = ort.InferenceSession(tiny_onnx, providers=["CPUExecutionProvider"])
-    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
-    assert (inp.name, inp.type, inp.shape[1:]) == ("context", "tensor(uint8)", [12, 12, 3])
-    assert (out.name, out.type, out.shape[1:]) == ("probs", "tensor(float)", [4, 4, 3, 256])
+    assert [(i.name, i.type, i.shape[1:]) for i in sess.get_inputs()] == [
+        ("context", "tensor(uint8)", [12, 12, 3]), ("stage", "tensor(int64)", [])]
+    shapes = {o.name: o.shape[1:] for o in sess.get_outputs()}
+    assert shapes == {"patch_logits": [1], "pixel_logits": [1, 4, 4, 3], "loc": [1, 4, 4, 3, 3],
+                      "log_scale": [1, 4, 4, 3, 3], "coeff": [1, 4, 4, 3, 3]}
+    runtime = samplers.PatchSampler(tiny_onnx)
+    assert (runtime.head, runtime.K, runtime.T) == ("logistic_mixture", 4, 2)
 
 
-def test_centre_of_context_is_ignored(tiny_onnx):
-    sess = ort.InferenceSession(tiny_onnx, providers=["CPUExecutionProvider"])
-    a = np.random.default_rng(2).integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
-    b = a.copy()
-    b[:, 4:8, 4:8] = 255 - b[:, 4:8, 4:8]
-    pa, pb = (sess.run(["probs"], {"context": x})[0] for x in (a, b))
-    np.testing.assert_array_equal(pa, pb)
-
-
-def test_nll_bits():
-    targets = np.random.default_rng(3).integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
-    uniform = np.full((7, 4, 4, 3, 256), 1 / 256, np.float32)
-    assert ps.nll_bits(uniform, targets) == pytest.approx(8.0, abs=1e-5)
-    peaked = np.full_like(uniform, 0.1 / 255)
-    np.put_along_axis(peaked, targets[..., None].astype(np.int64), 0.9, axis=-1)
-    assert ps.nll_bits(peaked, targets) == pytest.approx(-math.log2(0.9), abs=1e-5)
-    wrong = np.roll(peaked, 1, axis=-1)
-    assert ps.nll_bits(wrong, targets) > 8.0
+def test_photo_sets_split_and_scales(tmp_path):
+    for i, photo in enumerate(_photos(12)):
+        cv2.imwrite(str(tmp_path / f"p{i:02d}.png"), photo[..., ::-1])
+    (tmp_path / "labels.txt").write_text("not a photo")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    photos = data.load_photos([str(tmp_path)])
+    assert [name for name, _ in photos] == [f"{tmp_path.name}/p{i:02d}.png" for i in range(12)]
+    train, val = data.split(photos)
+    assert len(train) + len(val) == 12 and {n for n, _ in val} == {n for n, _ in photos if data.is_validation(n)}
+    # the split is a function of the name alone, about one in ten
+    names = [f"set/{i}.jpg" for i in range(2000)]
+    assert 150 < sum(map(data.is_validation, names)) < 250
+    assert data.is_validation("set/1.jpg") == data.is_validation("set/1.jpg")
+    scales = data.training_scales([("big", np.zeros((400, 600, 3), np.uint8)), ("small", np.zeros((100, 50, 3), np.uint8))])
+    assert [im.shape[:2] for im in scales] == [(224, 336), (288, 432), (352, 528), (448, 224)]  # a photo smaller than the input space is enlarged to it, like the classifier's resize
+    with pytest.raises(ValueError, match="--data"):
+        data.load_photos([str(tmp_path / "missing")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no photos"):
+        data.load_photos([str(tmp_path / "empty")])
 
 
 def _coordinate_image(H=40, W=50):
@@ -92,58 +164,44 @@ def _coordinate_image(H=40, W=50):
     return np.stack([y, x, np.full_like(y, 255)], -1).astype(np.uint8)
 
 
-def test_random_windows_are_the_runtime_context():
+def test_windows_are_the_runtime_context():
     K, image = 8, _coordinate_image()
-    windows = data.random_windows([image], K, 400, np.random.default_rng(5), augment=False)
+    windows = data.random_windows([image], K, 400, np.random.default_rng(5), flip=False)
     assert windows.shape == (400, 24, 24, 3) and windows.dtype == np.uint8
     ys, xs = windows[:, K, K, 0].astype(np.int64), windows[:, K, K, 1].astype(np.int64)
-    # exactly what the runtime's PatchSampler cuts around the patch at (y, x)
     np.testing.assert_array_equal(windows, samplers.windows(samplers.pad(image, K), ys, xs, 3 * K))
-    # positions span every valid patch position, so windows reach into the zero border
-    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (0, 40 - K, 0, 50 - K)
-    assert (windows[..., 2] == 0).any(axis=(1, 2)).mean() > 0.5
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (0, 40 - K, 0, 50 - K)  # every position, border included
+    flipped = data.random_windows([image], K, 400, np.random.default_rng(5))
+    assert 100 < (flipped[:, K, K, 1] != flipped[:, K, K + 1, 1] - 1).sum() < 300  # about half are mirrored
+    held, owner = data.heldout_windows([("a", image), ("b", image)], K, 30, seed=2)
+    np.testing.assert_array_equal(owner, [0] * 30 + [1] * 30)
+    ys, xs = held[:, K, K, 0].astype(np.int64), held[:, K, K, 1].astype(np.int64)
+    np.testing.assert_array_equal(held, samplers.windows(samplers.pad(image, K), ys, xs, 3 * K))
+    np.testing.assert_array_equal(held, data.heldout_windows([("a", image), ("b", image)], K, 30, seed=2)[0])
 
 
-def test_augmented_windows_keep_border_and_centre():
-    K, image = 4, np.full((30, 30, 3), 200, np.uint8)
-    windows = data.random_windows([("flat", image)], K, 300, np.random.default_rng(6))
-    assert windows.shape == (300, 12, 12, 3) and windows.dtype == np.uint8
-    assert windows[:, K : 2 * K, K : 2 * K].min() > 0  # the patch always lies inside the image
-    assert (windows == 0).all(-1).any(axis=(1, 2)).mean() > 0.2  # many windows overlap the border
-    assert len(np.unique(windows[:, K, K, 0])) > 5  # colour jitter is on
-    with pytest.raises(ValueError, match="at least K=4"):
-        data.random_windows([np.ones((3, 9, 3), np.uint8)], K, 1, np.random.default_rng(6))
-
-
-def test_load_images(tmp_path):
-    train = data.load_images("builtin")
-    assert [n for n, _ in train] == data.BUILTIN_TRAIN
-    assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3 for _, im in train)
-    assert "chelsea.png" in data.BUILTIN_HELDOUT and not set(data.BUILTIN_HELDOUT) & set(data.BUILTIN_TRAIN)
-    assert ("motorcycle_left.png" in data.BUILTIN_TRAIN) == ("motorcycle_right.png" in data.BUILTIN_TRAIN)
-
-    (tmp_path / "sub").mkdir()
-    cv2.imwrite(str(tmp_path / "sub" / "red.png"), np.tile(np.uint8([0, 0, 255]), (5, 6, 1)))  # BGR red
-    cv2.imwrite(str(tmp_path / "grey.png"), np.full((4, 4), 77, np.uint8))
-    (tmp_path / "notes.txt").write_text("not an image")
-    loaded = data.load_images(str(tmp_path))
-    assert [n for n, _ in loaded] == ["grey.png", os.path.join("sub", "red.png")]
-    assert loaded[0][1].shape == (4, 4, 3) and (loaded[0][1] == 77).all()
-    assert tuple(loaded[1][1][0, 0]) == (255, 0, 0)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no decodable images"):
-        data.load_images(str(tmp_path / "empty"))
-
-
-def test_cli_writes_model_and_card(tmp_path):
-    ps.main(["--K", "4", "--width", "8", "--steps", "3", "--batch", "4", "--eval-windows", "40", "--out", str(tmp_path)])
-    card = json.loads((tmp_path / "patchsampler_k4.json").read_text())
-    assert (card["task"], card["K"], card["C"], card["licence"]) == ("patch-sampler", 4, 3, "Apache-2.0")
-    assert card["nll_bits_per_subpixel"]["uniform"] == pytest.approx(8.0)
-    assert card["training"]["heldout"] == data.BUILTIN_HELDOUT and card["cost_ms_per_position"] > 0
-    assert card["command"].startswith("python -m infolens.export.patchsampler --K 4 ")
-    sess = ort.InferenceSession(str(tmp_path / "patchsampler_k4.onnx"), providers=["CPUExecutionProvider"])
-    assert sess.get_outputs()[0].shape[1:] == [4, 4, 3, 256]
+def test_command_writes_model_and_card(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, photo in enumerate(_photos(30, size=(120, 160))):
+        cv2.imwrite(str(folder / f"p{i:02d}.png"), photo[..., ::-1])
+    out = tmp_path / "out"
+    code = ps.main(["--K", "4", "--width", "8", "--stem", "8", "--mixtures", "2", "--minutes", "1", "--max-steps", "3",
+                    "--batch", "4", "--eval-per-photo", "5", "--data", str(folder), "--out", str(out),
+                    "--checkpoint", str(tmp_path / "w.pt")])
+    assert code == 0
+    card = json.loads((out / "patchsampler_k4.json").read_text())
+    assert (card["task"], card["head"], card["K"], card["T"], card["M"]) == ("patch-sampler", "logistic_mixture", 4, 2, 2)
+    assert card["training"]["photos"] == 30 and card["training"]["steps"] == 3
+    assert card["training"]["validation_photos"] == sum(data.is_validation(f"photos/p{i:02d}.png") for i in range(30))
+    assert 0 < card["nll_bits_per_subpixel"]["patchsampler"] < 40 and card["cost_ms_per_position"] > 0  # 3 steps
+    assert card["command"].startswith("python -m infolens.export.patchsampler --K 4 --stages 2 ")
+    assert os.path.isfile(tmp_path / "w.pt")
+    sampler = samplers.load_sampler("patchsampler", 4, model=str(out / "patchsampler_k4.onnx"))
+    fills = sampler.sample(_photos(1)[0], np.array([0, 10]), np.array([5, 50]), 3,
+                           [np.random.default_rng(i) for i in range(2)])
+    assert fills.shape == (2, 3, 4, 4, 3) and fills.dtype == np.uint8
+    assert ps.main(["--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
 
 
 @pytest.mark.parametrize("K", [8, 16])
@@ -151,14 +209,23 @@ def test_shipped_patchsampler(K):
     path = os.path.join(MODELS, f"patchsampler_k{K}.onnx")
     with open(path[: -len(".onnx")] + ".json") as f:
         card = json.load(f)
-    assert (card["task"], card["K"], card["C"]) == ("patch-sampler", K, 3)
-    assert card["nll_bits_per_subpixel"]["patchsampler"] < card["nll_bits_per_subpixel"]["uniform"] - 1.0
+    assert (card["task"], card["head"], card["K"], card["C"]) == ("patch-sampler", "logistic_mixture", K, 3)
+    table = card["nll_bits_per_subpixel"]
+    assert table["patchsampler"] < table["gaussian"] < table["uniform"]
+    assert table["patchsampler"] < table["patchsampler_categorical"]
     assert os.path.getsize(path) <= 25 * 2**20
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
-    assert (inp.name, inp.type, inp.shape[1:]) == ("context", "tensor(uint8)", [3 * K, 3 * K, 3])
-    assert (out.name, out.type, out.shape[1:]) == ("probs", "tensor(float)", [K, K, 3, 256])
-    windows = data.random_windows(data.load_images("builtin-heldout"), K, 3, np.random.default_rng(7), augment=False)
-    probs = sess.run(["probs"], {"context": windows})[0]
-    assert probs.shape == (3, K, K, 3, 256)
-    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+    sampler = samplers.PatchSampler(path)
+    assert (sampler.head, sampler.K, sampler.T) == ("logistic_mixture", K, card["T"])
+    np.testing.assert_array_equal(sampler.stages, card["stages"])
+
+
+@pytest.mark.skipif(not all(map(os.path.isdir, PHOTO_SETS)), reason="needs ../shared/data/bsds500 and coco128")
+def test_shipped_k8_card_reproduces_on_the_validation_photos():
+    """The card's held-out NLL, re-scored from the photos: the validation split, input space, same windows."""
+    with open(os.path.join(MODELS, "patchsampler_k8.json")) as f:
+        card = json.load(f)
+    _, val = data.split(data.load_photos(PHOTO_SETS))
+    assert len(val) == card["training"]["validation_photos"]
+    windows, owner = data.heldout_windows(data.input_space(val), 8, 100)
+    bits = -samplers.PatchSampler(os.path.join(MODELS, "patchsampler_k8.onnx")).log2prob(windows) / 192
+    assert float(bits.mean()) == pytest.approx(card["nll_bits_per_subpixel"]["patchsampler"], abs=2e-3)

@@ -1,6 +1,6 @@
 """Held-out NLL baselines (export/sampler_quality.py), the shipped PatchSamplers through the runtime, and the in-fill figure.
 
-patchsampler.nll_bits itself (8.0 for uniform, less for a peaked correct model) is tested in test_patchsampler.py.
+The PatchSampler's exact likelihood itself is tested with the runtime's sampler tests and in test_patchsampler.py.
 """
 import json
 import math
@@ -15,7 +15,9 @@ from infolens import load_sampler, samplers
 from infolens.engine import streams
 from infolens.export import data, sampler_quality as ev
 
-MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = os.path.join(ROOT, "models")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
 def _gaussian(K, l, seed=0):
@@ -34,7 +36,7 @@ def test_gaussian_nll_is_the_joint_density_per_subpixel():
     chol = np.linalg.cholesky(a @ a.T + np.eye(D))
     mu, x = rng.normal(0, 3, (4, D)), rng.normal(0, 3, (4, D))
     want = np.mean([-multivariate_normal.logpdf(x[i], mu[i], chol @ chol.T) for i in range(4)]) / math.log(2) / D
-    assert ev.gaussian_nll_bits(x, mu, chol) == pytest.approx(want, rel=1e-10)
+    assert ev.gaussian_nll_bits(x, mu, chol).mean() == pytest.approx(want, rel=1e-10)
 
 
 def test_gaussian_conditional_is_what_sample_draws():
@@ -58,8 +60,9 @@ def test_draw_marks_padding_and_cuts_the_runtime_ring():
     K, l = 4, 2
     y, x = np.mgrid[0:30, 0:37]
     image = np.stack([y, x, np.full_like(y, 255)], -1).astype(np.uint8)
-    windows, inside = ev.draw([("coords", image)], K, 300, seed=3)
-    np.testing.assert_array_equal(windows, data.random_windows([image], K, 300, np.random.default_rng(3), False))
+    windows, owner, inside = ev.draw([("coords", image)], K, 300, seed=3)
+    np.testing.assert_array_equal(windows, data.heldout_windows([("coords", image)], K, 300, seed=3)[0])
+    assert (owner == 0).all()
     np.testing.assert_array_equal(inside, windows[..., 2] == 255)
     assert (~inside).any(axis=(1, 2)).mean() > 0.3
     ys, xs = windows[:, K, K, 0].astype(np.int64), windows[:, K, K, 1].astype(np.int64)
@@ -78,14 +81,15 @@ def test_mean_baseline_fits_sigma_and_scores_a_flat_image_far_below_8():
     rng = np.random.default_rng(4)
     noisy = [np.clip(np.rint(colour + rng.normal(size=(64, 64, 3)) * sigma), 0, 255).astype(np.uint8)
              for _ in range(2)]
-    fitted = ev.fit_sigma(*ev.draw(noisy, K, 2000, seed=0), K)
+    windows, _, inside = ev.draw([("a", noisy[0]), ("b", noisy[1])], K, 1000, seed=0)
+    fitted = ev.fit_sigma(windows, inside, K)
     np.testing.assert_allclose(fitted, sigma, rtol=0.08)
 
     flat = np.broadcast_to(colour.astype(np.uint8), (40, 40, 3)).copy()
-    windows, inside = ev.draw([flat], K, 300, seed=0)
+    windows, _, inside = ev.draw([("flat", flat)], K, 300, seed=0)
     assert not inside.all()  # border windows: zero padding is excluded from the context mean
     np.testing.assert_array_equal(ev.context_mean(windows, inside, K), np.broadcast_to(colour, (300, 3)))
-    bits = ev.mean_bits(windows, inside, K, fitted)
+    bits = ev.mean_bits(windows, inside, K, fitted).mean()
     exact = np.mean([-math.log2(math.erf(0.5 / s / math.sqrt(2))) for s in fitted])  # the central bin's mass
     assert bits == pytest.approx(exact, abs=1e-6) and bits < 4.5
 
@@ -96,25 +100,47 @@ def test_histogram_baseline_approaches_the_entropy():
     p = rng.dirichlet(np.ones(20))
     entropy = -(p * np.log2(p)).sum()
     images = [support[rng.choice(20, size=(120, 120, 3), p=p)].astype(np.uint8) for _ in range(4)]
-    hist = ev.fit_histogram(ev.draw(images[:2], 4, 3000, seed=0)[0], 4)
+    named = [(str(i), im) for i, im in enumerate(images)]
+    hist = ev.fit_histogram(ev.draw(named[:2], 4, 1500, seed=0)[0], 4)
     np.testing.assert_allclose(hist.sum(1), 1.0)
-    bits = ev.histogram_bits(ev.draw(images[2:], 4, 2000, seed=1)[0], 4, hist)
+    bits = ev.histogram_bits(ev.draw(named[2:], 4, 1000, seed=1)[0], 4, hist).mean()
     assert bits == pytest.approx(entropy, abs=0.05)
 
 
-def test_table_reproduces_the_shipped_card_k8():
+def test_table_scores_every_model_on_the_same_windows(tmp_path):
+    """nll_table on photos it can check: a PatchSampler file is scored by its exact likelihood, per photo too."""
     K = 8
-    model, gaussian = os.path.join(MODELS, f"patchsampler_k{K}.onnx"), os.path.join(MODELS, f"gaussian_k{K}.npz")
-    table, fitted = ev.nll_table(K, data.load_images("builtin-heldout"), data.load_images("builtin"), model, gaussian)
+    rng = np.random.default_rng(6)
+    photos = [(f"p{i}", cv2.resize(rng.integers(0, 256, (7, 7, 3), dtype=np.uint8), (60, 60),
+                                   interpolation=cv2.INTER_CUBIC)) for i in range(4)]
+    for name in (f"patchsampler_k{K}.onnx", f"gaussian_k{K}.npz", ev.CATEGORICAL.format(K=K)):
+        os.symlink(os.path.join(MODELS, name), tmp_path / name)
+    table, per_photo, fitted = ev.nll_table(K, photos[:2], photos[2:], str(tmp_path), per_photo=20)
+    assert list(table) == ["patchsampler", "patchsampler_categorical", "gaussian", "gaussian_marginals", "mean",
+                           "histogram", "uniform"]
+    assert set(per_photo) == {"p0", "p1"} and table["uniform"] == 8.0
+    windows, owner, _ = ev.draw(photos[:2], K, 20)
+    own = -samplers.PatchSampler(str(tmp_path / f"patchsampler_k{K}.onnx")).log2prob(windows) / (3 * K * K)
+    assert table["patchsampler"] == pytest.approx(own.mean(), abs=1e-4)
+    assert per_photo["p1"]["patchsampler"] == pytest.approx(own[owner == 1].mean(), abs=1e-4)
+    assert np.mean([v["gaussian"] for v in per_photo.values()]) == pytest.approx(table["gaussian"], abs=1e-4)
+    summary = ev.summary(table, per_photo)
+    assert summary["worst_photo"]["uniform"][1] == 8.0 and summary["patchsampler_beats_gaussian_on"].endswith("of 2 photos")
+    assert len(fitted["mean_sigma_rgb"]) == 3
+
+
+@pytest.mark.skipif(not all(os.path.isdir(os.path.join(SHARED, d)) for d in ("bsds500", "coco128")),
+                    reason="needs ../shared/data/bsds500 and coco128")
+def test_shipped_cards_table_reproduces():
+    K = 16
     with open(os.path.join(MODELS, f"patchsampler_k{K}.json")) as f:
         card = json.load(f)
-    assert set(table) <= set(card["nll_bits_per_subpixel"])
+    folders = [os.path.join(SHARED, d) for d in ("bsds500", "coco128")]
+    train, heldout = (data.input_space(p) for p in data.split(data.load_photos(folders)))
+    table, _, _ = ev.nll_table(K, heldout, train, MODELS, per_photo=100)
     for name, bits in table.items():
         assert bits == pytest.approx(card["nll_bits_per_subpixel"][name], abs=2e-3), name
-    assert table["uniform"] == 8.0
-    assert table["patchsampler"] < table["mean"] < table["histogram"] < table["uniform"]
-    assert table["gaussian"] < table["gaussian_marginals"]  # the joint density gains from correlated sub-pixels
-    assert len(fitted["mean_sigma_rgb"]) == 3
+    assert table["patchsampler"] < table["gaussian"] < table["gaussian_marginals"] < table["histogram"]
 
 
 @pytest.mark.parametrize("K", [8, 16])
@@ -133,7 +159,7 @@ def test_infill_figure_composites_only_the_patch(tmp_path):
     K = 8
     fig = ev.infill_figure(K, ev.coffee(), ev.FIGURE_CENTRES[:2])
     scale, gap, head = ev.TILE // (3 * K), 10, 30
-    side, columns = 3 * K * scale, 1 + sum(n for _, n, _ in ev.FIGURE_COLUMNS) + 1
+    side, columns = 3 * K * scale, 1 + sum(n for _, n, _ in ev.FIGURE_COLUMNS)
     assert fig.dtype == np.uint8 and fig.shape == (head + 2 * (side + gap), gap + columns * (side + gap), 3)
     outside = np.ones((side, side), bool)
     outside[K * scale : 2 * K * scale, K * scale : 2 * K * scale] = False
