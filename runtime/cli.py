@@ -410,9 +410,10 @@ def _card_lines(card: dict) -> list[str]:
         lines.append(f"output  {kind}, {len(card['labels'])} labels ({', '.join(card['labels'][:3])}, …)")
     if "K" in card:
         nll = card.get("nll_bits_per_subpixel", {})
-        lines.append(f"K={card['K']} C={card.get('C')} width {card.get('width')}; held-out NLL "
-                     f"{nll.get('patchsampler')} bits/sub-pixel (uniform {nll.get('uniform')}); "
-                     f"{card.get('cost_ms_per_position')} ms per position")
+        head = card.get("head", "categorical")  # the first cards predate the key
+        shape = f"M={card.get('M')} T={card.get('T')}" if head == "logistic_mixture" else f"width {card.get('width')}"
+        lines.append(f"K={card['K']} {head} head, {shape}; held-out NLL {nll.get('patchsampler')} bits/sub-pixel "
+                     f"(uniform {nll.get('uniform')}); {card.get('cost_ms_per_position')} ms per position")
     source = card.get("source") if isinstance(card.get("source"), dict) else {}
     command = source.get("command") or card.get("command")
     if command:

@@ -177,6 +177,9 @@ def test_models_lists_shipped_cards():
     r = run_cli("models")
     assert r.returncode == 0
     assert "efficientnet_lite0.onnx" in r.stdout and "patchsampler_k8.onnx" in r.stdout
+    block = r.stdout.split("patchsampler_k8.onnx", 1)[1].split("\n")[1]
+    assert block.strip().startswith("K=8 logistic_mixture head, M=5 T=2; held-out NLL 3.")
+    assert "K=8 categorical head, width 64" in r.stdout  # the first PatchSampler, kept beside
 
 
 def test_help_teaches():
