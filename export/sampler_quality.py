@@ -173,8 +173,9 @@ def nll_table(K: int, heldout: list, train: list, folder: str, per_photo: int = 
     bits["histogram"] = histogram_bits(windows, K, fit_histogram(train_windows, K))
     bits["uniform"] = np.full(len(windows), 8.0)
     counts = np.bincount(owner, minlength=len(heldout))
-    per_photo_bits = {name: {model: round(float(np.bincount(owner, b, len(heldout))[i] / counts[i]), 4)
-                             for model, b in bits.items()} for i, (name, _) in enumerate(heldout)}
+    means = {model: np.bincount(owner, b, len(heldout)) / counts for model, b in bits.items()}
+    per_photo_bits = {name: {model: round(float(m[i]), 4) for model, m in means.items()}
+                      for i, (name, _) in enumerate(heldout)}
     table = {model: round(float(b.mean()), 4) for model, b in bits.items()}
     return table, per_photo_bits, {"mean_sigma_rgb": [round(s, 2) for s in sigma]}
 

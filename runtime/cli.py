@@ -172,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="samplers for PMI/IG, each NAME or NAME=MODEL_FILE (e.g. another PatchSampler); the first "
                     "is the reference of the paired differences (default patchsampler,gaussian,mean,noise,black)")
     su.add_argument("--maps", default="pmi,ig", help="which maps of the sampler runs are scored (default pmi,ig)")
-    su.add_argument("--resume", action="store_true", help="continue DIR/suite.csv of an interrupted run: images "
-                    "that have all their rows are skipped")
+    su.add_argument("--resume", action="store_true", help="continue DIR/suite.csv of an earlier run: the runs "
+                    "(image × sampler or method) that already have their rows are skipped, so new samplers may be added")
     su.add_argument("--methods", default="occlusion,pda,rise",
                     help="comparison methods (default occlusion,pda,rise; '' for none)")
     su.add_argument("-K", type=int, default=16, help="patch size (default 16)")
