@@ -10,7 +10,8 @@ in the classifier's input space (bits per sub-pixel, uniform = 8.0), times it, a
 
 The ONNX interface (DESIGN §3): inputs `context` uint8 [B, 3K, 3K, 3] and, when T > 1, `stage` int64 [B];
 outputs `patch_logits` [B, S], `pixel_logits` [B, S, K, K, M], `loc`, `log_scale`, `coeff` [B, S, K, K, 3, M]
-(float32, grey levels); metadata `stages` = the K×K grid of stage indices.
+(float32, grey levels); metadata `stages` = the K×K grid of stage indices and `context_features` = the name of the
+ring-only tensor that the runtime computes once per position and feeds to every stage call.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from . import data
 ONNX_IR_VERSION = 10  # the newest onnxruntime 1.31 accepts
 ONNX_OPSET = 17
 OUTPUTS = ("patch_logits", "pixel_logits", "loc", "log_scale", "coeff")
+CONTEXT_FEATURES = "context_features"  # the ring-only tensor the runtime computes once per position (DESIGN §3)
 MIN_LOG_SCALE = math.log(0.05)  # σ ≥ 0.05 grey levels: a bin then holds > 0.99 of a component, no sharper is needed
 
 
@@ -51,21 +53,52 @@ def stage_grid(K: int, T: int) -> np.ndarray:
     return grids[T].astype(np.int64)
 
 
+class ContextEncoder(nn.Module):
+    """The coarse path over the ring: uint8 context [B, 3K, 3K, 3] → features float32 [B, width, 4, 4].
+
+    The context scaled to about ±2 and multiplied by the ring mask, with that mask, through a stride-f patchify
+    conv to a 12×12 grid (f = K/4) and dilated residual 3×3 convs of `width` channels (dilations 1, 2, 4, 1: the
+    field covers the whole window); the middle 4×4 cells, the patch's, are kept. It sees neither the centre nor
+    the stage, so one call serves every stage and sample of a position (exported as `context_features`).
+    """
+
+    def __init__(self, K: int, width: int):
+        super().__init__()
+        self.f = K // 4
+        ring = torch.ones(1, 1, 3 * K, 3 * K)
+        ring[..., K : 2 * K, K : 2 * K] = 0
+        self.register_buffer("ring", ring)
+        self.act = nn.LeakyReLU(0.2)
+        self.patchify = nn.Conv2d(4, width, self.f, stride=self.f)
+        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in (1, 2, 4, 1))
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        x = _scaled(context) * self.ring
+        coarse = self.act(self.patchify(torch.cat([x, self.ring.expand_as(x[:, :1])], dim=1)))
+        for conv in self.body:
+            coarse = coarse + self.act(conv(coarse))
+        return coarse[..., 4:8, 4:8]
+
+
+def _scaled(context: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] → float [B, 3, H, W] at about ±2."""
+    return (context.permute(0, 3, 1, 2).float() - 127.5) / 64.0
+
+
 class PatchSampler(nn.Module):
     """uint8 context [B, 3K, 3K, 3] (+ stage int64 [B]) → the logistic-mixture parameters of DESIGN §3.
 
-    Inputs to the network: the context scaled to about ±2, multiplied by the mask of the pixels it may see (the
-    ring, and the centre pixels of stages < t), that mask, and the mask of the pixels being scored — so the
-    hidden pixels cannot influence the output, whatever they hold.
-    Two paths meet at the patch: a coarse one over the whole window (a stride-f patchify conv to a 12×12 grid,
-    f = K/4, then dilated residual 3×3 convs of `width` channels, dilations 1, 2, 4, 1: the field covers the
-    whole window), whose middle 4×4 cells are upsampled to K×K; and a fine one at full resolution over the patch
-    and 2 pixels around it (two 3×3 convs of `stem` channels), which sees the pixels revealed by earlier stages
-    next to each pixel. Concatenated, two 1×1 convs (`width`), then a 1×1 head giving per pixel and hypothesis
-    M mixture logits, 3M locations, 3M log-scales and 3M coupling coefficients. LeakyReLU(0.2) throughout.
-    Locations are 127.5 + 64·raw; log-scales start at log 8 and are floored at log 0.05; the coupling
-    coefficients are 2·tanh(raw), starting at α = γ = 1, β = 0 (not bounded to ±1: DESIGN §3).
-    S = 1 patch hypothesis: `patch_logits` is 0.
+    Split so that the expensive part runs once per position: a `ContextEncoder` over the ring (blind to the centre
+    and the stage) gives `context_features` for the patch's 4×4 cells; the stage call adds what the centre pixels
+    of earlier stages say, through a stride-f conv over the centre (inputs: those pixels, their mask, the mask of
+    the pixels being scored) and one 3×3 conv over the 4×4 cells, both residual, so every cell knows the whole
+    patch's revealed pixels; upsampled to K×K. A fine path at full resolution over the patch and 2 pixels around it
+    (two 3×3 convs of `stem` channels) sees the revealed pixels next to each pixel. Hidden pixels enter nothing:
+    every input is multiplied by the mask of the pixels it may see (the ring, and the centre pixels of stages < t).
+    Concatenated, two 1×1 convs (`width`), then a 1×1 head giving per pixel and hypothesis M mixture logits, 3M
+    locations, 3M log-scales and 3M coupling coefficients. LeakyReLU(0.2) throughout. Locations are 127.5 + 64·raw;
+    log-scales start at log 8 and are floored at log 0.05; the coupling coefficients are 2·tanh(raw), starting at
+    α = γ = 1, β = 0 (not bounded to ±1: DESIGN §3). S = 1 patch hypothesis: `patch_logits` is 0.
     """
 
     def __init__(self, K: int, T: int = 2, M: int = 5, width: int = 64, stem: int = 32, S: int = 1):
@@ -76,19 +109,19 @@ class PatchSampler(nn.Module):
             raise ValueError("only S = 1 patch hypothesis is implemented (DESIGN §3: S > 1 bought 0.01 bits)")
         self.K, self.T, self.M, self.S, self.width, self.stem_width = K, T, M, S, width, stem
         self.f = K // 4
-        grid = torch.from_numpy(stage_grid(K, T))
-        self.register_buffer("grid", grid.view(1, 1, K, K))
-        ring = torch.ones(1, 1, 3 * K, 3 * K)
-        ring[..., K : 2 * K, K : 2 * K] = 0
-        self.register_buffer("ring", ring)
+        self.register_buffer("grid", torch.from_numpy(stage_grid(K, T)).view(1, 1, K, K))
         act = nn.LeakyReLU(0.2)
         self.act = act
-        self.patchify = nn.Conv2d(5, width, self.f, stride=self.f)
-        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in (1, 2, 4, 1))
+        self.encoder = ContextEncoder(K, width)
+        self.centre = nn.Conv2d(5, width, self.f, stride=self.f)
+        self.join = nn.Conv2d(width, width, 3, padding=1)
         self.fine = nn.Sequential(nn.Conv2d(5, stem, 3), act, nn.Conv2d(stem, stem, 3), act)
         self.mix = nn.Sequential(nn.Conv2d(width + stem, width, 1), act, nn.Conv2d(width, width, 1), act)
         self.head = nn.Conv2d(width, 10 * M, 1)
         with torch.no_grad():
+            for conv in (self.centre, self.join):  # residual branches start closed: the stage call adds nothing yet
+                conv.weight.zero_()
+                conv.bias.zero_()
             self.head.weight.mul_(0.1)
             bias = self.head.bias.view(10, M)
             bias.zero_()
@@ -97,14 +130,9 @@ class PatchSampler(nn.Module):
             bias[1:4] += torch.linspace(-0.5, 0.5, M)  # spread the components' locations
 
     def masks(self, stage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Visible and scored pixel masks, float [B, 1, 3K, 3K], for stage int64 [B]."""
-        K = self.K
+        """Visible and scored centre pixel masks, float [B, 1, K, K], for stage int64 [B]."""
         t = stage.view(-1, 1, 1, 1)
-        centre_visible = (self.grid < t).float()
-        centre_scored = (self.grid == t).float()
-        visible = self.ring + F.pad(centre_visible, (K, K, K, K))
-        scored = F.pad(centre_scored, (K, K, K, K))
-        return visible, scored
+        return (self.grid < t).float(), (self.grid == t).float()
 
     def forward(self, context: torch.Tensor, stage: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """context uint8 [B, 3K, 3K, 3], stage int64 [B] (None: stage 0) → patch_logits [B, S], pixel_logits
@@ -112,16 +140,21 @@ class PatchSampler(nn.Module):
         K, M, B = self.K, self.M, context.shape[0]
         if stage is None:
             stage = torch.zeros(B, dtype=torch.int64, device=context.device)
+        features = self.encoder(context)
         visible, scored = self.masks(stage)
-        x = (context.permute(0, 3, 1, 2).float() - 127.5) / 64.0 * visible
-        x = torch.cat([x, visible, scored], dim=1)
-        coarse = self.act(self.patchify(x))
-        for conv in self.body:
-            coarse = coarse + self.act(conv(coarse))
-        coarse = coarse[..., 4:8, 4:8]
-        coarse = coarse.repeat_interleave(self.f, dim=2).repeat_interleave(self.f, dim=3)
-        fine = self.fine(x[..., K - 2 : 2 * K + 2, K - 2 : 2 * K + 2])
-        h = self.head(self.mix(torch.cat([coarse, fine], dim=1)))  # [B, 10M, K, K]
+        window = F.pad(visible, (2, 2, 2, 2), value=1.0)  # the ring's 2 pixels around the patch are visible
+        fine_in = _scaled(context[:, K - 2 : 2 * K + 2, K - 2 : 2 * K + 2]) * window
+        fine_in = torch.cat([fine_in, window, F.pad(scored, (2, 2, 2, 2))], dim=1)
+        centre_in = fine_in[..., 2 : K + 2, 2 : K + 2]
+        h = features + self.act(self.centre(centre_in))
+        h = h + self.act(self.join(h))
+        # The first 1×1 mixing conv of [upsampled coarse cells, fine] is split by its input channels: the coarse
+        # half runs on the 4×4 cells before they are upsampled, not on K×K copies (the same function; upsampling
+        # 96 channels and concatenating were a quarter of a stage call).
+        first, W, f = self.mix[0], self.width, self.f
+        coarse = F.interpolate(F.conv2d(h, first.weight[:, :W], first.bias), scale_factor=f, mode="nearest")
+        fine = F.conv2d(self.fine(fine_in), first.weight[:, W:])
+        h = self.head(self.mix[1:](coarse + fine))  # mix[1:]: its activation, then the rest; [B, 10M, K, K]
         h = h.view(B, 10, M, K, K).permute(0, 3, 4, 1, 2)  # [B, K, K, 10, M]
         pixel_logits = h[..., 0, :].unsqueeze(1)
         loc = (127.5 + 64.0 * h[..., 1:4, :]).unsqueeze(1)
@@ -209,7 +242,7 @@ def train(model: PatchSampler, images: list[np.ndarray], seconds: float, batch: 
 
 def export_onnx(model: PatchSampler, path: str) -> None:
     """Write the interface of DESIGN §3: `context` (+ `stage` when T > 1) → OUTPUTS, dynamic batch, metadata
-    `stages` = JSON K×K grid."""
+    `stages` = JSON K×K grid, `context_features` = the encoder output's name."""
     model = model.cpu().eval()
     K, T = model.K, model.T
     dummy = torch.zeros(2, 3 * K, 3 * K, 3, dtype=torch.uint8)
@@ -235,43 +268,49 @@ def export_onnx(model: PatchSampler, path: str) -> None:
                 dim.dim_param = value
             else:
                 dim.dim_value = value
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "stages", json.dumps(stage_grid(K, T).tolist())
+    _name_context_features(proto, model.width)
+    for key, value in (("stages", json.dumps(stage_grid(K, T).tolist())), ("context_features", CONTEXT_FEATURES)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     proto.ir_version = min(proto.ir_version, ONNX_IR_VERSION)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, path)
 
 
-def session(path: str, threads: int = 1) -> ort.InferenceSession:
-    """A CPU onnxruntime session with `threads` intra-op threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+def _name_context_features(proto: onnx.ModelProto, width: int) -> None:
+    """Rename the encoder's output, the one tensor the `/encoder/` nodes pass to the rest, CONTEXT_FEATURES, and
+    declare it float [B, width, 4, 4], so a runtime can cut the graph there (onnx.utils.Extractor)."""
+    nodes = proto.graph.node
+    inside = [n for n in nodes if n.name.startswith("/encoder/")]
+    made = {o for n in inside for o in n.output}
+    crossing = sorted({i for n in nodes if not n.name.startswith("/encoder/") for i in n.input if i in made})
+    if len(crossing) != 1:
+        raise RuntimeError(f"the encoder should hand one tensor to the rest of the graph, found {crossing}")
+    for n in nodes:
+        for names in (n.input, n.output):
+            for k, name in enumerate(names):
+                if name == crossing[0]:
+                    names[k] = CONTEXT_FEATURES
+    proto.graph.value_info.append(onnx.helper.make_tensor_value_info(
+        CONTEXT_FEATURES, onnx.TensorProto.FLOAT, ["B", width, 4, 4]))
 
 
-def cost_ms_per_position(path: str, samples: int = 8, positions: int = 32, threads: int = 2,
-                         repeats: int = 10) -> float:
-    """Wall time of the PatchSampler calls one patch position needs with N = `samples`, in ms: one stage-0 call
-    (shared by the samples) and, per later stage, one call per sample — median of `repeats`, batches of
-    `positions` positions as the runtime sends them. threads=2 matches the classifier it is compared with.
+def cost_ms_per_position(path: str, samples: int = 8, positions: int = 32, repeats: int = 10) -> float:
+    """Wall time of everything the runtime's PatchSampler does for one patch position with N = `samples`, in ms:
+    its model calls (a split graph's encoder once, stage 0 once, one call per sample for each later stage), the
+    uniforms and the drawing — `sample()` on `positions` positions of a seeded random image, as the engine calls
+    it, with the runtime's session options; median of `repeats` after 2 warm-up calls.
     """
-    sess = session(path, threads)
-    interface = RuntimeSampler(path)  # K and the stages, read as the runtime reads them
-    K, T = interface.K, interface.T
+    sampler = RuntimeSampler(path)
     rng = np.random.default_rng(0)
-    # Inputs are made before the clock starts: only the model calls are timed.
-    feeds = []
-    for t, batch in [(0, positions)] + [(t, positions * samples) for t in range(1, T)]:
-        feed = {"context": rng.integers(0, 256, (batch, 3 * K, 3 * K, 3), dtype=np.uint8)}
-        if T > 1:
-            feed["stage"] = np.full(batch, t, np.int64)
-        feeds.append(feed)
-
+    image = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    ys = rng.integers(0, 224 - sampler.K + 1, positions)
+    xs = rng.integers(0, 224 - sampler.K + 1, positions)
     times = []
     for repeat in range(repeats + 2):
+        rngs = [np.random.default_rng([repeat, p]) for p in range(positions)]
         start = time.perf_counter()
-        for feed in feeds:
-            sess.run(None, feed)
+        sampler.sample(image, ys, xs, samples, rngs)
         if repeat >= 2:
             times.append(time.perf_counter() - start)
     return round(float(np.median(times)) / positions * 1000, 3)
@@ -370,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         "input space (shorter side 224, centre crop, zero-padded by K), positions uniform over all, seed 0; "
         "exact joint likelihood through onnxruntime (infolens.samplers.PatchSampler.log2prob)",
         "cost_ms_per_position": cost_ms_per_position(stem + ".onnx"),
-        "cost_measurement": f"onnxruntime {ort.__version__} CPU, 2 intra-op threads, 32 positions per call, N = 8: "
-        "one stage-0 call plus one call per sample and later stage, median of 10",
+        "cost_measurement": f"onnxruntime {ort.__version__} CPU ({os.cpu_count()} cores, the runtime's session "
+        "options), infolens.samplers.PatchSampler.sample on 32 positions with N = 8, all of it (split graph: encoder "
+        "once per position, stage 0 once, stage 1 once per sample; uniforms; drawing), median of 10",
         "command": _command(args),
         "licence": "Apache-2.0 (weights); trained on photos whose own licences are in ../shared/data/README.md",
     }

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from infolens import samplers
+from infolens.errors import InfolensError
 from infolens.samplers.patchsampler import logistic_mixture_log2prob
 from infolens.export import data, patchsampler as ps
 
@@ -134,6 +135,50 @@ def test_exported_file_interface(tiny_onnx):
                       "log_scale": [1, 4, 4, 3, 3], "coeff": [1, 4, 4, 3, 3]}
     runtime = samplers.PatchSampler(tiny_onnx)
     assert (runtime.head, runtime.K, runtime.T) == ("logistic_mixture", 4, 2)
+
+
+def _without_split(path, out):
+    """The same file without its `context_features` metadata: the runtime then runs it whole."""
+    proto = onnx.load(path)
+    keep = [p for p in proto.metadata_props if p.key != "context_features"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    onnx.save(proto, out)
+    return str(out)
+
+
+def test_split_graph_gives_the_whole_graphs_infills_and_scores(tiny_onnx, tmp_path):
+    proto = onnx.load(tiny_onnx)
+    assert {p.key: p.value for p in proto.metadata_props}["context_features"] == ps.CONTEXT_FEATURES
+    split = samplers.PatchSampler(tiny_onnx)
+    whole = samplers.PatchSampler(_without_split(tiny_onnx, tmp_path / "whole.onnx"))
+    assert split.describe()["split"] and not whole.describe()["split"]
+    image, ys, xs = _photos(1)[0], np.array([0, 10, 33, 56]), np.array([5, 50, 70, 0])
+    fills = [s.sample(image, ys, xs, 5, [np.random.default_rng([7, p]) for p in range(4)]) for s in (split, whole)]
+    np.testing.assert_array_equal(fills[0], fills[1])
+    windows = data.random_windows(_photos(seed=5), 4, 20, np.random.default_rng(6))
+    np.testing.assert_allclose(split.log2prob(windows), whole.log2prob(windows), rtol=1e-9, atol=1e-9)
+
+
+def _with_features(path, out, pick):
+    """The file with its `context_features` metadata pointed at the output of the first node `pick` accepts."""
+    proto = onnx.load(path)
+    name = next(n.output[0] for n in proto.graph.node if pick(n))
+    for p in proto.metadata_props:
+        if p.key == "context_features":
+            p.value = name
+    onnx.save(proto, out)
+    return str(out)
+
+
+@pytest.mark.parametrize("pick, message", [
+    (lambda n: n.name.startswith("/centre/"), "cannot be cut at the 'context_features' tensor"),  # needs the stage
+    (lambda n: n.op_type == "Div" and not n.name.startswith("/encoder/"), "changes with the hidden centre"),
+])
+def test_a_wrong_context_features_tensor_is_refused(tiny_onnx, tmp_path, pick, message):
+    path = _with_features(tiny_onnx, tmp_path / "wrong.onnx", pick)
+    with pytest.raises(InfolensError, match=f"not a PatchSampler: .*{message}.*--sampler-model"):
+        samplers.PatchSampler(path)
 
 
 def test_photo_sets_split_and_scales(tmp_path):

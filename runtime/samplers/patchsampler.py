@@ -12,6 +12,11 @@ Stages (either head): an int64 input `stage` [B] and the ONNX metadata `stages`,
 0..T−1.  The call with stage t sees the true centre pixels of stages < t and scores the pixels of stage t.  Without
 the input, T = 1.
 
+Split graph (optional): the ONNX metadata `context_features` names an intermediate tensor computed from the ring
+alone (not the centre, not the stage).  The file is then run as two graphs cut there (onnx.utils.Extractor): the
+encoder once per position, the rest once per stage and sample with the encoder's output repeated — the same
+outputs as the whole graph (checked on load), at a fraction of the cost when the encoder is the heavy part.
+
 Uniform layout (what each position's counter-based stream rngs[p] is consumed for, in this order, so a position's
 in-fills never depend on the batch or on the other positions of the call):
 
@@ -28,6 +33,8 @@ import math
 import os
 
 import numpy as np
+import onnx
+import onnx.utils
 import onnxruntime as ort
 
 from .. import kernels
@@ -48,7 +55,8 @@ class PatchSampler:
     pixel), `T` (number of stages), `S` and `M` (hypotheses and components; 1 and 256 levels for categorical),
     `coupling` (categorical head only: "pixel" or "none"; the logistic-mixture head couples the channels itself).
     Sampling runs the model once per position for stage 0 (shared by the n samples), then once per sample for each
-    later stage, with that sample's drawn pixels of the earlier stages written into the context's centre.
+    later stage, with that sample's drawn pixels of the earlier stages written into the context's centre; a split
+    graph's encoder (`encoder`, None when not split) runs once per position for all of them.
     """
 
     name = "patchsampler"
@@ -63,12 +71,18 @@ class PatchSampler:
         if coupling not in COUPLINGS:
             raise InfolensError(f"unknown coupling {coupling!r}: choose {' or '.join(COUPLINGS)} (--coupling)")
         self.coupling = coupling
+        providers = _providers(device)
+
+        def open_session(source):  # a path or a serialized model
+            return ort.InferenceSession(source, session_options(), providers=providers)
+
         try:
-            self.session = ort.InferenceSession(self.model_path, session_options(), providers=_providers(device))
+            self.session = open_session(self.model_path)
         except Exception as e:
             raise InfolensError(f"cannot load PatchSampler {self.model_path}: {str(e).splitlines()[0]} "
                                 f"(--sampler-model)") from None
         self._read_interface()
+        self._split(open_session)
         q = self.stages.ravel()
         self._pixels = [np.flatnonzero(q == t) for t in range(self.T)]  # flat pixel indices of each stage
         self._probe()
@@ -130,6 +144,24 @@ class PatchSampler:
         self._expected = expected
         self._names = list(expected)
 
+    def _split(self, open_session) -> None:
+        """Sessions for the two halves of a split graph (module docstring), or None when the file is not split."""
+        self.encoder = self.head_session = None
+        self.features_name = self.session.get_modelmeta().custom_metadata_map.get("context_features")
+        if self.features_name is None:
+            return
+        proto = onnx.load(self.model_path)
+        if self.features_name not in {v.name for v in proto.graph.value_info}:
+            proto = onnx.shape_inference.infer_shapes(proto)
+        inputs = [self._context] + (["stage"] if self._stage_input else [])
+        try:
+            parts = [onnx.utils.Extractor(proto).extract_model(i, o) for i, o in (
+                ([self._context], [self.features_name]), ([self.features_name, *inputs], self._names))]
+            self.encoder, self.head_session = (open_session(part.SerializeToString()) for part in parts)
+        except Exception as e:
+            raise self._bad(f"its graph cannot be cut at the 'context_features' tensor {self.features_name!r} "
+                            f"into a context-only encoder and the rest: {str(e).splitlines()[0]}") from None
+
     def _parse_stages(self, text: str) -> np.ndarray:
         K = self.K
         try:
@@ -149,10 +181,15 @@ class PatchSampler:
         return stages
 
     def _probe(self) -> None:
-        """One call on zero contexts: checks the actual output shapes and reads S and M."""
+        """One call on zero contexts: checks the actual output shapes and reads S and M.  A split graph must give the
+        whole graph's outputs, at every stage, with its encoder blind to the centre."""
         K = self.K
         try:
             out = self._run(np.zeros((2, 3 * K, 3 * K, 3), np.uint8), 0)
+            if self.encoder is not None:
+                self._probe_split()
+        except InfolensError:
+            raise
         except Exception as e:  # onnxruntime raises its own types; make them one line
             raise self._bad(f"it fails on a zero context: {str(e).splitlines()[0]}") from None
         if self.head == "categorical":
@@ -170,12 +207,38 @@ class PatchSampler:
                 raise self._bad(f"output {name} has shape {list(a.shape)} ({a.dtype}) for a batch of 2, expected "
                                 f"float32 [{', '.join(map(str, dims))}] = {list(want)}")
 
-    def _run(self, contexts: np.ndarray, stage: int) -> dict:
-        """The model's outputs (name → float32 array) for uint8 contexts [B, 3K, 3K, 3] at `stage`."""
+    def _probe_split(self) -> None:
+        K = self.K
+        contexts = np.random.default_rng(0).integers(0, 256, (2, 3 * K, 3 * K, 3), dtype=np.uint8)
+        features = self._features(contexts)
+        other = contexts.copy()
+        other[:, K:2 * K, K:2 * K] = 255 - other[:, K:2 * K, K:2 * K]
+        if not np.array_equal(features, self._features(other)):
+            raise self._bad(f"its 'context_features' tensor {self.features_name!r} changes with the hidden centre")
+        for t in range(self.T):
+            whole = self._run(contexts, t)
+            parts = self._run(contexts, t, features)
+            for name in self._names:
+                if not np.allclose(whole[name], parts[name], rtol=1e-5, atol=1e-4):
+                    raise self._bad(f"cut at its 'context_features' tensor {self.features_name!r}, its output "
+                                    f"{name} differs from the whole graph's at stage {t}")
+
+    def _features(self, contexts: np.ndarray) -> np.ndarray | None:
+        """The split graph's `context_features` for uint8 contexts [B, 3K, 3K, 3]; None when the file is not split."""
+        if self.encoder is None:
+            return None
+        return self.encoder.run([self.features_name], {self._context: contexts})[0]
+
+    def _run(self, contexts: np.ndarray, stage: int, features: np.ndarray | None = None) -> dict:
+        """The model's outputs (name → float32 array) for uint8 contexts [B, 3K, 3K, 3] at `stage`; with `features`
+        (`_features` of these contexts, B rows) through the split graph's second half, else the whole graph."""
         feed = {self._context: contexts}
         if self._stage_input:
             feed["stage"] = np.full(len(contexts), stage, np.int64)
-        return dict(zip(self._names, self.session.run(self._names, feed)))
+        if features is None:
+            return dict(zip(self._names, self.session.run(self._names, feed)))
+        feed[self.features_name] = features
+        return dict(zip(self._names, self.head_session.run(self._names, feed)))
 
     # -- sampling -------------------------------------------------------------------------------------------------
 
@@ -229,15 +292,17 @@ class PatchSampler:
         u = self._uniforms(rngs, n)
         fills = np.empty((P, n, K2, 3), np.uint8)
         try:
-            fills[:, :, self._pixels[0]] = self._draw(self._run(contexts, 0), 0, u)
+            features = self._features(contexts)
+            fills[:, :, self._pixels[0]] = self._draw(self._run(contexts, 0, features), 0, u)
             if self.T > 1:
                 # From stage 1 on the context differs per sample: one row per (position, sample).
                 rows = np.repeat(contexts, n, axis=0)
+                features = None if features is None else np.repeat(features, n, axis=0)
                 flat, u = fills.reshape(P * n, K2, 3), u.reshape(P * n, 1, -1)
                 for t in range(1, self.T):
                     done = self._pixels[t - 1]
                     rows[:, K + done // K, K + done % K] = flat[:, done]
-                    flat[:, self._pixels[t]] = self._draw(self._run(rows, t), t, u)[:, 0]
+                    flat[:, self._pixels[t]] = self._draw(self._run(rows, t, features), t, u)[:, 0]
         except InfolensError:
             raise
         except ValueError as e:  # a kernel's check: the model produced unusable parameters
@@ -266,9 +331,9 @@ class PatchSampler:
         bits = np.zeros(len(windows))
         for i in range(0, len(windows), batch):
             w = np.ascontiguousarray(windows[i:i + batch])
-            centre = w[:, K:2 * K, K:2 * K]
+            centre, features = w[:, K:2 * K, K:2 * K], self._features(w)
             for t in range(self.T):
-                out, select = self._run(w, t), self.stages == t
+                out, select = self._run(w, t, features), self.stages == t
                 if self.head == "categorical":
                     p = np.take_along_axis(out["probs"], centre[..., None].astype(np.intp), axis=-1)[..., 0]
                     logs = np.log2(np.maximum(p.astype(np.float64), PROB_FLOOR))
@@ -279,7 +344,7 @@ class PatchSampler:
 
     def describe(self):
         d = {"sampler": self.name, "K": self.K, "sampler_model": os.path.abspath(self.model_path),
-             "head": self.head, "stages": self.T}
+             "head": self.head, "stages": self.T, "split": self.encoder is not None}
         if self.head == "categorical":
             d["coupling"] = self.coupling
         return d
