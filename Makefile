@@ -30,16 +30,17 @@ bench: $(VENV)/.runtime
 	$(BIN)/python -m infolens.bench
 
 # Rebuild every shipped model from installed packages and the photo sets in $(DATA) (../shared/data: BSDS500, COCO128;
-# about 3 h on 2 cores, the two PatchSamplers training side by side for 80 min each; the cards record each command).
+# about 3 h 10 min on 2 cores, the two PatchSamplers training side by side for 175 min each; the cards record each
+# command: the shipped weights took the same time in two runs, see models/README.md).
 # Training runs for a wall-time budget, so a slower or busier machine trains fewer steps (the cards record them).
 DATA   ?= ../shared/data
 PHOTOS := --data $(DATA)/bsds500 --data $(DATA)/coco128
 models: $(VENV)/.dev
 	$(BIN)/python -m infolens.export.classifier efficientnet-lite0 --out models/
 	$(BIN)/python -m infolens.export.gaussian --K 8 16 $(PHOTOS) --out models/
-	$(BIN)/python -m infolens.export.patchsampler --K 8 --stages 2 --width 96 --stem 48 --minutes 80 --threads 1 \
+	$(BIN)/python -m infolens.export.patchsampler --K 8 --stages 2 --width 96 --stem 48 --minutes 175 --threads 1 \
 	  $(PHOTOS) --out models/ & pid=$$!; \
-	$(BIN)/python -m infolens.export.patchsampler --K 16 --stages 2 --width 96 --stem 48 --minutes 80 --threads 1 \
+	$(BIN)/python -m infolens.export.patchsampler --K 16 --stages 2 --width 96 --stem 48 --minutes 175 --lr 1e-3 --threads 1 \
 	  $(PHOTOS) --out models/ && wait $$pid
 	$(BIN)/python -m infolens.export.sampler_quality --K 8 16 $(PHOTOS) --write-cards --report docs/sampler_quality.json
 	$(BIN)/python -m infolens.export.sampler_quality figure --K 8

@@ -324,6 +324,8 @@ def _command(args: argparse.Namespace) -> str:
         parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     for folder in args.data:
         parts += ["--data", folder]
+    if args.init:  # the run continued from these weights: without them the command trains from scratch
+        parts += ["--init", args.init]
     return shlex.join(parts)
 
 
