@@ -246,6 +246,14 @@ def test_command_writes_model_and_card(tmp_path):
     fills = sampler.sample(_photos(1)[0], np.array([0, 10]), np.array([5, 50]), 3,
                            [np.random.default_rng(i) for i in range(2)])
     assert fills.shape == (2, 3, 4, 4, 3) and fills.dtype == np.uint8
+    # --init with no training re-exports the saved weights exactly, and the card says where they came from
+    again = tmp_path / "again"
+    assert ps.main(["--K", "4", "--width", "8", "--stem", "8", "--mixtures", "2", "--minutes", "0",
+                    "--eval-per-photo", "5", "--data", str(folder), "--out", str(again),
+                    "--init", str(tmp_path / "w.pt")]) == 0
+    assert (again / "patchsampler_k4.onnx").read_bytes() == (out / "patchsampler_k4.onnx").read_bytes()
+    assert json.loads((again / "patchsampler_k4.json").read_text())["command"].endswith(f"--init {tmp_path / 'w.pt'}")
+    assert "--init" not in card["command"]
     assert ps.main(["--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
 
 
