@@ -186,12 +186,16 @@ class PatchSampler:
         K = self.K
         try:
             out = self._run(np.zeros((2, 3 * K, 3 * K, 3), np.uint8), 0)
-            if self.encoder is not None:
-                self._probe_split()
-        except InfolensError:
-            raise
         except Exception as e:  # onnxruntime raises its own types; make them one line
             raise self._bad(f"it fails on a zero context: {str(e).splitlines()[0]}") from None
+        if self.encoder is not None:
+            try:
+                self._probe_split()
+            except InfolensError:
+                raise
+            except Exception as e:
+                raise self._bad(f"its graph cut at the 'context_features' tensor {self.features_name!r} fails on a "
+                                f"random context: {str(e).splitlines()[0]}") from None
         if self.head == "categorical":
             self.S, self.M = 1, 256
         else:
