@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     print(f"explain     sampler {args.sampler} K={args.K} S={args.S} N={args.N}: {e.forwards} forwards")
     print(f"raw ORT     {statistics.median(raw):8.1f} forwards/s   default session options "
           f"(rounds: {', '.join(f'{v:.1f}' for v in raw)})")
-    print(f"raw ORT     {statistics.median(raw_ours):8.1f} forwards/s   infolens session options, no spinning "
+    print(f"raw ORT     {statistics.median(raw_ours):8.1f} forwards/s   infolens session options "
           f"(rounds: {', '.join(f'{v:.1f}' for v in raw_ours)})")
     print(f"end-to-end  {q:8.1f} forwards/s   (rounds: {', '.join(f'{v:.1f}' for v in e2e)})")
     print(f"ratio       {q / r:8.3f}   (end-to-end ÷ the faster raw figure)")
@@ -85,10 +85,12 @@ def main(argv=None) -> int:
     print("time split  " + ", ".join(f"{k[:-2]} {100 * t[k] / total:.1f}%" for k in
                                       ("classifier_s", "sampler_wait_s", "composite_s")) +
           f", other {100 * (total - t['classifier_s'] - t['sampler_wait_s'] - t['composite_s']) / total:.1f}%"
-          f"   (sampler_wait: time the classifier waited for the sampler thread)")
+          f"   (sampler_wait: time the classifier waited for the sampler)")
     print(f"sampler     {1000 * t['sampler_s'] / e.params['positions']:.2f} ms per position vs classifier "
           f"{1000 * t['classifier_s'] / e.params['positions']:.2f} ms for its {e.params['N_used']} forwards "
-          f"({100 * t['sampler_s'] / t['classifier_s']:.1f}%; it runs beside the classifier in its own thread)")
+          f"({100 * t['sampler_s'] / t['classifier_s']:.1f}%; "
+          + ("between the classifier's calls, on the same cores)" if clf.device == "cpu" else
+             "beside the classifier, in its own thread)"))
     return 0
 
 

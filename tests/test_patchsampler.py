@@ -69,10 +69,27 @@ def test_training_loss_goes_down(tiny_trained):
     assert run["history"][1] < run["history"][0] - 4 and run["history"][1] < 9.0
 
 
+@pytest.mark.parametrize("K", [4, 8, 16])
+def test_encoder_computes_only_what_reaches_the_patch(K):
+    """The encoder's last two convs run only near the patch's 4×4 cells: the same numbers as the plain residual
+    stack over the whole 12×12 grid, cropped."""
+    torch.manual_seed(2)
+    encoder = ps.ContextEncoder(K, 8).eval()
+    for p in encoder.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # large enough that every cell's value matters
+    context = torch.randint(0, 256, (3, 3 * K, 3 * K, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        x = ps._scaled(context) * encoder.ring
+        full = encoder.act(encoder.patchify(torch.cat([x, encoder.ring.expand_as(x[:, :1])], 1)))
+        for conv in encoder.body:
+            full = full + encoder.act(conv(full))
+        torch.testing.assert_close(encoder(context), full[..., 4:8, 4:8], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("T", [1, 2, 4])
 def test_hidden_pixels_cannot_change_the_outputs(T):
     torch.manual_seed(1)
-    model = ps.PatchSampler(4, T=T, M=2, width=8, stem=8).eval()
+    model = ps.PatchSampler(4, T=T, M=2, width=8, stem=8, pixel=6).eval()
     grid = torch.from_numpy(ps.stage_grid(4, T))
     a = torch.randint(0, 256, (2 * T, 12, 12, 3), dtype=torch.uint8)
     stage = torch.arange(T).repeat(2)
