@@ -1,7 +1,10 @@
-"""Where the shipped models live (package data `infolens.models`), and their cards (`infolens models`)."""
+"""Where the shipped models live (package data `infolens.models`), their cards (`infolens models`), and model files
+found again by content (sha256) when a saved explanation moves to another machine."""
 from __future__ import annotations
 
+import functools
 import glob
+import hashlib
 import json
 import os
 
@@ -39,3 +42,40 @@ def list_cards() -> list[tuple[str, dict]]:
                 card = json.load(f)
         out.append((path, card))
     return out
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's bytes (cached while its size and modification time stay the same)."""
+    st = os.stat(path)
+    return _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_model(recorded: str, sha256: str | None, what: str, flag: str, near: str | None = None) -> str:
+    """The model file a saved explanation names: the first of its recorded path, a file of the same name in the
+    folder `near` (the explanation's), and the shipped models whose sha256 is `sha256`.  An explanation without a
+    sha256 (schema 1) accepts its recorded path only.  `what` and `flag` name the model and the option that passes
+    it directly, for the error when none matches.
+    """
+    name = os.path.basename(recorded)
+    candidates = [recorded] + ([os.path.join(near, name)] if near else [])
+    if sha256 is None:
+        if os.path.isfile(recorded):
+            return recorded
+        raise InfolensError(f"{what} {recorded} not found, and the explanation records no sha256 to find it by "
+                            f"(pass it with {flag})")
+    candidates += sorted(glob.glob(os.path.join(models_dir(), "*" + os.path.splitext(name)[1])))
+    for path in candidates:
+        if os.path.isfile(path) and file_sha256(path) == sha256:
+            return path
+    places = f"{recorded}, {os.path.join(near, name)} and the shipped models" if near else \
+        f"{recorded} and the shipped models"
+    raise InfolensError(f"{what} {name} with sha256 {sha256[:12]}… is not at {places} (pass it with {flag})")

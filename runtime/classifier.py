@@ -107,9 +107,10 @@ class OnnxClassifier:
         return cls(model_path, **kw)
 
     @classmethod
-    def from_description(cls, d: dict, device: str | None = None) -> "OnnxClassifier":
-        """Rebuild the classifier an explanation recorded (`describe()` output, the JSON's "model")."""
-        return cls.from_card(d["model"], layout=d["layout"], size=d["size"], channel_order=d["channel_order"],
+    def from_description(cls, d: dict, device: str | None = None, model_path: str | None = None) -> "OnnxClassifier":
+        """Rebuild the classifier an explanation recorded (`describe()` output, the JSON's "model"), from the file
+        it names or from `model_path` (the same model found elsewhere)."""
+        return cls.from_card(model_path or d["model"], layout=d["layout"], size=d["size"], channel_order=d["channel_order"],
                              scale=d["scale"], mean=d["mean"], std=d["std"], dtype=d["dtype"], resize=d["resize"],
                              output_kind=d["output_kind"], input_name=d["input_name"],
                              output_name=d["output_name"], device=device or d.get("device", "cpu"))
@@ -185,10 +186,14 @@ class OnnxClassifier:
         return self.output.labels
 
     def describe(self) -> dict:
-        """Everything needed to rebuild this classifier: model path, preprocessing actually used, output kind."""
+        """Everything needed to rebuild this classifier: model path and sha256 (to find it again elsewhere),
+        preprocessing actually used, output kind."""
+        from .catalog import file_sha256
+
         pre = asdict(self.pre)
         pre["size"] = list(pre["size"])
-        return {"model": os.path.abspath(self.model_path), "name": self.name, "input_name": self.input_name,
+        return {"model": os.path.abspath(self.model_path), "sha256": file_sha256(self.model_path), "name": self.name,
+                "input_name": self.input_name,
                 "output_name": self.output.name, "output_kind": self.output.kind, "n_classes": self.n_classes,
                 "batch_limit": self.batch_limit, "device": self.device,
                 "providers": self.session.get_providers(), **pre}

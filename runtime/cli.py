@@ -119,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="faithfulness of saved explanations (deletion / insertion AUC)",
                         description="Check a saved explanation against the model it explains.")
     evsub = ev.add_subparsers(dest="eval_command", required=True, parser_class=_Parser)
+    # Options of every eval command that replays a saved explanation with the models it recorded
+    saved = argparse.ArgumentParser(add_help=False)
+    saved.add_argument("--model", metavar="M.onnx", help="the explanation's classifier, when it is neither at the "
+                       "recorded path, nor beside the explanation, nor a shipped model (found by sha256)")
+    saved.add_argument("--sampler-model", metavar="PATH", help="PatchSampler for a patchsampler fill (default: the "
+                       "explanation's, found like --model, else the shipped one for its K)")
+    saved.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
+    saved.add_argument("--device", choices=["cpu", "cuda"], help="default: the explanation's")
+    saved.add_argument("--seed", type=int, default=0, help="seed of the patchsampler fill (default 0)")
     for mode, what in (("deletion", "removes the highest-ranked pixels first: a faithful map makes p(class) fall "
                                     "fast (low AUC is good)"),
                        ("insertion", "starts from the fill and puts the highest-ranked pixels back first: a faithful "
@@ -126,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         from .evaluate import __doc__ as protocol
 
         d = evsub.add_parser(mode, help=f"{mode} curve and AUC", description=f"{mode.capitalize()} curve: {what}."
-                             f"\n\n{protocol}", formatter_class=argparse.RawDescriptionHelpFormatter)
+                             f"\n\n{protocol}", formatter_class=argparse.RawDescriptionHelpFormatter, parents=[saved])
         d.add_argument("explanation", metavar="EXPLANATION.npz", help="an `infolens explain` result (.npz + .json)")
         d.add_argument("--map", choices=list(MAPS), default="pmi",
                        help="which map of the explanation orders the pixels (default pmi)")
@@ -136,27 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what replaces removed pixels (default blur)")
         d.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
         d.add_argument("--json", metavar="OUT", help="write auc, curve, fractions, fill, steps, class, map here")
-        d.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
-        d.add_argument("--device", choices=["cpu", "cuda"], help="default: the explanation's")
-        d.add_argument("--seed", type=int, default=0, help="seed of the patchsampler fill (default 0)")
-        d.add_argument("--sampler-model", metavar="PATH", help="PatchSampler for --fill patchsampler "
-                       "(default: the explanation's, else the shipped one for its K)")
     ng = evsub.add_parser("negative", help="remove negative-PMI pixels, watch the top class rise (paper Fig. 10)",
                           description="Negative evidence (paper Fig. 10): removes the pixels whose PMI for the "
                           "explanation's top class is negative, most negative first, in --steps steps, replacing them "
                           "with --fill (default: PatchSampler in-fill), and records p(top class) and the top-1 "
                           "probability. If the negative evidence is real, p(top class) rises. Writes "
-                          "<stem>_negative.json and <stem>_negative.png (matplotlib).")
+                          "<stem>_negative.json and <stem>_negative.png (matplotlib).", parents=[saved])
     ng.add_argument("explanation", metavar="EXPLANATION.npz", help="an `infolens explain` result with PMI maps")
     ng.add_argument("--steps", type=int, default=20, help="number of steps (default 20)")
     ng.add_argument("--fill", choices=["patchsampler", "blur", "black", "mean"], default="patchsampler",
                     help="what replaces removed pixels (default patchsampler)")
     ng.add_argument("--out", help="output folder (default: the explanation's folder)")
-    ng.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
-    ng.add_argument("--device", choices=["cpu", "cuda"], help="default: the explanation's")
-    ng.add_argument("--seed", type=int, default=0, help="seed of the patchsampler fill (default 0)")
-    ng.add_argument("--sampler-model", metavar="PATH", help="PatchSampler for the fill (default: the "
-                    "explanation's, else the shipped one for its K)")
     su = evsub.add_parser("suite", help="compare samplers and methods by deletion/insertion AUC (paper Fig. 13)",
                           description="Explain every image with PMI/IG under each --samplers entry and with each "
                           "comparison --methods entry, score each map's deletion and insertion AUC for the image's top "
@@ -306,7 +305,7 @@ def _eval(args) -> int:
     if args.json and os.path.exists(args.json) and os.path.abspath(args.json) == os.path.abspath(args.explanation):
         raise InfolensError("--json would overwrite the explanation itself")
     result = evaluate(args.explanation, args.eval_command, args.map, args.cls, args.fill, args.steps,
-                      args.batch_size, args.seed, args.sampler_model, args.device)
+                      args.batch_size, args.seed, args.sampler_model, args.device, args.model)
     print(f"AUC {result['auc']:.6f}")
     print(f"  {args.eval_command} of p({result['label']} [{result['class']}]) by the {args.map} map, fill "
           f"{args.fill}, {args.steps} steps, {result['forwards']} forwards in {result['seconds']:.1f} s",
@@ -345,7 +344,7 @@ def _negative(args) -> int:
     from .evaluate import negative_evidence, plot_negative
 
     rec = negative_evidence(args.explanation, args.steps, args.fill, args.seed, args.batch_size, args.sampler_model,
-                            args.device)
+                            args.device, args.model)
     out = args.out or os.path.dirname(os.path.abspath(args.explanation))
     stem = os.path.join(out, os.path.splitext(os.path.basename(args.explanation))[0] + "_negative")
     os.makedirs(out, exist_ok=True)

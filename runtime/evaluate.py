@@ -13,11 +13,13 @@ All steps run as batched forwards on the classifier the explanation recorded.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import cv2
 import numpy as np
 
+from .catalog import find_model
 from .classifier import OnnxClassifier
 from .engine import patch_grid, streams
 from .errors import InfolensError
@@ -95,11 +97,27 @@ def _check_steps(steps):
         raise InfolensError(f"steps must be ≥ 1, got {steps} (--steps)")
 
 
-def _fill_for(e: Explanation, fill: str, seed: int, sampler_model: str | None, device: str) -> np.ndarray:
+def _recorded(explanation: str | Explanation) -> tuple[Explanation, str | None]:
+    """The explanation, and the folder it was read from (None for an object): its models may be beside it."""
+    if isinstance(explanation, Explanation):
+        return explanation, None
+    return Explanation.load(explanation), os.path.dirname(os.path.abspath(explanation))
+
+
+def _classifier(e: Explanation, near: str | None, model: str | None, device: str | None) -> OnnxClassifier:
+    """The classifier the explanation recorded: `model` if given, else found by its path or sha256 (catalog)."""
+    path = model or find_model(e.model["model"], e.model.get("sha256"), "classifier", "--model", near)
+    return OnnxClassifier.from_description(e.model, device, path)
+
+
+def _fill_for(e: Explanation, near: str | None, fill: str, seed: int, sampler_model: str | None,
+              device: str) -> np.ndarray:
     """The fill image for an explanation: a PatchSampler fill uses the explanation's own PatchSampler when it had one."""
     K = int(e.params.get("K", 8))
-    model = sampler_model or (e.params.get("sampler_model") if e.params.get("sampler") == "patchsampler" else None)
-    return fill_image(e.image, fill, K, seed, model, device)
+    if fill == "patchsampler" and sampler_model is None and e.params.get("sampler") == "patchsampler":
+        sampler_model = find_model(e.params["sampler_model"], e.params.get("sampler_sha256"), "PatchSampler",
+                                   "--sampler-model", near)
+    return fill_image(e.image, fill, K, seed, sampler_model, device)
 
 
 def auc(fractions: np.ndarray, curve_values: np.ndarray) -> float:
@@ -109,18 +127,19 @@ def auc(fractions: np.ndarray, curve_values: np.ndarray) -> float:
 
 def evaluate(explanation: str | Explanation, mode: str = "deletion", map_name: str = "pmi", cls: int | None = None,
              fill: str = "blur", steps: int = 100, batch_size: int = 64, seed: int = 0,
-             sampler_model: str | None = None, device: str | None = None) -> dict:
+             sampler_model: str | None = None, device: str | None = None, model: str | None = None) -> dict:
     """Deletion or insertion AUC of one saved explanation (path to its .npz, or the object), with the classifier
-    and preprocessing the explanation recorded.  Returns the JSON-ready record (auc, curve, fractions, …)."""
+    and preprocessing the explanation recorded (`model`: that classifier's file, when it is not where the
+    explanation says nor beside it nor shipped).  Returns the JSON-ready record (auc, curve, fractions, …)."""
     t0 = time.perf_counter()
-    e = Explanation.load(explanation) if isinstance(explanation, str) else explanation
+    e, near = _recorded(explanation)
     top = int(np.argmax(e.probs))
     cls = top if cls is None else int(cls)
     values = e.map_for(map_name, cls)
-    clf = OnnxClassifier.from_description(e.model, device)
+    clf = _classifier(e, near, model, device)
     if not 0 <= cls < clf.n_classes:
         raise InfolensError(f"class {cls} out of range: the model has {clf.n_classes} classes (--class)")
-    replacement = _fill_for(e, fill, seed, sampler_model, clf.device)
+    replacement = _fill_for(e, near, fill, seed, sampler_model, clf.device)
     fractions, values_curve = curve(clf, e.image, replacement, values, cls, steps, mode, batch_size)
     return {"mode": mode, "auc": auc(fractions, values_curve), "curve": values_curve.tolist(),
             "fractions": fractions.tolist(), "fill": fill, "steps": steps, "class": cls,
@@ -129,19 +148,20 @@ def evaluate(explanation: str | Explanation, mode: str = "deletion", map_name: s
 
 
 def negative_evidence(explanation: str | Explanation, steps: int = 20, fill: str = "patchsampler", seed: int = 0,
-                      batch_size: int = 64, sampler_model: str | None = None, device: str | None = None) -> dict:
+                      batch_size: int = 64, sampler_model: str | None = None, device: str | None = None,
+                      model: str | None = None) -> dict:
     """Paper Fig. 10: remove the pixels with negative PMI for the top class, most negative first, in `steps` steps
     (step k removes ceil(k·n_neg/steps) of the n_neg negative pixels; positive ones are never touched), replaced by
     `fill` (default: PatchSampler in-fill).  Records p(top class) and the top-1 class and probability of each image;
     if the map is right, p(top class) rises.  Returns the JSON-ready record."""
     t0 = time.perf_counter()
     _check_steps(steps)
-    e = Explanation.load(explanation) if isinstance(explanation, str) else explanation
+    e, near = _recorded(explanation)
     top = int(np.argmax(e.probs))
     values = e.map_for("pmi", top)
     n_neg = int((values < 0).sum())
-    clf = OnnxClassifier.from_description(e.model, device)
-    replacement = _fill_for(e, fill, seed, sampler_model, clf.device)
+    clf = _classifier(e, near, model, device)
+    replacement = _fill_for(e, near, fill, seed, sampler_model, clf.device)
     counts = step_counts(n_neg, steps)
     probs = replace_progressively(clf, e.image, replacement, pixel_order(-values), counts, batch_size)
     return {"curve": probs[:, top].tolist(), "fractions": (counts / values.size).tolist(),

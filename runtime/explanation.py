@@ -10,6 +10,9 @@ import numpy as np
 from .errors import InfolensError
 
 MARKER = "infolens_explanation"  # written into every JSON so a rerun knows which files it may replace
+# 2: the classifier's and the sampler's sha256 are recorded beside their paths (model.sha256, params.sampler_sha256),
+# so the files can be found again on another machine; 1 (no "schema_version"): paths only.
+SCHEMA_VERSION = 2
 
 # name → (unit, colour map, what it is).  Class maps are [k, H, W]; "ig" is [H, W].
 MAPS = {
@@ -31,7 +34,8 @@ class Explanation:
     maps    name → float32 array (see MAPS): the default method gives
             "pmi" [k, H, W] bits (> 0 where the region supports the class, < 0 where it opposes it) and
             "ig" [H, W] bits (class-independent, ≥ 0); other methods give "woe", "occlusion" or "rise" [k, H, W].
-    params  method, K, S, N, sampler, seed, batch size, …;  model: the classifier's path and preprocessing used.
+    params  method, K, S, N, sampler (and its file's path and sha256), seed, batch size, …;
+    model   the classifier's path, sha256 and the preprocessing used.
     timing  seconds per stage;  forwards: classifier images run.
     """
 
@@ -75,6 +79,7 @@ class Explanation:
         """Everything but the arrays, JSON-ready."""
         return {
             MARKER: 1,
+            "schema_version": SCHEMA_VERSION,
             "source": self.source,
             "classes": [{"index": int(c), "label": lab, "prob": float(self.probs[c])}
                         for c, lab in zip(self.classes, self.labels)],
@@ -145,6 +150,10 @@ class Explanation:
             base = {k: arrays.pop(k) for k in ("image", "probs", "classes")}
         except (OSError, KeyError, ValueError) as e:
             raise InfolensError(f"cannot read explanation {stem_path}.npz/.json: {e}") from None
+        version = meta.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise InfolensError(f"{stem_path}.json has schema version {version!r}; this infolens reads versions 1 to "
+                                f"{SCHEMA_VERSION} (upgrade infolens)")
         return cls(labels=[c["label"] for c in meta["classes"]], maps=arrays, params=meta["params"],
                    model=meta["model"], timing=meta["timing"], forwards=meta["forwards"], source=meta["source"],
                    **base)

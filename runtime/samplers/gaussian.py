@@ -1,10 +1,12 @@
 """Prediction Difference Analysis's sampler (Zintgraf et al.): a conditional Gaussian of the patch given its ring."""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
 
+from ..catalog import file_sha256
 from ..errors import InfolensError
 from . import pad, windows
 
@@ -23,13 +25,16 @@ class GaussianSampler:
     def __init__(self, K: int, mean: np.ndarray | None = None, cov: np.ndarray | None = None, l: int = 2,
                  fitted_on: str = ""):
         self.K, self.l, self.fitted_on = K, l, fitted_on
+        self.model_path = None  # the .npz it was loaded from
         self._cond = None if mean is None else self._condition(mean, cov)
         self._own = {}
 
     @classmethod
     def load(cls, path: str) -> "GaussianSampler":
         with np.load(path) as z:
-            return cls(int(z["K"]), z["mean"], z["cov"], int(z["l"]), str(z["fitted_on"]))
+            sampler = cls(int(z["K"]), z["mean"], z["cov"], int(z["l"]), str(z["fitted_on"]))
+        sampler.model_path = path
+        return sampler
 
     @staticmethod
     def fit_windows(images: Sequence[np.ndarray], K: int, l: int = 2, stride: int = 4):
@@ -97,4 +102,7 @@ class GaussianSampler:
         return self._own[key]
 
     def describe(self):
-        return {"sampler": self.name, "K": self.K, "ring": self.l, "fitted_on": self.fitted_on}
+        d = {"sampler": self.name, "K": self.K, "ring": self.l, "fitted_on": self.fitted_on}
+        if self.model_path is not None:
+            d.update(sampler_model=os.path.abspath(self.model_path), sampler_sha256=file_sha256(self.model_path))
+        return d

@@ -38,6 +38,7 @@ import onnx.utils
 import onnxruntime as ort
 
 from .. import kernels
+from ..catalog import file_sha256
 from ..errors import InfolensError
 from . import pad, windows
 
@@ -348,7 +349,7 @@ class PatchSampler:
 
     def describe(self):
         d = {"sampler": self.name, "K": self.K, "sampler_model": os.path.abspath(self.model_path),
-             "head": self.head, "stages": self.T, "split": self.encoder is not None}
+             "sampler_sha256": file_sha256(self.model_path), "head": self.head, "stages": self.T, "split": self.encoder is not None}
         if self.head == "categorical":
             d["coupling"] = self.coupling
         return d
