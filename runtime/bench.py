@@ -17,7 +17,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from . import kernels
+from . import kernels, params
 from .classifier import OnnxClassifier, session_options
 from .engine import Explainer
 from .errors import InfolensError
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     try:
         from .catalog import DEFAULT_CLASSIFIER, shipped
 
-        clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "--model"), device=args.device)
+        clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device)
         sampler = load_sampler(args.sampler, K=args.K, device=args.device)
         ex = Explainer(clf, sampler, batch_size=args.batch_size)
         image = args.image or np.random.default_rng(0).integers(0, 256, (*clf.pre.size, 3), dtype=np.uint8)
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
             e2e.append(e.forwards / e.timing["total_s"])
             parts.append(e.timing)
     except InfolensError as err:
-        print(f"infolens.bench: error: {err}", file=sys.stderr)
+        print(f"infolens.bench: error: {params.with_flag(err)}", file=sys.stderr)
         return 2
     r, q = max(statistics.median(raw), statistics.median(raw_ours)), statistics.median(e2e)
     t = {k: statistics.median(p[k] for p in parts) for k in parts[0]}

@@ -23,11 +23,11 @@ def models_dir() -> str:
     return str(files("infolens.models"))
 
 
-def shipped(filename: str, flag: str) -> str:
-    """Path of a shipped model file; a one-line error naming the flag to use instead when it is missing."""
+def shipped(filename: str, param: str) -> str:
+    """Path of a shipped model file; a one-line error naming the parameter that passes another when it is missing."""
     path = os.path.join(models_dir(), filename)
     if not os.path.isfile(path):
-        raise InfolensError(f"shipped model {filename} not found in {models_dir()} (pass your own with {flag})")
+        raise InfolensError(f"shipped model {filename} not found in {models_dir()} (pass your own)", param)
     return path
 
 
@@ -59,11 +59,11 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def find_model(recorded: str, sha256: str | None, what: str, flag: str, near: str | None = None) -> str:
+def find_model(recorded: str, sha256: str | None, what: str, param: str, near: str | None = None) -> str:
     """The model file a saved explanation names: the first of its recorded path, a file of the same name in the
     folder `near` (the explanation's), and the shipped models whose sha256 is `sha256`.  An explanation without a
-    sha256 (schema 1) accepts its recorded path only.  `what` and `flag` name the model and the option that passes
-    it directly, for the error when none matches.
+    sha256 (schema 1) accepts its recorded path only.  `what` and `param` name the model and the parameter that
+    passes it directly, for the error when none matches.
     """
     name = os.path.basename(recorded)
     candidates = [recorded] + ([os.path.join(near, name)] if near else [])
@@ -71,11 +71,11 @@ def find_model(recorded: str, sha256: str | None, what: str, flag: str, near: st
         if os.path.isfile(recorded):
             return recorded
         raise InfolensError(f"{what} {recorded} not found, and the explanation records no sha256 to find it by "
-                            f"(pass it with {flag})")
+                            f"(pass it directly)", param)
     candidates += sorted(glob.glob(os.path.join(models_dir(), "*" + os.path.splitext(name)[1])))
     for path in candidates:
         if os.path.isfile(path) and file_sha256(path) == sha256:
             return path
     places = f"{recorded}, {os.path.join(near, name)} and the shipped models" if near else \
         f"{recorded} and the shipped models"
-    raise InfolensError(f"{what} {name} with sha256 {sha256[:12]}… is not at {places} (pass it with {flag})")
+    raise InfolensError(f"{what} {name} with sha256 {sha256[:12]}… is not at {places} (pass it directly)", param)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from . import params
 from .errors import InfolensError
 from .images import RESIZE_MODES, read_image, to_input_space
 
@@ -74,13 +75,13 @@ class OnnxClassifier:
         self.name = name or os.path.splitext(os.path.basename(self.model_path))[0]
         self.device = device
         self.session, self.batch_limit = _open_session(self.model_path, device)
-        inp = _pick(self.session.get_inputs(), input_name, "input", "--input-name")
-        out = _pick(self.session.get_outputs(), output_name, "output", "--output-name")
+        inp = _pick(self.session.get_inputs(), input_name, "input", "input_name")
+        out = _pick(self.session.get_outputs(), output_name, "output", "output_name")
         self.input_name = inp.name
         self.pre = _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize)
         self._lut, self._src = self.pre.lut(), self.pre.src()
         if output_kind not in ("auto", "probs", "logits"):
-            raise InfolensError(f"unknown output kind {output_kind!r}: choose auto, probs or logits (--output-kind)")
+            raise InfolensError(f"unknown output kind {output_kind!r}: choose auto, probs or logits", "output_kind")
         self.output = _Output(out.name, output_kind)
         self._probe(labels)
 
@@ -89,7 +90,7 @@ class OnnxClassifier:
         """Build from `model.onnx` and its card `model.json` (DESIGN §2); keyword overrides that are not None win."""
         model_path = os.fspath(model_path)
         if card_path is not None and not os.path.isfile(card_path):
-            raise InfolensError(f"model card not found: {card_path} (--card)")
+            raise InfolensError(f"model card not found: {card_path}", "card")
         card_path = card_path or os.path.splitext(model_path)[0] + ".json"
         card = {}
         if os.path.exists(card_path):
@@ -97,7 +98,7 @@ class OnnxClassifier:
                 with open(card_path) as f:
                     card = json.load(f)
             except (OSError, ValueError) as e:
-                raise InfolensError(f"cannot read model card {card_path}: {e}") from None
+                raise InfolensError(f"cannot read model card {card_path}: {e}", "card") from None
         inp, out = card.get("input", {}), card.get("output", {})
         kw = dict(layout=inp.get("layout"), size=inp.get("size"), channel_order=inp.get("channel_order"),
                   scale=inp.get("scale"), mean=inp.get("mean"), std=inp.get("std"), dtype=inp.get("dtype"),
@@ -174,7 +175,7 @@ class OnnxClassifier:
         y = y.reshape(y.shape[0], *[d for d in y.shape[1:] if d != 1]) if y.ndim > 2 else y
         if y.ndim != 2:
             raise InfolensError(f"model output {self.output.name!r} has shape {list(y.shape)}: no single class axis "
-                                f"(is this an image classifier? pick another output with --output-name)")
+                                f"(is this an image classifier? pick another output)", "output_name")
         return y
 
     @property
@@ -207,31 +208,31 @@ class OnnxClassifier:
             raise
         except Exception as e:  # onnxruntime raises its own types; make them one line
             raise InfolensError(f"model {self.model_path} failed on a {self.pre.layout} {self.pre.dtype} input of size "
-                                f"{list(self.pre.size)}: {_first_line(e)} (check --layout/--size)") from None
+                                f"{list(self.pre.size)}: {_first_line(e)} (check the layout and the size)",
+                                "size") from None
         self.output.n_classes = raw.shape[1]
         if self.output.n_classes < 2:
-            raise InfolensError(f"model output {self.output.name!r} has {raw.shape[1]} class: not a classifier "
-                                f"(--output-name)")
+            raise InfolensError(f"model output {self.output.name!r} has {raw.shape[1]} class: not a classifier",
+                                "output_name")
         if self.output.kind == "auto":
             is_probs = raw.min() >= 0 and np.allclose(raw.sum(axis=1), 1.0, atol=1e-3)
             self.output.kind = "probs" if is_probs else "logits"
         if labels is None:
             labels = _metadata_labels(self.session)
         if labels is not None and len(labels) != self.output.n_classes:
-            raise InfolensError(f"{len(labels)} labels given but the model has {self.output.n_classes} classes")
+            raise InfolensError(f"{len(labels)} labels given but the model has {self.output.n_classes} classes",
+                                "card")
         self.output.labels = [str(x) for x in labels] if labels is not None else [
             f"class {i}" for i in range(self.output.n_classes)]
 
 
 def _providers(device: str) -> list[str]:
-    if device == "cpu":
+    if params.check("device", device) == "cpu":
         return ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise InfolensError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
-                                "(install infolens[gpu] instead of infolens[cpu])")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise InfolensError(f"unknown device {device!r}: choose cpu or cuda (--device)")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise InfolensError("device cuda: this onnxruntime has no CUDAExecutionProvider "
+                            "(install infolens[gpu] instead of infolens[cpu])", "device")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def session_options() -> ort.SessionOptions:
@@ -254,12 +255,12 @@ def _open_session(path: str, device: str):
     only if a two-image batch then gives the same answers as two single-image calls.
     """
     if not os.path.isfile(path):
-        raise InfolensError(f"model file not found: {path} (--model)")
+        raise InfolensError(f"model file not found: {path}", "model")
     providers = _providers(device)
     try:
         session = ort.InferenceSession(path, session_options(), providers=providers)
     except Exception as e:
-        raise InfolensError(f"cannot load ONNX model {path}: {_first_line(e)}") from None
+        raise InfolensError(f"cannot load ONNX model {path}: {_first_line(e)}", "model") from None
     dim0 = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
     if not isinstance(dim0, int):
         return session, None
@@ -289,16 +290,16 @@ def _relax_batch(path, providers, fixed):
         return None
 
 
-def _pick(args, name, what, flag):
+def _pick(args, name, what, param):
     if name is None:
         if what == "input" and len(args) > 1:
             raise InfolensError(f"model has {len(args)} inputs ({', '.join(a.name for a in args)}); "
-                                f"infolens needs exactly one image input ({flag})")
+                                f"infolens needs exactly one image input", param)
         return args[0]
     for a in args:
         if a.name == name:
             return a
-    raise InfolensError(f"model has no {what} named {name!r}; it has {', '.join(a.name for a in args)} ({flag})")
+    raise InfolensError(f"model has no {what} named {name!r}; it has {', '.join(a.name for a in args)}", param)
 
 
 def _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize) -> Preprocessing:
@@ -309,46 +310,48 @@ def _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, d
     if layout is None:
         first, last = shape[1] in (1, 3), shape[3] in (1, 3)
         if first == last:
-            raise InfolensError(f"cannot infer the layout from input shape {shape}: pass --layout nchw|nhwc")
+            raise InfolensError(f"cannot infer the layout from input shape {shape}: give it (NCHW or NHWC)",
+                                "layout")
         layout = "NCHW" if first else "NHWC"
     layout = str(layout).upper()
     if layout not in ("NCHW", "NHWC"):
-        raise InfolensError(f"unknown layout {layout!r}: choose nchw or nhwc (--layout)")
+        raise InfolensError(f"unknown layout {layout!r}: choose nchw or nhwc", "layout")
     c_dim, hw = (shape[1], shape[2:4]) if layout == "NCHW" else (shape[3], shape[1:3])
     if isinstance(c_dim, int) and c_dim != 3:
         raise InfolensError(f"model input {inp.name!r} has {c_dim} channels in layout {layout}; infolens explains "
-                            f"3-channel colour models (wrong --layout?)")
+                            f"3-channel colour models (wrong layout?)", "layout")
     if size is None:
         if not all(isinstance(d, int) for d in hw):
-            raise InfolensError(f"input shape {shape} has no fixed height/width: pass --size H,W")
+            raise InfolensError(f"input shape {shape} has no fixed height/width: give the size H,W", "size")
         size = hw
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
-        raise InfolensError(f"bad input size {list(size)}: expected H,W (--size)")
+        raise InfolensError(f"bad input size {list(size)}: expected H,W", "size")
     if dtype is None:
         if inp.type not in _DTYPES:
-            raise InfolensError(f"model input type {inp.type} is not supported (float32 or uint8 inputs only)")
+            raise InfolensError(f"model input type {inp.type} is not supported (float32 or uint8 inputs only)",
+                                "model")
         dtype = _DTYPES[inp.type]
     channel_order = str(channel_order or "RGB").upper()
     if sorted(channel_order) != ["B", "G", "R"]:
-        raise InfolensError(f"bad channel order {channel_order!r}: choose rgb or bgr (--channel-order)")
-    mean = _triple(0.0 if mean is None else mean, "--mean")
-    std = _triple(1.0 if std is None else std, "--std")
+        raise InfolensError(f"bad channel order {channel_order!r}: choose rgb or bgr", "channel_order")
+    mean = _triple(0.0 if mean is None else mean, "mean")
+    std = _triple(1.0 if std is None else std, "std")
     if min(abs(s) for s in std) == 0:
-        raise InfolensError("std must not be 0 (--std)")
+        raise InfolensError("std must not be 0", "std")
     resize = resize or "shorter-side-crop"
     if resize not in RESIZE_MODES:
-        raise InfolensError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)} (--resize)")
+        raise InfolensError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}", "resize")
     return Preprocessing(layout, size, channel_order, float(1.0 if scale is None else scale), mean, std, dtype,
                          resize)
 
 
-def _triple(v, flag):
+def _triple(v, param):
     vals = [float(x) for x in (v if isinstance(v, (list, tuple, np.ndarray)) else [v] * 3)]
     if len(vals) == 1:
         vals *= 3
     if len(vals) != 3:
-        raise InfolensError(f"{flag} needs 1 or 3 values, got {len(vals)}")
+        raise InfolensError(f"{param} needs 1 or 3 values, got {len(vals)}", param)
     return tuple(vals)
 
 

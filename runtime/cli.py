@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from . import params
 from .errors import InfolensError
 
 EXPLAIN_HELP = """\
@@ -61,6 +62,10 @@ def _size(text: str) -> list[int]:
     return hw
 
 
+def _choices(param: str) -> tuple:
+    return params.PARAMS[param].choices
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .explanation import MAPS
     from .samplers import SAMPLERS
@@ -82,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler-model", metavar="PATH",
                    help="PatchSampler .onnx (either head, staged or not; or gaussian .npz) instead of the shipped "
                    "one for K")
-    g.add_argument("--coupling", choices=["pixel", "none"], default="pixel",
+    g.add_argument("--coupling", choices=_choices("coupling"), default="pixel",
                    help="categorical-head PatchSampler: a pixel's 3 channels share one random number (default pixel: "
                    "no colour speckle, same per-channel distributions) or not (none: the reference's independent "
                    "sampling); a logistic-mixture PatchSampler couples the channels itself and ignores this")
@@ -97,20 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     m = ex.add_argument_group("model (flags win over the model card)")
     m.add_argument("--model", metavar="M.onnx", help="classifier (default: shipped efficientnet_lite0.onnx)")
     m.add_argument("--card", metavar="M.json", help="model card (default: M.json beside M.onnx, if present)")
-    m.add_argument("--layout", type=str.upper, choices=["NCHW", "NHWC"], help="input layout (default: inferred)")
-    m.add_argument("--channel-order", type=str.upper, choices=["RGB", "BGR"], help="default RGB")
+    m.add_argument("--layout", type=str.upper, choices=_choices("layout"), help="input layout (default: inferred)")
+    m.add_argument("--channel-order", type=str.upper, choices=_choices("channel_order"), help="default RGB")
     m.add_argument("--scale", type=float, help="pixel multiplier before mean/std (e.g. 0.00392 for 1/255; default 1)")
     m.add_argument("--mean", type=_floats, help="per-channel mean after scaling, a,b,c (default 0)")
     m.add_argument("--std", type=_floats, help="per-channel std after scaling, a,b,c (default 1)")
     m.add_argument("--size", type=_size, help="input H,W (default: from the graph)")
     m.add_argument("--resize", choices=["shorter-side-crop", "stretch", "none"],
                    help="how images reach --size (default shorter-side-crop)")
-    m.add_argument("--output-kind", choices=["auto", "probs", "logits"], help="default auto (detected)")
+    m.add_argument("--output-kind", choices=_choices("output_kind"), help="default auto (detected)")
     m.add_argument("--input-name", help="graph input (default: the only one)")
     m.add_argument("--output-name", help="graph output with class scores (default: the first)")
     r = ex.add_argument_group("run")
     r.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
-    r.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="ONNX Runtime device (default cpu)")
+    r.add_argument("--device", choices=_choices("device"), default="cpu", help="ONNX Runtime device (default cpu)")
     r.add_argument("--out", default="out", help="output folder (default ./out)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace existing files in --out that an earlier infolens run did not write")
@@ -126,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     saved.add_argument("--sampler-model", metavar="PATH", help="PatchSampler for a patchsampler fill (default: the "
                        "explanation's, found like --model, else the shipped one for its K)")
     saved.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
-    saved.add_argument("--device", choices=["cpu", "cuda"], help="default: the explanation's")
+    saved.add_argument("--device", choices=_choices("device"), help="default: the explanation's")
     saved.add_argument("--seed", type=int, default=0, help="seed of the patchsampler fill (default 0)")
     for mode, what in (("deletion", "removes the highest-ranked pixels first: a faithful map makes p(class) fall "
                                     "fast (low AUC is good)"),
@@ -179,14 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("-S", type=int, default=16, help="stride (default 16)")
     su.add_argument("-N", type=int, default=8, help="in-fills per patch (default 8)")
     su.add_argument("--rise-masks", type=int, default=1000, help="RISE masks (default 1000)")
-    su.add_argument("--coupling", choices=["pixel", "none"], default="pixel",
+    su.add_argument("--coupling", choices=_choices("coupling"), default="pixel",
                     help="PatchSampler channel coupling (see infolens explain --help; default pixel)")
     su.add_argument("--fill", choices=["blur", "black", "mean", "patchsampler"], default="blur",
                     help="deletion/insertion fill (default blur)")
     su.add_argument("--steps", type=int, default=100, help="deletion/insertion steps (default 100)")
     su.add_argument("--seed", type=int, default=0)
     su.add_argument("--batch-size", type=int, default=64)
-    su.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    su.add_argument("--device", choices=_choices("device"), default="cpu")
     su.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     from .sanity import __doc__ as sanity_protocol
 
@@ -213,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="layers randomized per step after the first (default ceil((layers − 1) / 10))")
     sa.add_argument("--out", help="output folder (default out/sanity/<image stem>)")
     sa.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
-    sa.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="ONNX Runtime device (default cpu)")
+    sa.add_argument("--device", choices=_choices("device"), default="cpu", help="ONNX Runtime device (default cpu)")
     sa.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary on stderr")
     mo = sub.add_parser("models", help="list the shipped models and their cards",
                         description="List the shipped models (ONNX files with JSON cards) and their cards.")
@@ -232,7 +237,7 @@ def main(argv=None) -> int:
             return _models(args.full)
         return _eval(args) if args.command == "eval" else _explain(args)
     except InfolensError as e:
-        print(f"infolens: error: {e}", file=sys.stderr)
+        print(f"infolens: error: {params.with_flag(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infolens: interrupted", file=sys.stderr)
@@ -246,7 +251,7 @@ def _classifier(args):
     from .classifier import OnnxClassifier
     from .catalog import DEFAULT_CLASSIFIER, shipped
 
-    model = args.model or shipped(DEFAULT_CLASSIFIER, "--model")
+    model = args.model or shipped(DEFAULT_CLASSIFIER, "model")
     return OnnxClassifier.from_card(
         model, args.card, layout=args.layout, size=args.size, channel_order=args.channel_order, scale=args.scale,
         mean=args.mean, std=args.std, resize=args.resize, output_kind=args.output_kind, input_name=args.input_name,
@@ -279,10 +284,10 @@ def _explain(args) -> int:
                                   method=args.method)
             clash = [p for p in e.outputs(args.out, stem).values() if os.path.abspath(p) in inputs]
             if clash:
-                raise InfolensError(f"output {clash[0]} would overwrite an input image (choose another --out)")
+                raise InfolensError(f"output {clash[0]} would overwrite an input image", "out")
             files = e.save(args.out, stem, overwrite=args.overwrite, render=not args.no_png)
         except InfolensError as err:
-            print(f"infolens: error: {path}: {err}", file=sys.stderr)
+            print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
             failed += 1
             continue
         if not args.quiet:
@@ -303,7 +308,7 @@ def _eval(args) -> int:
         return _suite(args)
 
     if args.json and os.path.exists(args.json) and os.path.abspath(args.json) == os.path.abspath(args.explanation):
-        raise InfolensError("--json would overwrite the explanation itself")
+        raise InfolensError("the record would overwrite the explanation itself", "json")
     result = evaluate(args.explanation, args.eval_command, args.map, args.cls, args.fill, args.steps,
                       args.batch_size, args.seed, args.sampler_model, args.device, args.model)
     print(f"AUC {result['auc']:.6f}")
@@ -327,11 +332,11 @@ def _suite(args) -> int:
         parse_sampler(s)
     maps = [m for m in args.maps.split(",") if m]
     if not maps or set(maps) - {"pmi", "ig"}:
-        raise InfolensError(f"bad --maps {args.maps!r}: choose pmi, ig or pmi,ig")
+        raise InfolensError(f"bad maps {args.maps!r}: choose pmi, ig or pmi,ig", "maps")
     for m in methods:
         if m not in METHOD_DEFAULTS:
-            raise InfolensError(f"unknown method {m!r} in --methods: choose from {', '.join(METHOD_DEFAULTS)}")
-    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "--model"), device=args.device)
+            raise InfolensError(f"unknown method {m!r}: choose from {', '.join(METHOD_DEFAULTS)}", "methods")
+    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device)
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     rows = run_suite(clf, args.images, args.out, samplers, methods, args.K, args.S, args.N, args.rise_masks,
                      args.fill, args.steps, args.seed, args.batch_size, not args.quiet, command, args.coupling,
@@ -363,7 +368,7 @@ def _sanity(args) -> int:
     from .samplers import load_sampler
     from .sanity import cascade, save, table_lines
 
-    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "--model"), args.card,
+    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), args.card,
                                    resize=args.resize, device=args.device)
     sampler = None if args.method == "rise" else load_sampler(args.sampler, K=args.K, model=args.sampler_model,
                                                              device=args.device)

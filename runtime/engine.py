@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import kernels, measures
+from . import kernels, measures, params
 from .classifier import OnnxClassifier
 from .errors import InfolensError
 from .explanation import Explanation
@@ -51,19 +51,21 @@ def resolve_classes(classes, probs: np.ndarray) -> np.ndarray:
     if isinstance(classes, str) and classes.lower().startswith("top"):
         k = classes[3:] or "1"
         if not k.isdigit() or int(k) < 1:
-            raise InfolensError(f"bad class selection {classes!r}: use topK (e.g. top3) or indices like 285,281 (--classes)")
+            raise InfolensError(f"bad class selection {classes!r}: use topK (e.g. top3) or indices like 285,281",
+                                "classes")
         return np.argsort(-probs, kind="stable")[: min(int(k), Y)].astype(np.int64)
     if isinstance(classes, str):
         try:
             classes = [int(c) for c in classes.split(",") if c.strip()]
         except ValueError:
-            raise InfolensError(f"bad class selection {classes!r}: use topK or comma-separated indices (--classes)") from None
+            raise InfolensError(f"bad class selection {classes!r}: use topK or comma-separated indices",
+                                "classes") from None
     idx = np.atleast_1d(np.asarray(classes, dtype=np.int64))
     if idx.size == 0:
-        raise InfolensError("no classes selected (--classes)")
+        raise InfolensError("no classes selected", "classes")
     bad = idx[(idx < 0) | (idx >= Y)]
     if bad.size:
-        raise InfolensError(f"class {bad[0]} out of range: the model has {Y} classes, 0..{Y - 1} (--classes)")
+        raise InfolensError(f"class {bad[0]} out of range: the model has {Y} classes, 0..{Y - 1}", "classes")
     return idx
 
 
@@ -81,8 +83,7 @@ class Explainer:
 
     def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
                  progress: bool = False, rise_grid: int = 7, rise_p: float = 0.5):
-        if batch_size < 1:
-            raise InfolensError(f"batch size must be ≥ 1, got {batch_size} (--batch-size)")
+        params.check("batch_size", batch_size)
         self.classifier = classifier
         self._sampler = sampler
         self.batch_size = batch_size
@@ -110,7 +111,7 @@ class Explainer:
         Returns an Explanation; probs float64 [Y].
         """
         if method not in METHODS:
-            raise InfolensError(f"unknown method {method!r}: choose one of {', '.join(METHODS)} (--method)")
+            raise InfolensError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}", "method")
         t_start = time.perf_counter()
         clf = self.classifier
         if isinstance(image, (str, os.PathLike)):
@@ -164,8 +165,8 @@ class Explainer:
         image·M_i (removed pixels go black).  Grid and shift come from the Philox stream (seed, i), so the
         result does not depend on the batch size.
         """
-        if grid < 1 or not 0 < p_keep <= 1:
-            raise InfolensError(f"RISE needs grid ≥ 1 and 0 < p ≤ 1, got {grid} and {p_keep} (--rise-grid/--rise-p)")
+        params.check("rise_grid", grid)
+        params.check("rise_p", p_keep)
         H, W = image.shape[:2]
         ch, cw = -(-H // grid), -(-W // grid)
         sal = np.zeros((len(classes), H * W))
@@ -244,17 +245,15 @@ class Explainer:
 
 
 def _check_params(K, S, N, seed, H, W):
+    params.check("K", K)
     if K > min(H, W):
-        raise InfolensError(f"patch size K={K} is larger than the {H}x{W} input image (-K)")
-    if not isinstance(S, (int, np.integer)) or S < 1:
-        raise InfolensError(f"stride must be a positive integer, got {S} (-S)")
+        raise InfolensError(f"patch size K={K} is larger than the {H}x{W} input image", "K")
+    params.check("stride", S)
     if S > K:
-        raise InfolensError(f"stride S={S} is larger than the patch size K={K}: pixels between patches would get "
-                            f"no value; use -S {K} or less")
-    if not isinstance(N, (int, np.integer)) or N < 1:
-        raise InfolensError(f"samples must be a positive integer, got {N} (-N)")
-    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise InfolensError(f"seed must be an integer in [0, 2^64), got {seed} (--seed)")
+        raise InfolensError(f"stride {S} is larger than the patch size K={K}: pixels between patches would get "
+                            f"no value; use a stride of {K} or less", "stride")
+    params.check("samples", N)
+    params.check("seed", seed)
 
 
 def _rise_mask(rng: np.random.Generator, grid: int, p_keep: float, H: int, W: int, ch: int, cw: int) -> np.ndarray:

@@ -47,7 +47,7 @@ def fill_image(image: np.ndarray, fill: str, K: int = 8, seed: int = 0, sampler_
         for y, x, t in zip(ys, xs, tiles):
             out[y:y + sampler.K, x:x + sampler.K] = t
         return out
-    raise InfolensError(f"unknown fill {fill!r}: choose one of {', '.join(FILLS)} (--fill)")
+    raise InfolensError(f"unknown fill {fill!r}: choose one of {', '.join(FILLS)}", "fill")
 
 
 def pixel_order(values: np.ndarray) -> np.ndarray:
@@ -94,7 +94,7 @@ def replace_progressively(classifier: OnnxClassifier, start: np.ndarray, target:
 
 def _check_steps(steps):
     if steps < 1:
-        raise InfolensError(f"steps must be ≥ 1, got {steps} (--steps)")
+        raise InfolensError(f"steps must be ≥ 1, got {steps}", "steps")
 
 
 def _recorded(explanation: str | Explanation) -> tuple[Explanation, str | None]:
@@ -106,7 +106,7 @@ def _recorded(explanation: str | Explanation) -> tuple[Explanation, str | None]:
 
 def _classifier(e: Explanation, near: str | None, model: str | None, device: str | None) -> OnnxClassifier:
     """The classifier the explanation recorded: `model` if given, else found by its path or sha256 (catalog)."""
-    path = model or find_model(e.model["model"], e.model.get("sha256"), "classifier", "--model", near)
+    path = model or find_model(e.model["model"], e.model.get("sha256"), "classifier", "model", near)
     return OnnxClassifier.from_description(e.model, device, path)
 
 
@@ -116,7 +116,7 @@ def _fill_for(e: Explanation, near: str | None, fill: str, seed: int, sampler_mo
     K = int(e.params.get("K", 8))
     if fill == "patchsampler" and sampler_model is None and e.params.get("sampler") == "patchsampler":
         sampler_model = find_model(e.params["sampler_model"], e.params.get("sampler_sha256"), "PatchSampler",
-                                   "--sampler-model", near)
+                                   "sampler_model", near)
     return fill_image(e.image, fill, K, seed, sampler_model, device)
 
 
@@ -138,7 +138,7 @@ def evaluate(explanation: str | Explanation, mode: str = "deletion", map_name: s
     values = e.map_for(map_name, cls)
     clf = _classifier(e, near, model, device)
     if not 0 <= cls < clf.n_classes:
-        raise InfolensError(f"class {cls} out of range: the model has {clf.n_classes} classes (--class)")
+        raise InfolensError(f"class {cls} out of range: the model has {clf.n_classes} classes", "cls")
     replacement = _fill_for(e, near, fill, seed, sampler_model, clf.device)
     fractions, values_curve = curve(clf, e.image, replacement, values, cls, steps, mode, batch_size)
     return {"mode": mode, "auc": auc(fractions, values_curve), "curve": values_curve.tolist(),

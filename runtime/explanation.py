@@ -65,14 +65,14 @@ class Explanation:
     def map_for(self, name: str, cls: int) -> np.ndarray:
         """The [H, W] map `name` for class `cls` (class-independent maps ignore cls)."""
         if name not in self.maps:
-            raise InfolensError(f"the explanation has no {name!r} map; it has {', '.join(self.maps)} (--map)")
+            raise InfolensError(f"the explanation has no {name!r} map; it has {', '.join(self.maps)}", "map")
         m = self.maps[name]
         if m.ndim == 2:
             return m
         where = np.flatnonzero(self.classes == cls)
         if not where.size:
             raise InfolensError(f"the explanation has {name} maps for classes {', '.join(map(str, self.classes))}, "
-                                f"not {cls} (--class, or explain with --classes {cls})")
+                                f"not {cls} (or explain with classes {cls})", "cls")
         return m[where[0]]
 
     def summary(self) -> dict:
@@ -119,7 +119,8 @@ class Explanation:
         if not overwrite and not _ours(files["json"]):
             taken = [p for p in files.values() if os.path.exists(p)]
             if taken:
-                raise InfolensError(f"{taken[0]} exists and was not written by infolens (--overwrite to replace it)")
+                raise InfolensError(f"{taken[0]} exists and was not written by infolens (overwrite to replace it)",
+                                    "overwrite")
         os.makedirs(out_dir, exist_ok=True)
         np.savez_compressed(files["npz"], image=self.image, probs=self.probs, classes=self.classes,
                             **{k: v.astype(np.float32) for k, v in self.maps.items()})

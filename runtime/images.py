@@ -45,11 +45,11 @@ def to_input_space(image: np.ndarray, size: tuple[int, int], resize: str) -> np.
     if (h, w) == (H, W):
         return image
     if resize == "none":
-        raise InfolensError(f"image is {h}x{w} but the model takes {H}x{W} and resize is 'none' (--resize)")
+        raise InfolensError(f"image is {h}x{w} but the model takes {H}x{W} and resize is 'none'", "resize")
     if resize == "stretch":
         return _resize(image, W, H)
     if resize != "shorter-side-crop":
-        raise InfolensError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)} (--resize)")
+        raise InfolensError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}", "resize")
     s = max(H / h, W / w)
     nh, nw = max(H, round(h * s)), max(W, round(w * s))
     scaled = _resize(image, nw, nh)

@@ -108,7 +108,7 @@ def schedule(n_layers: int, every: int | None = None) -> list[int]:
         raise InfolensError("the model has no float weight initializers to randomize")
     every = default_every(n_layers) if every is None else every
     if not isinstance(every, (int, np.integer)) or every < 1:
-        raise InfolensError(f"steps-every must be a positive integer, got {every} (--steps-every)")
+        raise InfolensError(f"steps-every must be a positive integer, got {every}", "steps_every")
     return sorted({*range(1, n_layers, every), n_layers})
 
 

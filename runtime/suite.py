@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from . import params
 from .engine import Explainer
 from .errors import InfolensError
 from .evaluate import auc, curve, fill_image, pyplot
@@ -31,10 +32,10 @@ def parse_sampler(spec: str) -> tuple[str, str, str | None]:
     (label, sampler name, model path or None); the label of `NAME=MODEL` is the model file's stem."""
     name, _, model = spec.partition("=")
     if name not in SAMPLERS:
-        raise InfolensError(f"unknown sampler {name!r} in --samplers: choose from {', '.join(SAMPLERS)} "
-                            "(optionally NAME=MODEL_FILE)")
+        raise InfolensError(f"unknown sampler {name!r}: choose from {', '.join(SAMPLERS)} "
+                            "(optionally NAME=MODEL_FILE)", "samplers")
     if model and not os.path.isfile(model):
-        raise InfolensError(f"sampler model not found: {model} (--samplers {spec})")
+        raise InfolensError(f"sampler model not found: {model} (in {spec})", "samplers")
     return (os.path.splitext(os.path.basename(model))[0] if model else name), name, model or None
 
 
@@ -59,7 +60,7 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
     runs += [(m, METHOD_SAMPLER[m] or "-", METHOD_SAMPLER[m], None) for m in methods]
     rows = _read_csv(csv_path) if os.path.exists(csv_path) else []
     if rows and not resume:
-        raise InfolensError(f"{csv_path} exists: pass --resume to continue it, or choose another --out")
+        raise InfolensError(f"{csv_path} exists: resume it, or choose another output folder", "resume")
     if not rows:
         _write_csv([], csv_path)
     have = {(r["image"], r["map"], r["sampler"]) for r in rows}
@@ -94,7 +95,7 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
                         example_maps[f"{name} / {label}"] = (values, MAPS[name][1])
                         example_image = (path, e.image)
         except InfolensError as err:
-            print(f"infolens: error: {path}: {err}", file=sys.stderr)
+            print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
             continue
         rows += new
         _write_csv(new, csv_path, append=True)
@@ -149,7 +150,8 @@ def _read_csv(path):
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
             if set(FIELDS) - set(r):
-                raise InfolensError(f"{path} is not a suite.csv of this version: choose another --out")
+                raise InfolensError(f"{path} is not a suite.csv of this version: choose another output folder",
+                                    "out")
             r.update({k: float(r[k]) for k in FLOAT_FIELDS})
             r.update({k: int(r[k]) for k in INT_FIELDS})
             r["deletion_curve"] = np.array([float(v) for v in r["deletion_curve"].split()])

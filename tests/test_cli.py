@@ -125,7 +125,7 @@ def test_bad_model_one_line_exit_2(tmp_path, image_file, kind, expect):
 
 
 @pytest.mark.parametrize("flags,expect", [
-    (["-K", "0"], "-K"), (["-K", "40"], "larger than"), (["-S", "0"], "-S"), (["-S", "5"], "-S 4"), (["-N", "0"], "-N"),
+    (["-K", "0"], "-K"), (["-K", "40"], "larger than"), (["-S", "0"], "-S"), (["-S", "5"], "stride of 4 or less (-S)"), (["-N", "0"], "-N"),
     (["--classes", "5"], "out of range"), (["--classes", "-1"], "out of range"), (["--classes", "topx"], "--classes"),
     (["--batch-size", "0"], "--batch-size"), (["-K", "abc"], "-K"), (["--sampler", "magic"], "--sampler"),
     (["--mean", "1,2"], "--mean"), (["--card", "nope.json"], "--card"), (["--layout", "nchw", "--size", "20,20"], "--size")])

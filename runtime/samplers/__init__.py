@@ -18,6 +18,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .. import params
 from ..catalog import models_dir, shipped
 from ..errors import InfolensError
 
@@ -63,21 +64,20 @@ def load_sampler(name: str = "patchsampler", K: int = 8, model: str | None = Non
     distributions are the same.  A logistic-mixture PatchSampler couples the channels through its own model
     (α, β, γ), so `coupling` does not change its draws.
     """
-    if not isinstance(K, (int, np.integer)) or K < 1:
-        raise InfolensError(f"patch size K must be a positive integer, got {K} (-K)")
+    params.check("K", K)
     if name == "patchsampler":
-        s = PatchSampler(model or shipped(f"patchsampler_k{K}.onnx", "--sampler-model"), device, coupling)
+        s = PatchSampler(model or shipped(f"patchsampler_k{K}.onnx", "sampler_model"), device, coupling)
         if s.K != K and model is None:
-            raise InfolensError(f"shipped PatchSampler for K={K} has K={s.K}")
+            raise InfolensError(f"shipped PatchSampler for K={K} has K={s.K}", "K")
         return s
     if name == "gaussian":
         path = model or os.path.join(models_dir(), f"gaussian_k{K}.npz")
         if model and not os.path.isfile(model):
-            raise InfolensError(f"Gaussian fit not found: {model} (--sampler-model)")
+            raise InfolensError(f"Gaussian fit not found: {model}", "sampler_model")
         return GaussianSampler.load(path) if os.path.isfile(path) else GaussianSampler(K)
     if name in HeuristicSampler.NAMES:
         return HeuristicSampler(name, K)
-    raise InfolensError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)} (--sampler)")
+    raise InfolensError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}", "sampler")
 
 
 __all__ = ["SAMPLERS", "COUPLINGS", "Sampler", "windows", "pad", "load_sampler", "PatchSampler", "GaussianSampler",

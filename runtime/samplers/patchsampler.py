@@ -68,9 +68,9 @@ class PatchSampler:
 
         self.model_path = os.fspath(model_path)
         if not os.path.isfile(self.model_path):
-            raise InfolensError(f"PatchSampler model not found: {self.model_path} (--sampler-model)")
+            raise InfolensError(f"PatchSampler model not found: {self.model_path}", "sampler_model")
         if coupling not in COUPLINGS:
-            raise InfolensError(f"unknown coupling {coupling!r}: choose {' or '.join(COUPLINGS)} (--coupling)")
+            raise InfolensError(f"unknown coupling {coupling!r}: choose {' or '.join(COUPLINGS)}", "coupling")
         self.coupling = coupling
         providers = _providers(device)
 
@@ -80,8 +80,8 @@ class PatchSampler:
         try:
             self.session = open_session(self.model_path)
         except Exception as e:
-            raise InfolensError(f"cannot load PatchSampler {self.model_path}: {str(e).splitlines()[0]} "
-                                f"(--sampler-model)") from None
+            raise InfolensError(f"cannot load PatchSampler {self.model_path}: {str(e).splitlines()[0]}",
+                                "sampler_model") from None
         self._read_interface()
         self._split(open_session)
         q = self.stages.ravel()
@@ -91,7 +91,7 @@ class PatchSampler:
     # -- interface ------------------------------------------------------------------------------------------------
 
     def _bad(self, reason: str) -> InfolensError:
-        return InfolensError(f"{self.model_path} is not a PatchSampler: {reason} (--sampler-model)")
+        return InfolensError(f"{self.model_path} is not a PatchSampler: {reason}", "sampler_model")
 
     def _read_interface(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -311,8 +311,8 @@ class PatchSampler:
         except InfolensError:
             raise
         except ValueError as e:  # a kernel's check: the model produced unusable parameters
-            raise InfolensError(f"PatchSampler {self.model_path} produced invalid parameters: {e} "
-                                f"(--sampler-model)") from None
+            raise InfolensError(f"PatchSampler {self.model_path} produced invalid parameters: {e}",
+                                "sampler_model") from None
         return fills.reshape(P, n, K, K, 3)
 
     # -- scoring --------------------------------------------------------------------------------------------------

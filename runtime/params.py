@@ -1,0 +1,120 @@
+"""The parameters users set, declared once: their constraints (type, range, choices) and their command-line flags.
+
+The library validates with `check` and raises `InfolensError(reason, param)` with the parameter's API name; only a
+front end names its own spelling of it: the CLI appends `flag(param)`, a server would name the request field.  The
+same constraint gives the same message from every front end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InfolensError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: `flag` is its command-line spelling; `kind` int, float or str; `low`/`high` inclusive bounds;
+    `choices` the allowed values.  Parameters with only a flag (files, free-form text) are checked where they are
+    read, but still name their flag through this table."""
+
+    flag: str
+    kind: type | None = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+    meaning: str = ""
+    low_open: bool = False  # low itself is excluded
+
+    def constraint(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        what = {int: "an integer", float: "a number"}.get(self.kind, "a value")
+        if self.low is not None and self.high is not None:
+            return f"{what} in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}]"
+        if self.low is not None:
+            return f"{what} ≥ {_num(self.low)}"
+        return what
+
+
+def _num(v: float) -> str:
+    return "2^64 − 1" if v == 2**64 - 1 else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+PARAMS: dict[str, Param] = {
+    # the explanation
+    "method": Param("--method", str, meaning="attribution method"),
+    "K": Param("-K", int, low=1, meaning="patch size in pixels"),
+    "stride": Param("-S", int, low=1, meaning="patch stride in pixels"),
+    "samples": Param("-N", int, low=1, meaning="in-fills per patch (RISE: masks)"),
+    "classes": Param("--classes", meaning="classes that get a map: topK or indices"),
+    "seed": Param("--seed", int, low=0, high=2**64 - 1, meaning="random seed"),
+    "batch_size": Param("--batch-size", int, low=1, meaning="classifier images per call"),
+    "sampler": Param("--sampler", str, meaning="how a patch is marginalized"),
+    "sampler_model": Param("--sampler-model", meaning="PatchSampler .onnx or Gaussian .npz file"),
+    "coupling": Param("--coupling", str, choices=("pixel", "none"), meaning="categorical head: channel coupling"),
+    "rise_grid": Param("--rise-grid", int, low=1, meaning="RISE mask grid s×s"),
+    "rise_p": Param("--rise-p", float, low=0.0, high=1.0, low_open=True, meaning="RISE probability of keeping a cell"),
+    "device": Param("--device", str, choices=("cpu", "cuda"), meaning="ONNX Runtime device"),
+    # the classifier and its preprocessing
+    "model": Param("--model", meaning="classifier .onnx file"),
+    "card": Param("--card", meaning="model card .json file"),
+    "layout": Param("--layout", str, choices=("NCHW", "NHWC"), meaning="input layout"),
+    "size": Param("--size", meaning="input height and width"),
+    "channel_order": Param("--channel-order", str, choices=("RGB", "BGR"), meaning="input channel order"),
+    "scale": Param("--scale", float, meaning="pixel multiplier before mean/std"),
+    "mean": Param("--mean", meaning="per-channel mean after scaling"),
+    "std": Param("--std", meaning="per-channel std after scaling"),
+    "resize": Param("--resize", str, meaning="how images reach the input size"),
+    "output_kind": Param("--output-kind", str, choices=("auto", "probs", "logits"), meaning="class scores kind"),
+    "input_name": Param("--input-name", meaning="graph input"),
+    "output_name": Param("--output-name", meaning="graph output with the class scores"),
+    # files and evaluation
+    "out": Param("--out", meaning="output folder"),
+    "overwrite": Param("--overwrite", meaning="replace files infolens did not write"),
+    "map": Param("--map", meaning="which map orders the pixels"),
+    "cls": Param("--class", meaning="class whose probability is tracked"),
+    "fill": Param("--fill", str, meaning="what replaces removed pixels"),
+    "steps": Param("--steps", int, low=1, meaning="deletion/insertion steps"),
+    "steps_every": Param("--steps-every", int, low=1, meaning="layers randomized per sanity step"),
+    "samplers": Param("--samplers", meaning="suite samplers"),
+    "methods": Param("--methods", meaning="suite comparison methods"),
+    "maps": Param("--maps", meaning="suite maps"),
+    "json": Param("--json", meaning="where the evaluation record goes"),
+    "resume": Param("--resume", meaning="continue a suite"),
+}
+
+
+def check(name: str, value):
+    """`value` if it meets `name`'s constraint, else InfolensError(f"{name} must be …, got …", name).  Integers
+    accept numpy integers (not bool), numbers accept ints."""
+    p = PARAMS[name]
+    ok = True
+    if p.choices is not None:
+        ok = value in p.choices
+    elif p.kind is int:
+        ok = _is_int(value)
+    elif p.kind is float:
+        ok = _is_int(value) or isinstance(value, (float, np.floating))
+    if ok and p.choices is None and p.low is not None:
+        ok = (value > p.low if p.low_open else value >= p.low) and (p.high is None or value <= p.high)
+    if not ok:
+        raise InfolensError(f"{name} must be {p.constraint()}, got {value!r}", name)
+    return value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def flag(name: str | None) -> str | None:
+    """The command-line flag of a parameter (None when there is none)."""
+    p = PARAMS.get(name) if name else None
+    return p.flag if p else None
+
+
+def with_flag(err: InfolensError) -> str:
+    """The CLI's one line for an error: the reason, then the flag that fixes it in parentheses."""
+    f = flag(err.param)
+    return f"{err} ({f})" if f else str(err)
