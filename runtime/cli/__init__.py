@@ -1,0 +1,44 @@
+"""The `infolens` command: one module per command (explain, eval …, models), shared options in `options`."""
+from __future__ import annotations
+
+import sys
+
+from .. import params
+from ..errors import InfolensError
+from . import evaluate, explain, models, sanity, suite
+from .options import Parser
+
+
+def build_parser() -> Parser:
+    top = Parser(prog="infolens", description="Information-theoretic explanations (PMI, IG in bits) for any ONNX "
+                 "image classifier, on ONNX Runtime.")
+    top.add_argument("--version", action="version", version="infolens 0.1.0")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
+    explain.register(sub)
+    ev = sub.add_parser("eval", help="faithfulness of saved explanations (deletion / insertion AUC)",
+                        description="Check a saved explanation against the model it explains.")
+    evsub = ev.add_subparsers(dest="eval_command", required=True, parser_class=Parser)
+    evaluate.register(evsub)
+    suite.register(evsub)
+    sanity.register(evsub)
+    models.register(sub)
+    return top
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import cv2
+
+    # OpenCV logs a WARN line per broken image file besides failing; our one-line error says it better.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return args.run(args)
+    except InfolensError as e:
+        print(f"infolens: error: {params.with_flag(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("infolens: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `infolens models | head`
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,54 @@
+"""`infolens models`: the shipped models and their cards."""
+from __future__ import annotations
+
+import json
+import os
+
+
+def register(sub) -> None:
+    mo = sub.add_parser("models", help="list the shipped models and their cards",
+                        description="List the shipped models (ONNX files with JSON cards) and their cards.")
+    mo.set_defaults(run=lambda args: run(args.full))
+    mo.add_argument("--full", action="store_true", help="print every card in full (JSON)")
+
+
+def run(full: bool) -> int:
+    from ..catalog import list_cards, models_dir
+
+    cards = list_cards()
+    if not cards:
+        print(f"no shipped models in {models_dir()}")
+        return 0
+    for path, card in cards:
+        print(f"{os.path.basename(path)}  {os.path.getsize(path) / 1e6:.1f} MB  {card.get('task', '(no card)')}")
+        if full:
+            print("  " + json.dumps(card, indent=2).replace("\n", "\n  "))
+            continue
+        for line in _card_lines(card):
+            print("  " + line)
+    print(f"({models_dir()}; `infolens models --full` prints the whole cards)")
+    return 0
+
+
+def _card_lines(card: dict) -> list[str]:
+    lines = []
+    if "input" in card and isinstance(card["input"], dict):
+        i = card["input"]
+        lines.append(f"input   {i.get('layout')} {'x'.join(map(str, i.get('size', [])))} {i.get('channel_order')} "
+                     f"{i.get('dtype')}: (pixel*{i.get('scale')} - {i.get('mean')}) / {i.get('std')}, "
+                     f"resize {i.get('resize')}")
+    if "labels" in card:
+        kind = card.get("output", {}).get("kind", "auto")
+        lines.append(f"output  {kind}, {len(card['labels'])} labels ({', '.join(card['labels'][:3])}, …)")
+    if "K" in card:
+        nll = card.get("nll_bits_per_subpixel", {})
+        head = card.get("head", "categorical")  # the first cards predate the key
+        shape = f"M={card.get('M')} T={card.get('T')}" if head == "logistic_mixture" else f"width {card.get('width')}"
+        lines.append(f"K={card['K']} {head} head, {shape}; held-out NLL {nll.get('patchsampler')} bits/sub-pixel "
+                     f"(uniform {nll.get('uniform')}); {card.get('cost_ms_per_position')} ms per position")
+    source = card.get("source") if isinstance(card.get("source"), dict) else {}
+    command = source.get("command") or card.get("command")
+    if command:
+        lines.append(f"made by {command}  [{source.get('licence') or card.get('licence')}]")
+    return lines
+

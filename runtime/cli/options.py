@@ -1,0 +1,99 @@
+"""What several commands share: the one-line-error parser, value types, and each common option declared once (the
+commands call these with their own defaults)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import params
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def choices(param: str) -> tuple:
+    return params.PARAMS[param].choices
+
+
+def floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def size(text: str) -> list[int]:
+    try:
+        hw = [int(v) for v in text.split(",")]
+    except ValueError:
+        hw = []
+    if len(hw) != 2:
+        raise argparse.ArgumentTypeError(f"expected H,W, got {text!r}")
+    return hw
+
+
+METHODS = ["pmi", "ig", "occlusion", "pda", "rise"]
+FILLS = ["blur", "black", "mean", "patchsampler"]
+RESIZES = ["shorter-side-crop", "stretch", "none"]
+
+
+def add_grid(p, K: int, N: int, N_help: str = "") -> None:
+    """-K, -S, -N."""
+    p.add_argument("-K", type=int, default=K, help=f"patch size in pixels (default {K})")
+    p.add_argument("-S", type=int, default=None, help="stride in pixels (default K: non-overlapping patches)")
+    p.add_argument("-N", type=int, default=N, help=N_help or f"in-fills per patch (default {N})")
+
+
+def add_method(p, help: str) -> None:
+    p.add_argument("--method", default="pmi", choices=METHODS, help=help)
+
+
+def add_sampler(p, default: str | None, help: str) -> None:
+    """--sampler and --sampler-model."""
+    from ..samplers import SAMPLERS
+
+    p.add_argument("--sampler", choices=SAMPLERS, default=default, help=help)
+    p.add_argument("--sampler-model", metavar="PATH", help="PatchSampler .onnx (either head, staged or not; or "
+                   "gaussian .npz) instead of the shipped one for K")
+
+
+def add_coupling(p) -> None:
+    p.add_argument("--coupling", choices=choices("coupling"), default="pixel",
+                   help="categorical-head PatchSampler: a pixel's 3 channels share one random number (default pixel: "
+                   "no colour speckle, same per-channel distributions) or not (none: the reference's independent "
+                   "sampling); a logistic-mixture PatchSampler couples the channels itself and ignores this")
+
+
+def add_model(p, card: bool = True) -> None:
+    """--model (and --card)."""
+    p.add_argument("--model", metavar="M.onnx", help="classifier (default: shipped efficientnet_lite0.onnx; its card "
+                   "gives the preprocessing)")
+    if card:
+        p.add_argument("--card", metavar="M.json", help="model card (default: M.json beside M.onnx, if present)")
+
+
+def add_resize(p, help: str) -> None:
+    p.add_argument("--resize", choices=RESIZES, help=help)
+
+
+def add_run(p, device: str | None = "cpu", seed_help: str = "random seed; same seed, same maps") -> None:
+    """--batch-size, --device, --seed."""
+    p.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
+    p.add_argument("--device", choices=choices("device"), default=device,
+                   help=f"ONNX Runtime device (default {device or 'the explanation’s'})")
+    p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
+
+
+def add_fill(p, default: str) -> None:
+    p.add_argument("--fill", choices=FILLS, default=default, help=f"what replaces removed pixels (default {default})")
+
+
+def add_steps(p, default: int, help: str = "number of steps") -> None:
+    p.add_argument("--steps", type=int, default=default, help=f"{help} (default {default})")
+
+
+def add_quiet(p, help: str = "no progress bar") -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help=help)

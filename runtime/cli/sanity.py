@@ -1,0 +1,53 @@
+"""`infolens eval sanity IMAGE`: cascading weight randomization (Adebayo et al.), map correlations per step."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import options
+
+
+def register(evsub) -> None:
+    from ..sanity import __doc__ as sanity_protocol
+
+    sa = evsub.add_parser("sanity", help="cascading weight randomization (Adebayo et al.): map correlations",
+                          description=sanity_protocol,
+                          epilog="outputs in --out: sanity.json, sanity_correlation.png, sanity_maps.png; "
+                          "a table (step, layers, correlations, top class) on stdout",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    sa.set_defaults(run=run)
+    sa.add_argument("image", metavar="IMAGE", help="image file (anything OpenCV decodes)")
+    options.add_model(sa)
+    options.add_resize(sa, "how the image reaches the input size (default: the card's, else shorter-side-crop)")
+    options.add_method(sa, "maps to check (default pmi: the PMI map of the original top class and the IG map)")
+    options.add_sampler(sa, "gray", "how a patch is marginalized (default gray: cheap, the explanation reruns every "
+                        "step)")
+    options.add_grid(sa, K=16, N=2, N_help="in-fills per patch (default 2; gray is deterministic: 1 used)")
+    sa.add_argument("--steps-every", type=int, metavar="N",
+                    help="layers randomized per step after the first (default ceil((layers − 1) / 10))")
+    sa.add_argument("--out", help="output folder (default out/sanity/<image stem>)")
+    options.add_run(sa, seed_help="seed of the explainer and of the random weights")
+    options.add_quiet(sa, "no progress bar, no summary on stderr")
+
+
+def run(args) -> int:
+    from ..catalog import DEFAULT_CLASSIFIER, shipped
+    from ..classifier import OnnxClassifier
+    from ..samplers import load_sampler
+    from ..sanity import cascade, save, table_lines
+
+    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), args.card,
+                                   resize=args.resize, device=args.device)
+    sampler = None if args.method == "rise" else load_sampler(args.sampler, K=args.K, model=args.sampler_model,
+                                                             device=args.device)
+    result = cascade(clf, args.image, sampler, stride=args.S, samples=args.N, method=args.method, seed=args.seed,
+                     steps_every=args.steps_every, batch_size=args.batch_size, progress=not args.quiet)
+    out = args.out or os.path.join("out", "sanity", os.path.splitext(os.path.basename(args.image))[0])
+    files = save(result, out)
+    print("\n".join(table_lines(result)))
+    if not args.quiet:
+        print(f"  {result['n_layers']} layers, {len(result['steps']) - 1} steps ({result['steps_every']} layers per "
+              f"step after the first), {result['forwards']} forwards in {result['seconds']:.1f} s → "
+              f"{', '.join(files.values())}", file=sys.stderr)
+    return 0
