@@ -1,6 +1,7 @@
 """Benchmark: end-to-end explain throughput against raw ONNX Runtime on the same model and batch size.
 
     python -m infolens.bench [--model M.onnx] [-K 16] [-S 16] [-N 8] [--batch-size 64] [--sampler patchsampler]
+    python -m infolens.bench --rss 8 2 1 -K 8 -N 8       # peak memory of one explain at each stride
 
 Both numbers are classifier forwards (images) per second, measured in one process, alternating raw and
 end-to-end rounds so that machine load hits both alike.  The ratio end-to-end ÷ raw is the runtime's
@@ -50,7 +51,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="alternating raw / end-to-end rounds (default 3)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--rss", type=int, nargs="+", metavar="S",
+                    help="instead: peak resident memory of one explain (top-3) at each of these strides, each in a "
+                    "fresh process, to show that memory does not grow with the number of positions")
     args = ap.parse_args(argv)
+    if args.rss:
+        return _rss_table(args)
     try:
         from .catalog import DEFAULT_CLASSIFIER, shipped
 
@@ -92,6 +98,39 @@ def main(argv=None) -> int:
           + ("between the classifier's calls, on the same cores)" if clf.device == "cpu" else
              "beside the classifier, in its own thread)"))
     return 0
+
+
+def _rss_table(args) -> int:
+    import multiprocessing
+
+    print(f"peak RSS of one explain: sampler {args.sampler} K={args.K} N={args.N} top-3, batch {args.batch_size}, "
+          f"{args.model or 'shipped EfficientNet-Lite0'}")
+    print(f"{'S':>4} {'positions':>9} {'forwards':>9} {'seconds':>8} {'peak RSS MB':>12}")
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for S in args.rss:
+            try:
+                row = pool.apply(_one_explain_rss, (args.model, args.sampler, args.K, S, args.N, args.batch_size,
+                                                    args.device))
+            except InfolensError as err:
+                print(f"infolens.bench: error: {params.with_flag(err)}", file=sys.stderr)
+                return 2
+            print(f"{S:>4} {row[0]:>9} {row[1]:>9} {row[2]:>8.1f} {row[3]:>12.1f}")
+    return 0
+
+
+def _one_explain_rss(model, sampler, K, S, N, batch_size, device) -> tuple:
+    """In a fresh process: explain a seeded random image; positions, forwards, seconds and the peak RSS (MB)."""
+    import resource
+
+    from .catalog import DEFAULT_CLASSIFIER, shipped
+
+    clf = OnnxClassifier.from_card(model or shipped(DEFAULT_CLASSIFIER, "model"), device=device)
+    ex = Explainer(clf, load_sampler(sampler, K=K, device=device), batch_size=batch_size)
+    image = np.random.default_rng(0).integers(0, 256, (*clf.pre.size, 3), dtype=np.uint8)
+    t0 = time.perf_counter()
+    e = ex.explain(image, classes="top3", stride=S, samples=N)
+    return (e.params["positions"], e.forwards, time.perf_counter() - t0,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def _cores() -> int:

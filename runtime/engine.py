@@ -125,7 +125,7 @@ class Explainer:
         cls = resolve_classes(classes, p0)
         if method == "rise":
             saliency, timing = self.rise(img, cls, samples, seed, self.rise_grid, self.rise_p)
-            maps = {"rise": saliency.astype(np.float32)}
+            maps, stderr = {"rise": saliency.astype(np.float32)}, {}
             params = {"method": method, "N": samples, "grid": self.rise_grid, "p_keep": self.rise_p, "seed": seed,
                       "batch_size": self.batch_size}
             forwards = 1 + samples
@@ -134,26 +134,29 @@ class Explainer:
             S = K if stride is None else stride
             _check_params(K, S, samples, seed, H, W)
             ys, xs = patch_grid(H, W, K, S)
-            n = 1 if self.sampler.deterministic else samples
-            sums, timing = self._marginalize(img, base[0], ys, xs, n, seed, p0.shape[0], source)
-            pr = sums / n
+            deterministic = self.sampler.deterministic
+            n = 1 if deterministic else samples
+            per_patch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-            def pixels(v):
-                return measures.patches_to_pixels(v, ys, xs, K, (H, W))
+            def reduce(idx, probs):  # positions idx have all n of their forwards: keep only what the maps need
+                for name, (v, se) in measures.reduce_samples("pmi" if method == "ig" else method, p0, probs, cls,
+                                                             deterministic).items():
+                    if name not in per_patch:
+                        per_patch[name] = (np.empty(v.shape[:-1] + (len(ys),)), np.empty(v.shape[:-1] + (len(ys),)))
+                    per_patch[name][0][..., idx], per_patch[name][1][..., idx] = v, se
 
-            if method in ("pmi", "ig"):
-                maps = {"pmi": pixels(measures.pmi(p0, pr, cls)), "ig": pixels(measures.information_gain(p0, pr))}
-            elif method == "pda":
-                maps = {"woe": pixels(measures.weight_of_evidence(p0, pr, cls))}
-            else:
-                maps = {"occlusion": pixels(measures.probability_difference(p0, pr, cls))}
+            timing = self._marginalize(img, base[0], ys, xs, n, seed, source, reduce)
+            maps = {name: measures.patches_to_pixels(v, ys, xs, K, (H, W)) for name, (v, _) in per_patch.items()}
+            stderr = {name: measures.patches_to_pixels_stderr(se, ys, xs, K, (H, W))
+                      for name, (_, se) in per_patch.items()}
             params = {"method": method, "K": K, "S": S, "N": samples, "N_used": n, "seed": seed,
                       "batch_size": self.batch_size, "positions": len(ys), **self.sampler.describe(),
                       "kernels": kernels.backend()}
             forwards = 1 + len(ys) * n
         timing["total_s"] = time.perf_counter() - t_start
         return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], maps=maps,
-                           params=params, model=clf.describe(), timing=timing, forwards=forwards, source=source)
+                           stderr=stderr, params=params, model=clf.describe(), timing=timing, forwards=forwards,
+                           source=source)
 
     def rise(self, image: np.ndarray, classes: np.ndarray, n_masks: int, seed: int, grid: int = 7,
              p_keep: float = 0.5):
@@ -187,8 +190,10 @@ class Explainer:
                 bar.update(len(masks))
         return (sal / (n_masks * p_keep)).reshape(len(classes), H, W), t
 
-    def _marginalize(self, img, base, ys, xs, n, seed, n_classes, source):
-        """Σ_n p(Y | x with patch r := x̃_r,n) for every position r → float64 [P, Y], plus timings (s).
+    def _marginalize(self, img, base, ys, xs, n, seed, source, reduce) -> dict:
+        """Runs the classifier on the n in-fills of every position r; as soon as positions have all n outputs,
+        calls reduce(idx int64 [m], probs float64 [m, n, Y]) with them (in order) and lets them go, so memory does
+        not grow with the number of positions.  Returns timings (s).
 
         When the classifier runs on another device, the sampler fills the next chunk of positions in a worker
         thread while the classifier runs the current one (both release the GIL inside ONNX Runtime and the C++
@@ -199,7 +204,6 @@ class Explainer:
         """
         clf, K, B = self.classifier, self.sampler.K, self.batch_size
         P = len(ys)
-        sums = np.zeros((P, n_classes))
         buf = np.repeat(base[None], B, axis=0)
         step = max(SAMPLER_POSITIONS, -(-B // n))
         chunks = [np.arange(i, min(P, i + step)) for i in range(0, P, step)]
@@ -211,6 +215,7 @@ class Explainer:
 
         pend_pos = np.empty(0, np.int64)
         pend_patch = np.empty((0, K, K, 3), np.uint8)
+        done_pos, done_probs = [], []  # classifier outputs of positions still missing some of their n rows
         desc = os.path.basename(source) if source else "explain"
         overlap = clf.device != "cpu"
         worker = ThreadPoolExecutor(1) if overlap else contextlib.nullcontext()
@@ -236,12 +241,19 @@ class Explainer:
                     t1 = time.perf_counter()
                     probs = clf.predict(buf[:m])
                     t2 = time.perf_counter()
-                    np.add.at(sums, pos, probs)
                     kernels.restore(buf, base, ys[pos], xs[pos], K, clf.nchw)
+                    # rows come in position order, n per position: the complete positions are a prefix
+                    done_pos.append(pos)
+                    done_probs.append(probs)
+                    held_pos, held = np.concatenate(done_pos), np.concatenate(done_probs)
+                    ready = len(held_pos) // n * n
+                    if ready:
+                        reduce(held_pos[:ready:n], held[:ready].reshape(ready // n, n, -1))
+                    done_pos, done_probs = [held_pos[ready:]], [held[ready:]]
                     t["composite_s"] += (t1 - t0) + (time.perf_counter() - t2)
                     t["classifier_s"] += t2 - t1
                     bar.update(m)
-        return sums, t
+        return t
 
 
 def _check_params(K, S, N, seed, H, W):

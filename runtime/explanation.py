@@ -13,6 +13,7 @@ MARKER = "infolens_explanation"  # written into every JSON so a rerun knows whic
 # 2: the classifier's and the sampler's sha256 are recorded beside their paths (model.sha256, params.sampler_sha256),
 # so the files can be found again on another machine; 1 (no "schema_version"): paths only.
 SCHEMA_VERSION = 2
+STDERR = "_stderr"  # npz key suffix of a map's standard error
 
 # name → (unit, colour map, what it is).  Class maps are [k, H, W]; "ig" is [H, W].
 MAPS = {
@@ -34,6 +35,8 @@ class Explanation:
     maps    name → float32 array (see MAPS): the default method gives
             "pmi" [k, H, W] bits (> 0 where the region supports the class, < 0 where it opposes it) and
             "ig" [H, W] bits (class-independent, ≥ 0); other methods give "woe", "occlusion" or "rise" [k, H, W].
+    stderr  name → float32 array shaped like maps[name]: its Monte-Carlo standard error in the map's units (0 for a
+            deterministic sampler, nan for a random one with N = 1); none for RISE.
     params  method, K, S, N, sampler (and its file's path and sha256), seed, batch size, …;
     model   the classifier's path, sha256 and the preprocessing used.
     timing  seconds per stage;  forwards: classifier images run.
@@ -44,6 +47,7 @@ class Explanation:
     classes: np.ndarray
     labels: list[str]
     maps: dict[str, np.ndarray]
+    stderr: dict[str, np.ndarray] = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
@@ -57,6 +61,14 @@ class Explanation:
     @property
     def ig(self) -> np.ndarray | None:
         return self.maps.get("ig")
+
+    @property
+    def pmi_stderr(self) -> np.ndarray | None:
+        return self.stderr.get("pmi")
+
+    @property
+    def ig_stderr(self) -> np.ndarray | None:
+        return self.stderr.get("ig")
 
     @property
     def stem(self) -> str:
@@ -84,8 +96,9 @@ class Explanation:
             "classes": [{"index": int(c), "label": lab, "prob": float(self.probs[c])}
                         for c, lab in zip(self.classes, self.labels)],
             "top1": {"index": int(np.argmax(self.probs)), "prob": float(np.max(self.probs))},
-            "maps": {k: {"unit": MAPS[k][0], "meaning": MAPS[k][2],
-                         "range": [float(v.min()), float(v.max())]} for k, v in self.maps.items()},
+            "maps": {k: {"unit": MAPS[k][0], "meaning": MAPS[k][2], "range": [float(v.min()), float(v.max())],
+                         **({"stderr_max": float(np.nanmax(self.stderr[k])) if np.isfinite(self.stderr[k]).any()
+                             else None} if k in self.stderr else {})} for k, v in self.maps.items()},
             "params": self.params,
             "model": self.model,
             "forwards": self.forwards,
@@ -123,7 +136,8 @@ class Explanation:
                                     "overwrite")
         os.makedirs(out_dir, exist_ok=True)
         np.savez_compressed(files["npz"], image=self.image, probs=self.probs, classes=self.classes,
-                            **{k: v.astype(np.float32) for k, v in self.maps.items()})
+                            **{k: v.astype(np.float32) for k, v in self.maps.items()},
+                            **{f"{k}{STDERR}": v.astype(np.float32) for k, v in self.stderr.items()})
         summary = self.summary()
         summary["files"] = {k: os.path.basename(v) for k, v in files.items()}
         with open(files["json"], "w") as f:
@@ -149,13 +163,14 @@ class Explanation:
             with open(stem_path + ".json") as f:
                 meta = json.load(f)
             base = {k: arrays.pop(k) for k in ("image", "probs", "classes")}
+            stderr = {k[:-len(STDERR)]: arrays.pop(k) for k in list(arrays) if k.endswith(STDERR)}
         except (OSError, KeyError, ValueError) as e:
             raise InfolensError(f"cannot read explanation {stem_path}.npz/.json: {e}") from None
         version = meta.get("schema_version", 1)
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise InfolensError(f"{stem_path}.json has schema version {version!r}; this infolens reads versions 1 to "
                                 f"{SCHEMA_VERSION} (upgrade infolens)")
-        return cls(labels=[c["label"] for c in meta["classes"]], maps=arrays, params=meta["params"],
+        return cls(labels=[c["label"] for c in meta["classes"]], maps=arrays, stderr=stderr, params=meta["params"],
                    model=meta["model"], timing=meta["timing"], forwards=meta["forwards"], source=meta["source"],
                    **base)
 

@@ -18,9 +18,11 @@ def test_explain_writes_the_promised_files(tmp_path, image_file, model_file):
                 "--classes", "top2")
     assert r.returncode == 0, r.stderr
     z = np.load(out / "scene.npz")
-    assert sorted(z.files) == ["classes", "ig", "image", "pmi", "probs"]
+    assert sorted(z.files) == ["classes", "ig", "ig_stderr", "image", "pmi", "pmi_stderr", "probs"]
     assert z["image"].dtype == np.uint8 and z["image"].shape == (17, 19, 3)
     assert z["pmi"].shape == (2, 17, 19) and z["pmi"].dtype == np.float32 and z["ig"].shape == (17, 19)
+    assert z["pmi_stderr"].shape == (2, 17, 19) and z["ig_stderr"].shape == (17, 19)
+    assert (z["pmi_stderr"] > 0).all() and (z["ig_stderr"] > 0).all()  # noise in-fills: real Monte-Carlo error
     np.testing.assert_array_equal(z["image"], scene())  # PNG round trip is lossless: the image that was explained
     meta = json.loads((out / "scene.json").read_text())
     assert meta["params"]["K"] == 4 and meta["params"]["S"] == 4 and meta["params"]["N"] == 2

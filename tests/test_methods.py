@@ -78,7 +78,10 @@ def test_cli_methods_write_their_maps_and_eval_reads_them(tmp_path, region):
                     "--classes", "0", "--out", out, "-q", *extra)
         assert r.returncode == 0, r.stderr
         z = np.load(out / "img.npz")
-        assert sorted(z.files) == sorted(["image", "probs", "classes", name])
+        stderr = [] if method == "rise" else [f"{name}_stderr"]  # RISE has no Monte-Carlo error estimate
+        assert sorted(z.files) == sorted(["image", "probs", "classes", name, *stderr])
+        if method == "occlusion":  # gray is deterministic: no Monte-Carlo error
+            assert (z["occlusion_stderr"] == 0).all()
         assert (out / f"img_{name}_0.png").exists()
         meta = json.loads((out / "img.json").read_text())
         assert meta["params"]["method"] == method and name in meta["maps"]
