@@ -118,8 +118,10 @@ class Explanation:
                     files[f"{name}_{c}"] = os.path.join(out_dir, f"{stem}_{name}_{c}.png")
         return files
 
-    def save(self, out_dir: str, stem: str | None = None, overwrite: bool = False, render: bool = True) -> dict:
-        """Write the files of `outputs()`; returns that dict.
+    def save(self, out_dir: str, stem: str | None = None, overwrite: bool = False, render: bool = True,
+             mask_insignificant: bool = False) -> dict:
+        """Write the files of `outputs()`; returns that dict.  `mask_insignificant`: the PNGs show the plain grey
+        image where a map is within two standard errors of 0 (|value| < 2·stderr), colour only where it is not.
 
         Existing files are replaced only when they belong to an earlier infolens explanation of the same stem (its
         JSON carries the infolens marker) or `overwrite` is set; otherwise nothing is written and InfolensError says so.
@@ -145,12 +147,14 @@ class Explanation:
         if render:
             for name, m in self.maps.items():
                 unit, kind, _ = MAPS[name]
+                hide = (np.abs(m) < 2 * self.stderr[name]) if mask_insignificant and name in self.stderr else None
                 if m.ndim == 2:
-                    rnd.write_png(files[name], rnd.overlay(self.image, m, kind, name.upper(), unit))
+                    rnd.write_png(files[name], rnd.overlay(self.image, m, kind, name.upper(), unit, hide=hide))
                     continue
                 for i, (c, lab) in enumerate(zip(self.classes, self.labels)):
                     title = f"{name.upper()} {lab} ({c}), p={self.probs[c]:.3f}"
-                    rnd.write_png(files[f"{name}_{c}"], rnd.overlay(self.image, m[i], kind, title, unit))
+                    rnd.write_png(files[f"{name}_{c}"], rnd.overlay(self.image, m[i], kind, title, unit,
+                                                                   hide=None if hide is None else hide[i]))
         return files
 
     @classmethod

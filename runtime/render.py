@@ -34,14 +34,17 @@ def colorize(values: np.ndarray, kind: str) -> tuple[np.ndarray, float, float]:
 
 
 def overlay(image: np.ndarray, values: np.ndarray, kind: str, title: str, unit: str = "bits", alpha: float = 0.65,
-            min_side: int = 448) -> np.ndarray:
+            min_side: int = 448, hide: np.ndarray | None = None) -> np.ndarray:
     """The map blended over a grey copy of the RGB image, upscaled to at least `min_side`, with a titled colour bar.
+    `hide` bool [H, W]: pixels shown as the grey image alone (e.g. values within two standard errors of 0).
 
     Returns BGR uint8 (ready for cv2.imwrite).
     """
     colour, vmin, vmax = colorize(values, kind)
     grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2BGR)
     blend = cv2.addWeighted(colour, alpha, grey, 1 - alpha, 0)
+    if hide is not None:
+        blend[hide] = grey[hide]
     f = max(1, -(-min_side // min(image.shape[:2])))
     blend = cv2.resize(blend, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
     h, w = blend.shape[:2]

@@ -73,3 +73,24 @@ def test_deterministic_sampler_has_no_error_and_one_random_sample_cannot_tell(cl
     assert (gray.pmi_stderr == 0).all() and (gray.ig_stderr == 0).all()
     one = Explainer(clf, load_sampler("noise", K=4)).explain(img, stride=4, samples=1)
     assert np.isnan(one.pmi_stderr).all() and np.isnan(one.ig_stderr).all()
+
+
+def test_mask_insignificant_greys_out_pixels_within_two_standard_errors(clf, tmp_path):
+    import cv2
+
+    img = scene(H, W)
+    e = Explainer(clf, load_sampler("noise", K=4)).explain(img, classes="top1", stride=4, samples=6, seed=1)
+    hidden = np.abs(e.pmi[0]) < 2 * e.pmi_stderr[0]
+    assert 0 < hidden.sum() < hidden.size, "the test needs both significant and insignificant pixels"
+    files = {}
+    for masked in (False, True):
+        out = tmp_path / str(masked)
+        files[masked] = e.save(str(out), mask_insignificant=masked)
+    c = int(e.classes[0])
+    plain, masked = (cv2.imread(files[m][f"pmi_{c}"]) for m in (False, True))
+    f = -(-448 // H)  # the overlay's upscaling: the map starts 30 px below the title
+    grey = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2BGR)
+    at = (slice(30 + f // 2, 30 + H * f, f), slice(f // 2, W * f, f))  # one pixel per map pixel
+    np.testing.assert_array_equal(masked[at][hidden], grey[hidden])
+    np.testing.assert_array_equal(masked[at][~hidden], plain[at][~hidden])
+    assert (plain[at][hidden] != grey[hidden]).any()

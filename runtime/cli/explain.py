@@ -74,6 +74,8 @@ def register(sub) -> None:
     r.add_argument("--overwrite", action="store_true",
                    help="replace existing files in --out that an earlier infolens run did not write")
     r.add_argument("--no-png", action="store_true", help="write only the .npz and .json")
+    r.add_argument("--mask-insignificant", action="store_true", help="PNGs: grey out pixels whose map value is within "
+                   "two Monte-Carlo standard errors of 0 (|value| < 2 s.e.)")
     options.add_quiet(r, "no progress bar, no per-image summary")
 
 
@@ -115,7 +117,8 @@ def run(args) -> int:
             clash = [p for p in e.outputs(args.out, stem).values() if os.path.abspath(p) in inputs]
             if clash:
                 raise InfolensError(f"output {clash[0]} would overwrite an input image", "out")
-            files = e.save(args.out, stem, overwrite=args.overwrite, render=not args.no_png)
+            files = e.save(args.out, stem, overwrite=args.overwrite, render=not args.no_png,
+                           mask_insignificant=args.mask_insignificant)
         except InfolensError as err:
             print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
             failed += 1
