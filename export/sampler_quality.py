@@ -25,7 +25,7 @@ all on the same windows. --write-cards adds the table to models/patchsampler_kK.
 number, per photo too, as JSON.
 
     python -m infolens.export.sampler_quality figure --K 8 --out docs/infill_k8.png
-draws in-fills of the runtime's samplers (load_sampler, the engine's RNG streams) for patches of scikit-image's
+draws in-fills of the runtime's samplers (load_sampler, the runtime's RNG streams) for patches of scikit-image's
 coffee.png (in no training set) in a classifier's 224×224 input space, in the manner of Yi et al., Figs. 3 and 14.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import ndtr
 
 from infolens.catalog import models_dir
-from infolens.engine import streams
+from infolens.samplers.rng import streams
 from infolens.images import read_image, to_input_space
 from infolens.samplers import GaussianSampler, PatchSampler, load_sampler, pad, windows as cut_windows
 

@@ -7,7 +7,7 @@
 >>> e.pmi.shape, e.ig.shape            # (3, 224, 224), (224, 224) — bits
 """
 from .classifier import OnnxClassifier
-from .engine import Explainer
+from .methods import Explainer
 from .errors import InfolensError
 from .explanation import Explanation
 from .samplers import SAMPLERS, load_sampler

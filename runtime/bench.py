@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from . import kernels, params
 from .classifier import OnnxClassifier, session_options
-from .engine import Explainer
+from .methods import Explainer
 from .errors import InfolensError
 from .samplers import load_sampler
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from .catalog import find_model
 from .classifier import OnnxClassifier
-from .engine import patch_grid, streams
+from .methods import patch_grid
+from .samplers.rng import streams
 from .errors import InfolensError
 from .explanation import Explanation
 from .samplers import load_sampler

@@ -1,4 +1,4 @@
-"""The engine's inner loops: categorical and logistic-mixture sampling, patch compositing and restoring.
+"""The marginalization's inner loops: categorical and logistic-mixture sampling, patch compositing and restoring.
 
 Each function dispatches to the compiled module `infolens._sampling` (cpp_ext/sampling.cpp) when it is importable,
 else to the numpy implementation below, which gives bit-identical results.  `INFOLENS_NO_EXT=1` in the environment

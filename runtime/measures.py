@@ -70,7 +70,7 @@ def patches_to_pixels(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, K: int
     """Each pixel gets the mean of `values` over all patches that contain it.
 
     values [..., P] per patch; ys, xs [P] top-left corners of K×K patches; shape (H, W) → float32 [..., H, W].
-    Every pixel must be covered (the engine's grid guarantees it).
+    Every pixel must be covered (methods/grid.py's grid guarantees it).
     """
     acc, count = _over_patches(values, ys, xs, K, shape)
     return (acc / count).astype(np.float32)

@@ -31,7 +31,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from .classifier import OnnxClassifier
-from .engine import Explainer
+from .methods import Explainer
 from .errors import InfolensError
 from .explanation import MAPS
 from .evaluate import pyplot

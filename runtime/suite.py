@@ -11,16 +11,14 @@ import time
 import numpy as np
 
 from . import params
-from .engine import Explainer
+from .methods import METHODS, Explainer
 from .errors import InfolensError
 from .evaluate import auc, curve, fill_image, pyplot
 from .explanation import MAPS
 from .samplers import SAMPLERS, load_sampler
 
 SAMPLER_DEFAULTS = ("patchsampler", "gaussian", "mean", "noise", "black")
-METHOD_DEFAULTS = ("occlusion", "pda", "rise")
-METHOD_SAMPLER = {"occlusion": "gray", "pda": "gaussian", "rise": None}
-METHOD_MAP = {"occlusion": "occlusion", "pda": "woe", "rise": "rise"}
+METHOD_DEFAULTS = ("occlusion", "pda", "rise")  # comparison methods (methods.METHODS: their maps and samplers)
 FIELDS = ("image", "label", "map", "sampler", "deletion_auc", "insertion_auc", "explain_forwards", "explain_seconds",
           "eval_forwards", "eval_seconds", "deletion_curve")
 FLOAT_FIELDS = ("deletion_auc", "insertion_auc", "explain_seconds", "eval_seconds")
@@ -57,7 +55,7 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
     csv_path = os.path.join(out_dir, "suite.csv")
     specs = [parse_sampler(s) for s in samplers]
     runs = [("pmi", label, name, model) for label, name, model in specs]
-    runs += [(m, METHOD_SAMPLER[m] or "-", METHOD_SAMPLER[m], None) for m in methods]
+    runs += [(m, METHODS[m].default_sampler or "-", METHODS[m].default_sampler, None) for m in methods]
     rows = _read_csv(csv_path) if os.path.exists(csv_path) else []
     if rows and not resume:
         raise InfolensError(f"{csv_path} exists: resume it, or choose another output folder", "resume")
@@ -117,7 +115,7 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
 
 def _maps(method, maps):
     """The maps a run scores: the chosen ones of pmi/ig for a sampler run, a method's own map otherwise."""
-    return [m for m in ("pmi", "ig") if m in maps] if method == "pmi" else [METHOD_MAP[method]]
+    return [m for m in ("pmi", "ig") if m in maps] if method == "pmi" else list(METHODS[method].maps)
 
 
 def _groups(rows):

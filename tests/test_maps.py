@@ -5,7 +5,7 @@ import pytest
 import onnx_builders
 from conftest import H, W, scene
 from infolens import Explainer, OnnxClassifier, load_sampler, measures
-from infolens.engine import patch_grid
+from infolens.methods import patch_grid
 
 
 def brute_force(model, image, K, S, fill=128, layout="NCHW", order="RGB", dtype="float32"):

@@ -16,7 +16,7 @@ from scipy.special import logit, softmax
 import onnx_builders
 from conftest import REQUIRE_EXT, scene
 from infolens import Explainer, InfolensError, OnnxClassifier, kernels, load_sampler
-from infolens.engine import streams
+from infolens.samplers.rng import streams
 from infolens.samplers import PatchSampler, pad, windows
 from test_logistic_mixture import direct_log2prob
 
@@ -246,7 +246,7 @@ def test_fills_do_not_depend_on_grouping(models, name):
 def test_numpy_fallback_gives_the_same_fills(models):
     """INFOLENS_NO_EXT=1 in a fresh process: the staged model's in-fills are identical without the extension."""
     code = (f"import sys, numpy as np; sys.path.insert(0, {os.path.dirname(__file__)!r}); from conftest import scene; "
-            "from infolens import load_sampler, kernels; from infolens.engine import streams; "
+            "from infolens import load_sampler, kernels; from infolens.samplers.rng import streams; "
             f"s = load_sampler('patchsampler', {K}, model={models['staged']!r}); "
             "f = s.sample(scene(), np.array([0, 7]), np.array([3, 12]), 3, streams(1, np.arange(2))); "
             "sys.stdout.write(kernels.backend() + ' ' + f.tobytes().hex())")

@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from infolens import load_sampler, samplers
-from infolens.engine import streams
+from infolens.samplers.rng import streams
 from infolens.export import data, sampler_quality as ev
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@ import pytest
 import onnx_builders
 from conftest import scene
 from infolens import Explainer, OnnxClassifier, load_sampler, measures
-from infolens.engine import patch_grid
+from infolens.methods import patch_grid
 
 H = W = 24
 
@@ -51,7 +51,7 @@ def test_stderr_is_the_delta_method_per_patch(clf):
     e = ex.explain(img, classes=[1, 3], stride=6, samples=5, seed=7)
     ys, xs = patch_grid(H, W, 6, 6)
     sampler = load_sampler("noise", K=6)
-    from infolens.engine import streams
+    from infolens.samplers.rng import streams
 
     fills = sampler.sample(img, ys, xs, 5, streams(7, np.arange(len(ys))))
     images = np.repeat(img[None], len(ys) * 5, axis=0).reshape(len(ys), 5, H, W, 3)

@@ -91,14 +91,14 @@ def _classifier(args):
 
 
 def run(args) -> int:
-    from ..engine import Explainer
+    from ..methods import Explainer, method_class
     from ..samplers import load_sampler
 
     clf = _classifier(args)
-    default_sampler = {"occlusion": "gray", "pda": "gaussian"}.get(args.method, "patchsampler")
-    sampler = None if args.method == "rise" else load_sampler(args.sampler or default_sampler, K=args.K,
-                                                             model=args.sampler_model, device=args.device,
-                                                             coupling=args.coupling)
+    default_sampler = method_class(args.method).default_sampler
+    sampler = None if default_sampler is None else load_sampler(args.sampler or default_sampler, K=args.K,
+                                                                model=args.sampler_model, device=args.device,
+                                                                coupling=args.coupling)
     explainer = Explainer(clf, sampler, batch_size=args.batch_size,
                           progress=not args.quiet, rise_grid=args.rise_grid, rise_p=args.rise_p)
     n = args.N if args.N is not None else (1000 if args.method == "rise" else 8)

@@ -35,7 +35,6 @@ def size(text: str) -> list[int]:
     return hw
 
 
-METHODS = ["pmi", "ig", "occlusion", "pda", "rise"]
 FILLS = ["blur", "black", "mean", "patchsampler"]
 RESIZES = ["shorter-side-crop", "stretch", "none"]
 
@@ -48,7 +47,9 @@ def add_grid(p, K: int, N: int, N_help: str = "") -> None:
 
 
 def add_method(p, help: str) -> None:
-    p.add_argument("--method", default="pmi", choices=METHODS, help=help)
+    from ..methods import METHODS
+
+    p.add_argument("--method", default="pmi", choices=list(METHODS), help=help)
 
 
 def add_sampler(p, default: str | None, help: str) -> None:

@@ -34,13 +34,15 @@ def register(evsub) -> None:
 def run(args) -> int:
     from ..catalog import DEFAULT_CLASSIFIER, shipped
     from ..classifier import OnnxClassifier
+    from ..methods import method_class
     from ..samplers import load_sampler
     from ..sanity import cascade, save, table_lines
 
     clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), args.card,
                                    resize=args.resize, device=args.device)
-    sampler = None if args.method == "rise" else load_sampler(args.sampler, K=args.K, model=args.sampler_model,
-                                                             device=args.device)
+    uses_sampler = method_class(args.method).default_sampler is not None
+    sampler = load_sampler(args.sampler, K=args.K, model=args.sampler_model, device=args.device) if uses_sampler \
+        else None
     result = cascade(clf, args.image, sampler, stride=args.S, samples=args.N, method=args.method, seed=args.seed,
                      steps_every=args.steps_every, batch_size=args.batch_size, progress=not args.quiet)
     out = args.out or os.path.join("out", "sanity", os.path.splitext(os.path.basename(args.image))[0])

@@ -4,9 +4,9 @@ A sampler draws in-fills for K×K patches of a uint8 RGB image in the classifier
 
     sampler.sample(image [H, W, 3] uint8, ys [P] int64, xs [P] int64, n, rngs) -> uint8 [P, n, K, K, 3]
 
-(ys[p], xs[p]) is the patch's top-left corner; rngs[p] is the counter-based generator of position p (engine.py),
+(ys[p], xs[p]) is the patch's top-left corner; rngs[p] is the counter-based generator of position p (samplers/rng.py),
 so what a position gets never depends on which other positions share its call.  Deterministic samplers
-(`deterministic = True`) ignore n's randomness and return n identical copies; the engine asks them for n = 1.
+(`deterministic = True`) ignore n's randomness and return n identical copies; the marginalization asks them for n = 1.
 
 Implementations, one module each: `patchsampler` (the learned ONNX PatchSampler, categorical and logistic-mixture
 heads, optional stages), `gaussian` (PDA's conditional Gaussian), `heuristic` (mean, gray, black, noise, blur).

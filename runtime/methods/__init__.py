@@ -1,0 +1,59 @@
+"""Attribution methods, one class per method, all sharing `attribute(image, classes=…) -> Explanation`
+(methods/base.py).  The patch-marginalization core (methods/marginalize.py) owns the grid, the scheduling, the RNG
+streams and the streaming reduction; PMI/IG, PDA and occlusion only name their reduction and default sampler.
+METHODS, the registry, feeds the CLI's choices, the suite and (later) the server; a new method (MIP-IN) is one
+more sibling file and one more entry."""
+from __future__ import annotations
+
+from .. import params
+from ..classifier import OnnxClassifier
+from ..errors import InfolensError
+from ..explanation import Explanation
+from ..samplers import Sampler
+from .base import Attribution, resolve_classes
+from .grid import patch_grid
+from .marginalize import PatchMarginalization
+from .occlusion import Occlusion
+from .pda import PDA
+from .pmi import PMI
+from .rise import RISE
+
+METHODS: dict[str, type[Attribution]] = {"pmi": PMI, "ig": PMI, "pda": PDA, "occlusion": Occlusion, "rise": RISE}
+
+
+def method_class(name: str) -> type[Attribution]:
+    """The class registered under `name` (InfolensError naming the parameter `method` otherwise)."""
+    if name not in METHODS:
+        raise InfolensError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}", "method")
+    return METHODS[name]
+
+
+class Explainer:
+    """One classifier and one sampler, any method by name: `explain(image, …, method="pmi")`.
+
+    classifier : OnnxClassifier.  sampler : a Sampler for the patch methods (its K is the patch size); default: the
+    method's own (`default_sampler`, K=8).  batch_size : classifier images per call.  progress : a tqdm bar.
+    rise_grid, rise_p : RISE's mask grid and keep probability.
+    """
+
+    def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
+                 progress: bool = False, rise_grid: int = 7, rise_p: float = 0.5):
+        params.check("batch_size", batch_size)
+        self.classifier, self.sampler, self.batch_size, self.progress = classifier, sampler, batch_size, progress
+        self.rise_grid, self.rise_p = rise_grid, rise_p
+
+    def method(self, name: str = "pmi") -> Attribution:
+        """The method object `name` with this explainer's classifier, sampler and settings."""
+        cls = method_class(name)
+        if cls is RISE:
+            return RISE(self.classifier, self.batch_size, self.progress, self.rise_grid, self.rise_p)
+        return cls(self.classifier, self.sampler, self.batch_size, self.progress)
+
+    def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
+                source: str | None = None, method: str = "pmi") -> Explanation:
+        """`attribute()` of the method `name` (see Attribution.attribute; "ig" is PMI: one run gives both maps)."""
+        return self.method(method).attribute(image, classes, stride, samples, seed, source)
+
+
+__all__ = ["METHODS", "Attribution", "PatchMarginalization", "PMI", "PDA", "Occlusion", "RISE", "Explainer",
+           "method_class", "patch_grid", "resolve_classes"]
