@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from . import kernels, params
-from .classifier import OnnxClassifier, session_options
+from .backends.sessions import session_options
+from .classifier import OnnxClassifier
 from .methods import Explainer
 from .errors import InfolensError
 from .samplers import load_sampler

@@ -7,9 +7,9 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import onnxruntime as ort
 
 from . import params
+from .backends import sessions
 from .errors import InfolensError
 from .images import RESIZE_MODES, read_image, to_input_space
 
@@ -80,6 +80,7 @@ class OnnxClassifier:
         self.input_name = inp.name
         self.pre = _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize)
         self._lut, self._src = self.pre.lut(), self.pre.src()
+        self._with_outputs: dict[tuple, object] = {}  # sessions with intermediate tensors as outputs
         if output_kind not in ("auto", "probs", "logits"):
             raise InfolensError(f"unknown output kind {output_kind!r}: choose auto, probs or logits", "output_kind")
         self.output = _Output(out.name, output_kind)
@@ -155,6 +156,31 @@ class OnnxClassifier:
             return e / e.sum(axis=1, keepdims=True)
         return raw / raw.sum(axis=1, keepdims=True)
 
+    def intermediates(self, tensor: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """Named tensors of the graph (any node output, e.g. a layer's activations) for a model tensor [B, ...], as
+        float arrays by name; the graph is re-opened once per set of names with those tensors as extra outputs."""
+        key = tuple(names)
+        if key not in self._with_outputs:
+            import onnx
+
+            model = onnx.load(self.model_path)
+            made = {o for node in model.graph.node for o in node.output}
+            missing = [n for n in names if n not in made]
+            if missing:
+                raise InfolensError(f"model has no tensor named {missing[0]!r}", "model")
+            have = {o.name for o in model.graph.output}
+            model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+            self._with_outputs[key] = sessions.open_session(model.SerializeToString(), self.session.get_providers())
+        outs = self._with_outputs[key].run(list(names), {self.input_name: tensor})
+        return dict(zip(names, outs))
+
+    def perturbation_batch(self, base: np.ndarray, capacity: int, K: int):
+        """A batch of `capacity` copies of the normalized image `base` (one row of `normalize`) to write K×K in-fills
+        into and classify (backends: the CPU one for every device today; a CUDA one with IO binding is planned)."""
+        from .backends.cpu import CpuPerturbationBatch
+
+        return CpuPerturbationBatch(self, base, capacity, K)
+
     def predict_images(self, images: np.ndarray) -> np.ndarray:
         """uint8 RGB [B, H, W, 3] in input space → float64 probabilities [B, Y]."""
         return self.predict(self.normalize(images))
@@ -226,28 +252,6 @@ class OnnxClassifier:
             f"class {i}" for i in range(self.output.n_classes)]
 
 
-def _providers(device: str) -> list[str]:
-    if params.check("device", device) == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise InfolensError("device cuda: this onnxruntime has no CUDAExecutionProvider "
-                            "(install infolens[gpu] instead of infolens[cpu])", "device")
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-
-def session_options() -> ort.SessionOptions:
-    """Options for every session infolens opens.
-
-    Workers spin-wait inside a run (ONNX Runtime's default, faster than sleeping between ops) but stop when the run
-    returns (`session.force_spinning_stop`): between two classifier calls the loop samples and composites on the same
-    cores, and workers still spinning would steal them (measured with spinning left on: the Gaussian sampler ran 20×
-    slower).
-    """
-    so = ort.SessionOptions()
-    so.add_session_config_entry("session.force_spinning_stop", "1")
-    return so
-
-
 def _open_session(path: str, device: str):
     """Session plus batch limit: None when any batch size runs, else the fixed batch size to pad/split to.
 
@@ -256,9 +260,9 @@ def _open_session(path: str, device: str):
     """
     if not os.path.isfile(path):
         raise InfolensError(f"model file not found: {path}", "model")
-    providers = _providers(device)
+    providers = sessions.providers(device)
     try:
-        session = ort.InferenceSession(path, session_options(), providers=providers)
+        session = sessions.open_session(path, providers)
     except Exception as e:
         raise InfolensError(f"cannot load ONNX model {path}: {_first_line(e)}", "model") from None
     dim0 = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
@@ -278,7 +282,7 @@ def _relax_batch(path, providers, fixed):
             dims[0].dim_param = "batch"
     del model.graph.value_info[:]
     try:
-        session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=providers)
+        session = sessions.open_session(model.SerializeToString(), providers)
         inp = session.get_inputs()[0]
         shape = [2] + [d if isinstance(d, int) else 1 for d in fixed.get_inputs()[0].shape[1:]]
         dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32

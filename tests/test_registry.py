@@ -1,8 +1,12 @@
-"""Methods as classes: one registry feeds the CLI, each method a thin sibling over the marginalization core."""
+"""Methods as classes: one registry feeds the CLI, each method a thin sibling over the marginalization core; the
+classifier's perturbation batch and intermediate outputs."""
 import numpy as np
+import onnx
+import pytest
+from onnx.reference import ReferenceEvaluator
 
 from conftest import scene
-from infolens import Explainer, OnnxClassifier, load_sampler
+from infolens import Explainer, InfolensError, OnnxClassifier, load_sampler
 from infolens.cli import build_parser
 from infolens.explanation import MAPS
 from infolens.methods import METHODS, Occlusion, PatchMarginalization
@@ -40,3 +44,32 @@ def test_explainer_uses_each_methods_own_default_sampler(model_file):
     clf = OnnxClassifier.from_card(model_file)
     e = Explainer(clf).explain(scene(), stride=4, method="occlusion")
     assert e.params["sampler"] == "gray" and e.params["K"] == 8
+
+
+def test_perturbation_batch_writes_runs_and_restores(model_file):
+    clf = OnnxClassifier.from_card(model_file)
+    img = scene()
+    base = clf.normalize(img[None])[0]
+    batch = clf.perturbation_batch(base, 4, 3)
+    patches = np.random.default_rng(0).integers(0, 256, (3, 3, 3, 3), dtype=np.uint8)
+    ys, xs = np.array([0, 5, 14]), np.array([2, 16, 7])
+    batch.write(patches, ys, xs)
+    want = np.repeat(img[None], 3, axis=0)
+    for i, (y, x) in enumerate(zip(ys, xs)):
+        want[i, y:y + 3, x:x + 3] = patches[i]
+    np.testing.assert_allclose(batch.run(3), clf.predict_images(want), rtol=1e-6)
+    batch.restore(ys, xs)
+    np.testing.assert_allclose(batch.run(4), clf.predict_images(np.repeat(img[None], 4, axis=0)), rtol=1e-6)
+
+
+def test_classifier_returns_named_intermediate_tensors(model_file):
+    """Any node output, checked against ONNX's own reference evaluator (an independent implementation)."""
+    clf = OnnxClassifier.from_card(model_file)
+    x = clf.normalize(np.stack([scene(), scene(seed=1)]))
+    got = clf.intermediates(x, ["r", "logits"])
+    ref = ReferenceEvaluator(onnx.load(model_file))
+    for name in ("r", "logits"):
+        np.testing.assert_allclose(got[name], ref.run([name], {clf.input_name: x})[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["logits"], clf.forward(x), rtol=1e-6)
+    with pytest.raises(InfolensError, match="no tensor named 'nope'"):
+        clf.intermediates(x, ["nope"])

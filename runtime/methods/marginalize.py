@@ -78,7 +78,7 @@ class PatchMarginalization(Attribution):
         """
         clf, K, B = self.classifier, self.sampler.K, self.batch_size
         P = len(ys)
-        buf = np.repeat(base[None], B, axis=0)
+        batch = clf.perturbation_batch(base, B, K)
         step = max(SAMPLER_POSITIONS, -(-B // n))
         chunks = [np.arange(i, min(P, i + step)) for i in range(0, P, step)]
         t = {"sampler_s": 0.0, "sampler_wait_s": 0.0, "composite_s": 0.0, "classifier_s": 0.0}
@@ -111,11 +111,11 @@ class PatchMarginalization(Attribution):
                     pos, pend_pos = pend_pos[:m], pend_pos[m:]
                     ptc, pend_patch = pend_patch[:m], pend_patch[m:]
                     t0 = time.perf_counter()
-                    kernels.composite(buf, ptc, ys[pos], xs[pos], clf.lut, clf.src, clf.nchw)
+                    batch.write(ptc, ys[pos], xs[pos])
                     t1 = time.perf_counter()
-                    probs = clf.predict(buf[:m])
+                    probs = batch.run(m)
                     t2 = time.perf_counter()
-                    kernels.restore(buf, base, ys[pos], xs[pos], K, clf.nchw)
+                    batch.restore(ys[pos], xs[pos])
                     # rows come in position order, n per position: the complete positions are a prefix
                     done_pos.append(pos)
                     done_probs.append(probs)

@@ -35,7 +35,6 @@ import os
 import numpy as np
 import onnx
 import onnx.utils
-import onnxruntime as ort
 
 from .. import kernels
 from ..catalog import file_sha256
@@ -64,7 +63,7 @@ class PatchSampler:
     deterministic = False
 
     def __init__(self, model_path: str, device: str = "cpu", coupling: str = "pixel"):
-        from ..classifier import _providers, session_options  # one session policy for all
+        from ..backends import sessions
 
         self.model_path = os.fspath(model_path)
         if not os.path.isfile(self.model_path):
@@ -72,10 +71,10 @@ class PatchSampler:
         if coupling not in COUPLINGS:
             raise InfolensError(f"unknown coupling {coupling!r}: choose {' or '.join(COUPLINGS)}", "coupling")
         self.coupling = coupling
-        providers = _providers(device)
+        providers = sessions.providers(device)
 
         def open_session(source):  # a path or a serialized model
-            return ort.InferenceSession(source, session_options(), providers=providers)
+            return sessions.open_session(source, providers)
 
         try:
             self.session = open_session(self.model_path)
