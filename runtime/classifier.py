@@ -81,6 +81,7 @@ class OnnxClassifier:
         self.pre = _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize)
         self._lut, self._src = self.pre.lut(), self.pre.src()
         self._with_outputs: dict[tuple, object] = {}  # sessions with intermediate tensors as outputs
+        self.rows_run = 0
         if output_kind not in ("auto", "probs", "logits"):
             raise InfolensError(f"unknown output kind {output_kind!r}: choose auto, probs or logits", "output_kind")
         self.output = _Output(out.name, output_kind)
@@ -186,8 +187,10 @@ class OnnxClassifier:
         return self.predict(self.normalize(images))
 
     def forward(self, tensor: np.ndarray) -> np.ndarray:
-        """Raw model output as float64 [B, Y] (trailing singleton axes dropped); splits batches the model cannot take."""
+        """Raw model output as float64 [B, Y] (trailing singleton axes dropped); splits batches the model cannot
+        take.  Adds B to `rows_run`, the images classified so far (padding of a fixed batch not counted)."""
         n = len(tensor)
+        self.rows_run += n
         step = self.batch_limit or n
         outs = []
         for i in range(0, n, step):

@@ -39,7 +39,7 @@ class Explanation:
             deterministic sampler, nan for a random one with N = 1); none for RISE.
     params  method, K, S, N, sampler (and its file's path and sha256), seed, batch size, …;
     model   the classifier's path, sha256 and the preprocessing used.
-    timing  seconds per stage;  forwards: classifier images run.
+    timing  seconds per stage;  forwards: images the classifier ran (counted, p(Y|x) included).
     """
 
     image: np.ndarray

@@ -5,6 +5,7 @@ import onnx
 import pytest
 from onnx.reference import ReferenceEvaluator
 
+import onnx_builders
 from conftest import scene
 from infolens import Explainer, InfolensError, OnnxClassifier, load_sampler
 from infolens.cli import build_parser
@@ -73,3 +74,38 @@ def test_classifier_returns_named_intermediate_tensors(model_file):
     np.testing.assert_allclose(got["logits"], clf.forward(x), rtol=1e-6)
     with pytest.raises(InfolensError, match="no tensor named 'nope'"):
         clf.intermediates(x, ["nope"])
+
+
+class _CountingSession:
+    """The classifier's real ONNX Runtime session, counting the rows it is given (padding included)."""
+
+    def __init__(self, session):
+        self.session, self.rows, self.calls = session, 0, 0
+
+    def run(self, names, feed):
+        self.rows += len(next(iter(feed.values())))
+        self.calls += 1
+        return self.session.run(names, feed)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+@pytest.mark.parametrize("method, sampler, samples", [("pmi", "noise", 3), ("pmi", "gray", 5), ("occlusion", None, 2),
+                                                      ("rise", None, 30)])
+def test_forwards_are_the_rows_the_session_ran(model_file, method, sampler, samples):
+    clf = OnnxClassifier.from_card(model_file)
+    counting = clf.session = _CountingSession(clf.session)
+    ex = Explainer(clf, load_sampler(sampler, K=4) if sampler else None, batch_size=7)
+    e = ex.explain(scene(), stride=3, samples=samples, method=method)
+    assert e.forwards == counting.rows and counting.calls > 2
+
+
+def test_forwards_do_not_count_the_padding_of_a_fixed_batch(tmp_path):
+    path = onnx_builders.classifier(tmp_path / "fixed.onnx", batch=4, reshape_batch=4)
+    clf = OnnxClassifier(path, mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD), resize="none")
+    assert clf.batch_limit == 4
+    counting = clf.session = _CountingSession(clf.session)
+    e = Explainer(clf, load_sampler("noise", K=4), batch_size=6).explain(scene(), stride=4, samples=3)
+    padded = counting.rows
+    assert e.forwards == 1 + e.params["positions"] * 3 < padded and padded % 4 == 0

@@ -46,19 +46,20 @@ class Attribution:
         if isinstance(image, (str, os.PathLike)):
             source = source or os.fspath(image)
         img = clf.load_image(image)
+        rows_before = clf.rows_run
         base = clf.normalize(img[None])
         p0 = clf.predict(base)[0]
         cls = resolve_classes(classes, p0)
-        maps, stderr, run_params, timing, forwards = self._attribute(img, base[0], p0, cls, stride, samples, seed,
-                                                                     source)
+        maps, stderr, run_params, timing = self._attribute(img, base[0], p0, cls, stride, samples, seed, source)
         timing["total_s"] = time.perf_counter() - t_start
+        forwards = clf.rows_run - rows_before  # images the classifier actually ran, p(Y|x) included
         return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], maps=maps,
                            stderr=stderr, params={"method": self.name, **run_params}, model=clf.describe(),
                            timing=timing, forwards=forwards, source=source)
 
     def _attribute(self, img, base, p0, cls, stride, samples, seed, source):
         """→ maps {name: float32 [k, H, W] or [H, W]}, their standard errors (same keys, may be empty), the run's
-        parameters, timings (s), classifier forwards run (p(Y|x) included)."""
+        parameters, timings (s)."""
         raise NotImplementedError
 
 

@@ -62,7 +62,7 @@ class PatchMarginalization(Attribution):
         stderr = {name: measures.patches_to_pixels_stderr(se, ys, xs, K, (H, W)) for name, (_, se) in per_patch.items()}
         run_params = {"K": K, "S": S, "N": samples, "N_used": n, "seed": seed, "batch_size": self.batch_size,
                       "positions": len(ys), **self.sampler.describe(), "kernels": kernels.backend()}
-        return maps, stderr, run_params, timing, 1 + len(ys) * n
+        return maps, stderr, run_params, timing
 
     def _marginalize(self, img, base, ys, xs, n, seed, source, reduce) -> dict:
         """Runs the classifier on the n in-fills of every position r; as soon as positions have all n outputs,

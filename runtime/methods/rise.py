@@ -34,7 +34,7 @@ class RISE(Attribution):
         saliency, timing = self.saliency(img, cls, samples, seed)
         run_params = {"N": samples, "grid": self.grid, "p_keep": self.p_keep, "seed": seed,
                       "batch_size": self.batch_size}
-        return {"rise": saliency.astype(np.float32)}, {}, run_params, timing, 1 + samples
+        return {"rise": saliency.astype(np.float32)}, {}, run_params, timing
 
     def saliency(self, image: np.ndarray, classes: np.ndarray, n_masks: int, seed: int):
         """RISE (Petsiuk et al.): saliency float64 [k, H, W] = Σ_i p(c | image·M_i) M_i / (N · p_keep) for each of
