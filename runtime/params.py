@@ -34,7 +34,7 @@ class Param:
         if self.low is not None and self.high is not None:
             return f"{what} in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}]"
         if self.low is not None:
-            return f"{what} ≥ {_num(self.low)}"
+            return f"{what} {'>' if self.low_open else '≥'} {_num(self.low)}"
         return what
 
 
@@ -56,6 +56,8 @@ PARAMS: dict[str, Param] = {
     "coupling": Param("--coupling", str, choices=("pixel", "none"), meaning="categorical head: channel coupling"),
     "rise_grid": Param("--rise-grid", int, low=1, meaning="RISE mask grid s×s"),
     "rise_p": Param("--rise-p", float, low=0.0, high=1.0, low_open=True, meaning="RISE probability of keeping a cell"),
+    "target_se": Param("--target-se", float, low=0.0, low_open=True, meaning="adaptive N: standard error to reach"),
+    "max_samples": Param("--max-samples", int, low=1, meaning="adaptive N: in-fills per patch at most"),
     "device": Param("--device", str, choices=("cpu", "cuda"), meaning="ONNX Runtime device"),
     # the classifier and its preprocessing
     "model": Param("--model", meaning="classifier .onnx file"),

@@ -53,6 +53,9 @@ def register(sub) -> None:
     options.add_grid(g, K=8, N=None, N_help="in-fills per patch (default 8); with --method rise: masks (default 1000)")
     g.add_argument("--classes", default="top3", help="classes that get a PMI map: topK or indices like 285,281 "
                    "(default top3)")
+    g.add_argument("--target-se", type=float, metavar="BITS", help="adaptive N: patches whose standard error is "
+                   "above this get more in-fills (N more, doubling) until they meet it or reach --max-samples")
+    g.add_argument("--max-samples", type=int, help="adaptive N: in-fills per patch at most (default 8 × N)")
     g.add_argument("--rise-grid", type=int, default=7, help="RISE mask grid s×s (default 7)")
     g.add_argument("--rise-p", type=float, default=0.5, help="RISE probability of keeping a cell (default 0.5)")
     m = ex.add_argument_group("model (flags win over the model card)")
@@ -99,8 +102,8 @@ def run(args) -> int:
     sampler = None if default_sampler is None else load_sampler(args.sampler or default_sampler, K=args.K,
                                                                 model=args.sampler_model, device=args.device,
                                                                 coupling=args.coupling)
-    explainer = Explainer(clf, sampler, batch_size=args.batch_size,
-                          progress=not args.quiet, rise_grid=args.rise_grid, rise_p=args.rise_p)
+    explainer = Explainer(clf, sampler, batch_size=args.batch_size, progress=not args.quiet, rise_grid=args.rise_grid,
+                          rise_p=args.rise_p, target_se=args.target_se, max_samples=args.max_samples)
     n = args.N if args.N is not None else (1000 if args.method == "rise" else 8)
     inputs = {os.path.abspath(p) for p in args.images}
     stems: dict[str, int] = {}

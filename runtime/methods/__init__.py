@@ -33,21 +33,24 @@ class Explainer:
 
     classifier : OnnxClassifier.  sampler : a Sampler for the patch methods (its K is the patch size); default: the
     method's own (`default_sampler`, K=8).  batch_size : classifier images per call.  progress : a tqdm bar.
-    rise_grid, rise_p : RISE's mask grid and keep probability.
+    rise_grid, rise_p : RISE's mask grid and keep probability.  target_se, max_samples : adaptive N for the patch
+    methods (PatchMarginalization).
     """
 
     def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
-                 progress: bool = False, rise_grid: int = 7, rise_p: float = 0.5):
+                 progress: bool = False, rise_grid: int = 7, rise_p: float = 0.5, target_se: float | None = None,
+                 max_samples: int | None = None):
         params.check("batch_size", batch_size)
         self.classifier, self.sampler, self.batch_size, self.progress = classifier, sampler, batch_size, progress
         self.rise_grid, self.rise_p = rise_grid, rise_p
+        self.target_se, self.max_samples = target_se, max_samples
 
     def method(self, name: str = "pmi") -> Attribution:
         """The method object `name` with this explainer's classifier, sampler and settings."""
         cls = method_class(name)
         if cls is RISE:
             return RISE(self.classifier, self.batch_size, self.progress, self.rise_grid, self.rise_p)
-        return cls(self.classifier, self.sampler, self.batch_size, self.progress)
+        return cls(self.classifier, self.sampler, self.batch_size, self.progress, self.target_se, self.max_samples)
 
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
                 source: str | None = None, method: str = "pmi") -> Explanation:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm import tqdm
 
-from .. import kernels, measures
+from .. import kernels, measures, params
 from ..classifier import OnnxClassifier
 from ..samplers import Sampler, load_sampler
 from ..samplers.rng import streams
@@ -25,14 +25,23 @@ SAMPLER_POSITIONS = 32  # positions per sampler call when that exceeds one class
 class PatchMarginalization(Attribution):
     """p(Y | x without patch r) for every patch r of the grid, as the mean of p(Y | x with r := in-fill) over N
     in-fills from `sampler` (its K is the patch size; default: the method's `default_sampler` at K=8), reduced to
-    the method's per-patch values and their Monte-Carlo standard errors, then averaged onto pixels."""
+    the method's per-patch values and their Monte-Carlo standard errors, then averaged onto pixels.
+
+    Adaptive N (`target_se` in the maps' units, bits for PMI/IG): after the first N in-fills, a position whose
+    largest per-patch standard error (over the maps and classes) is above the target gets as many in-fills again,
+    in further passes, until it meets the target or has `max_samples` (default 8N).  A position's in-fills
+    continue its own counter-based stream, so its values are exactly those of a fixed-N run with its final count.
+    Until a position is done its earlier outputs are kept (n × Y floats each).
+    """
 
     reduction: str = ""  # the measures.reduce_samples method
 
     def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
-                 progress: bool = False):
+                 progress: bool = False, target_se: float | None = None, max_samples: int | None = None):
         super().__init__(classifier, batch_size, progress)
         self._sampler = sampler
+        self.target_se = None if target_se is None else params.check("target_se", target_se)
+        self.max_samples = None if max_samples is None else params.check("max_samples", max_samples)
 
     @property
     def sampler(self) -> Sampler:
@@ -49,25 +58,49 @@ class PatchMarginalization(Attribution):
         ys, xs = patch_grid(H, W, K, S)
         deterministic = self.sampler.deterministic
         n = 1 if deterministic else samples
+        adaptive = self.target_se is not None and not deterministic
+        cap = max(n, self.max_samples or 8 * n) if adaptive else n
+        counts = np.full(len(ys), n)
         per_patch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        held: dict[int, np.ndarray] = {}  # outputs so far of positions that get more in-fills
+        more: list[np.ndarray] = []
 
-        def reduce(idx, probs):  # positions idx have all n of their forwards: keep only what the maps need
+        def reduce(idx, probs):  # positions idx have all their forwards of this pass: keep only what the maps need
+            if start:  # a later pass: these positions' earlier outputs come first
+                probs = np.concatenate([np.stack([held.pop(int(i)) for i in idx]), probs], axis=1)
+            worst = np.zeros(len(idx))
             for name, (v, se) in measures.reduce_samples(self.reduction, p0, probs, cls, deterministic).items():
                 if name not in per_patch:
                     per_patch[name] = (np.empty(v.shape[:-1] + (len(ys),)), np.empty(v.shape[:-1] + (len(ys),)))
                 per_patch[name][0][..., idx], per_patch[name][1][..., idx] = v, se
+                worst = np.maximum(worst, se.reshape(-1, len(idx)).max(0))
+            counts[idx] = probs.shape[1]
+            if adaptive and probs.shape[1] < cap:
+                again = idx[worst > self.target_se]
+                held.update((int(i), probs[j]) for i, j in zip(again, np.flatnonzero(worst > self.target_se)))
+                more.append(again)
 
-        timing = self._marginalize(img, base, ys, xs, n, seed, source, reduce)
+        timing: dict[str, float] = {}
+        todo, start, n_pass = np.arange(len(ys)), 0, n
+        while todo.size:
+            t = self._marginalize(img, base, ys, xs, todo, n_pass, start, seed, source, reduce)
+            timing = {k: timing.get(k, 0.0) + v for k, v in t.items()}
+            todo, more[:] = (np.concatenate(more) if more else np.empty(0, np.int64)), []
+            start += n_pass
+            n_pass = min(start, cap - start)  # double each pass, up to the cap
         maps = {name: measures.patches_to_pixels(v, ys, xs, K, (H, W)) for name, (v, _) in per_patch.items()}
         stderr = {name: measures.patches_to_pixels_stderr(se, ys, xs, K, (H, W)) for name, (_, se) in per_patch.items()}
         run_params = {"K": K, "S": S, "N": samples, "N_used": n, "seed": seed, "batch_size": self.batch_size,
                       "positions": len(ys), **self.sampler.describe(), "kernels": kernels.backend()}
+        if adaptive:
+            run_params.update(target_se=self.target_se, max_samples=cap, samples_per_position={
+                int(c): int(k) for c, k in zip(*np.unique(counts, return_counts=True))})
         return maps, stderr, run_params, timing
 
-    def _marginalize(self, img, base, ys, xs, n, seed, source, reduce) -> dict:
-        """Runs the classifier on the n in-fills of every position r; as soon as positions have all n outputs,
-        calls reduce(idx int64 [m], probs float64 [m, n, Y]) with them (in order) and lets them go, so memory does
-        not grow with the number of positions.  Returns timings (s).
+    def _marginalize(self, img, base, ys, xs, todo, n, start, seed, source, reduce) -> dict:
+        """Runs the classifier on in-fills start..start+n−1 of the positions `todo` (indices into ys, xs); as soon
+        as positions have all n outputs, calls reduce(idx int64 [m], probs float64 [m, n, Y]) with them (in order)
+        and lets them go, so memory does not grow with the number of positions.  Returns timings (s).
 
         When the classifier runs on another device, the sampler fills the next chunk of positions in a worker
         thread while the classifier runs the current one (both release the GIL inside ONNX Runtime and the C++
@@ -77,15 +110,16 @@ class PatchMarginalization(Attribution):
         waited for.
         """
         clf, K, B = self.classifier, self.sampler.K, self.batch_size
-        P = len(ys)
+        P = len(todo)
         batch = clf.perturbation_batch(base, B, K)
         step = max(SAMPLER_POSITIONS, -(-B // n))
-        chunks = [np.arange(i, min(P, i + step)) for i in range(0, P, step)]
+        chunks = [todo[i:i + step] for i in range(0, P, step)]
         t = {"sampler_s": 0.0, "sampler_wait_s": 0.0, "composite_s": 0.0, "classifier_s": 0.0}
 
         def sample(idx):
             t0 = time.perf_counter()
-            return self.sampler.sample(img, ys[idx], xs[idx], n, streams(seed, idx)), time.perf_counter() - t0
+            return (self.sampler.sample(img, ys[idx], xs[idx], n, streams(seed, idx), start),
+                    time.perf_counter() - t0)
 
         pend_pos = np.empty(0, np.int64)
         pend_patch = np.empty((0, K, K, 3), np.uint8)

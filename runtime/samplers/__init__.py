@@ -2,11 +2,14 @@
 
 A sampler draws in-fills for K×K patches of a uint8 RGB image in the classifier's input space:
 
-    sampler.sample(image [H, W, 3] uint8, ys [P] int64, xs [P] int64, n, rngs) -> uint8 [P, n, K, K, 3]
+    sampler.sample(image [H, W, 3] uint8, ys [P] int64, xs [P] int64, n, rngs, start=0) -> uint8 [P, n, K, K, 3]
 
 (ys[p], xs[p]) is the patch's top-left corner; rngs[p] is the counter-based generator of position p (samplers/rng.py),
-so what a position gets never depends on which other positions share its call.  Deterministic samplers
-(`deterministic = True`) ignore n's randomness and return n identical copies; the marginalization asks them for n = 1.
+so what a position gets never depends on which other positions share its call.  The call returns in-fills
+start..start+n−1 of each position's sequence: a later call with start = n continues where a call with n stopped
+(a sampler draws its random numbers for all start+n in-fills, cheap, and computes only the last n).
+Deterministic samplers (`deterministic = True`) ignore n's randomness and return n identical copies; the
+marginalization asks them for n = 1.
 
 Implementations, one module each: `patchsampler` (the learned ONNX PatchSampler, categorical and logistic-mixture
 heads, optional stages), `gaussian` (PDA's conditional Gaussian), `heuristic` (mean, gray, black, noise, blur).
@@ -31,7 +34,7 @@ class Sampler(Protocol):
     deterministic: bool
 
     def sample(self, image: np.ndarray, ys: np.ndarray, xs: np.ndarray, n: int,
-               rngs: Sequence[np.random.Generator]) -> np.ndarray: ...
+               rngs: Sequence[np.random.Generator], start: int = 0) -> np.ndarray: ...
 
     def describe(self) -> dict: ...
 

@@ -87,10 +87,10 @@ class GaussianSampler:
         mu = c["mu_p"] + (rings.reshape(len(rings), -1).astype(np.float64)[:, c["r"]] - c["mu_r"]) @ c["a"].T
         return mu, c["chol"]
 
-    def sample(self, image, ys, xs, n, rngs):
+    def sample(self, image, ys, xs, n, rngs, start=0):
         K, w = self.K, self.K + 2 * self.l
         mu, chol = self.conditional(windows(pad(image, self.l), ys, xs, w), image)
-        z = np.stack([rng.standard_normal((n, len(chol))) for rng in rngs])  # [P, n, D]
+        z = np.stack([rng.standard_normal((start + n, len(chol)))[start:] for rng in rngs])  # [P, n, D]
         x = mu[:, None, :] + z @ chol.T
         return np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(len(ys), n, K, K, 3)
 

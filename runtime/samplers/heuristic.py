@@ -17,10 +17,10 @@ class HeuristicSampler:
         self.name, self.K = name, K
         self.deterministic = name != "noise"
 
-    def sample(self, image, ys, xs, n, rngs):
+    def sample(self, image, ys, xs, n, rngs, start=0):
         K, P = self.K, len(ys)
         if self.name == "noise":
-            return np.stack([rng.integers(0, 256, (n, K, K, 3), dtype=np.uint8) for rng in rngs])
+            return np.stack([rng.integers(0, 256, (start + n, K, K, 3), dtype=np.uint8)[start:] for rng in rngs])
         if self.name in ("gray", "black"):
             out = np.full((P, 1, K, K, 3), 128 if self.name == "gray" else 0, np.uint8)
         elif self.name == "mean":

@@ -253,16 +253,17 @@ class PatchSampler:
                                 f"the {self.head} head with T={self.T}")
         return self._run(windows(pad(image, self.K), ys, xs, 3 * self.K), 0)["probs"]
 
-    def _uniforms(self, rngs, n: int) -> np.ndarray:
-        """The layout of the module docstring: [P, n, D], float32 (categorical) or float64 (logistic_mixture)."""
-        K2 = self.K * self.K
+    def _uniforms(self, rngs, n: int, start: int = 0) -> np.ndarray:
+        """The layout of the module docstring: [P, n, D] for samples start..start+n−1, float32 (categorical) or
+        float64 (logistic_mixture)."""
+        K2, m = self.K * self.K, start + n
         if self.head == "logistic_mixture":
-            return np.stack([rng.random((n, self.T + 4 * K2)) for rng in rngs])
+            return np.stack([rng.random((m, self.T + 4 * K2))[start:] for rng in rngs])
         if self.coupling == "pixel":
             # One uniform per pixel for all three channels: each sub-pixel keeps the model's marginal exactly, but the
             # channels move together (comonotone), as they do in photos, instead of speckling in random colours.
-            return np.stack([rng.random((n, K2), dtype=np.float32) for rng in rngs]).repeat(3, axis=2)
-        return np.stack([rng.random((n, K2 * 3), dtype=np.float32) for rng in rngs])
+            return np.stack([rng.random((m, K2), dtype=np.float32)[start:] for rng in rngs]).repeat(3, axis=2)
+        return np.stack([rng.random((m, K2 * 3), dtype=np.float32)[start:] for rng in rngs])
 
     def _draw(self, out: dict, t: int, u: np.ndarray) -> np.ndarray:
         """uint8 [B, N, Q, 3]: draws of the Q pixels of stage t from the model outputs of B rows, with uniforms
@@ -289,11 +290,12 @@ class PatchSampler:
             params("loc"), np.exp(params("log_scale")), params("coeff"), np.ascontiguousarray(u[:, :, t]),
             np.ascontiguousarray(u[:, :, T + q]), np.ascontiguousarray(np.log(v / (1 - v))))
 
-    def sample(self, image, ys, xs, n, rngs):
-        """uint8 [P, n, K, K, 3] in-fills of the patches at (ys[p], xs[p]), drawn with rngs[p] (Sampler protocol)."""
+    def sample(self, image, ys, xs, n, rngs, start=0):
+        """uint8 [P, n, K, K, 3] in-fills start..start+n−1 of the patches at (ys[p], xs[p]), drawn with rngs[p]
+        (Sampler protocol)."""
         K, P, K2 = self.K, len(ys), self.K * self.K
         contexts = windows(pad(image, K), ys, xs, 3 * K)
-        u = self._uniforms(rngs, n)
+        u = self._uniforms(rngs, n, start)
         fills = np.empty((P, n, K2, 3), np.uint8)
         try:
             features = self._features(contexts)
