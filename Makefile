@@ -40,7 +40,7 @@ models: $(VENV)/.dev
 	$(BIN)/python -m infolens.export.gaussian --K 8 16 $(PHOTOS) --out models/
 	$(BIN)/python -m infolens.export.patchsampler --K 8 --stages 2 --width 96 --stem 48 --minutes 175 --threads 1 \
 	  $(PHOTOS) --out models/ & pid=$$!; \
-	$(BIN)/python -m infolens.export.patchsampler --K 16 --stages 2 --width 96 --stem 48 --minutes 175 --lr 1e-3 --threads 1 \
+	$(BIN)/python -m infolens.export.patchsampler --K 16 --stages 2 --width 96 --stem 24 --pixel 48 --minutes 175 --lr 1e-3 --threads 1 \
 	  $(PHOTOS) --out models/ && wait $$pid
 	$(BIN)/python -m infolens.export.sampler_quality --K 8 16 $(PHOTOS) --write-cards --report docs/sampler_quality.json
 	$(BIN)/python -m infolens.export.sampler_quality figure --K 8
