@@ -14,6 +14,15 @@ from .errors import InfolensError
 from .images import RESIZE_MODES, read_image, to_input_space
 
 _DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
+# What the class scores are, and how they become probabilities: softmax distributions ("probs"; "logits" get a
+# softmax) or one independent Bernoulli probability per class, multi-label ("sigmoid"; "sigmoid-logits" get a sigmoid).
+OUTPUT_KINDS = params.PARAMS["output_kind"].choices
+# ops that pass class scores through unchanged in meaning (walked over to find the op that made them)
+_PASS_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "QuantizeLinear", "DequantizeLinear",
+             "Transpose"}
+# ops whose outputs are unbounded scores even when a probe happens to land in [0, 1]
+_SCORE_OPS = {"Gemm", "MatMul", "Conv", "Add", "Sub", "GlobalAveragePool", "ReduceMean", "AveragePool", "MatMulInteger",
+              "QLinearMatMul", "QLinearConv", "Einsum", "BatchNormalization"}
 _LABEL_KEYS = ("labels", "classes", "class_names", "names")
 
 
@@ -46,9 +55,14 @@ class Preprocessing:
 @dataclass
 class _Output:
     name: str
-    kind: str  # "probs" or "logits"
+    kind: str  # one of OUTPUT_KINDS but "auto"
     n_classes: int = 0
     labels: list[str] = field(default_factory=list)
+
+    @property
+    def bernoulli(self) -> bool:
+        """Multi-label: each class is its own Bernoulli variable (the probabilities need not sum to 1)."""
+        return self.kind in ("sigmoid", "sigmoid-logits")
 
 
 class OnnxClassifier:
@@ -64,7 +78,10 @@ class OnnxClassifier:
     layout : "NCHW" | "NHWC".  size : (H, W) in pixels.  channel_order : "RGB" | "BGR".
     scale, mean, std : per-pixel affine map v = (pixel * scale - mean) / std, mean/std per model channel.
     dtype : "float32" | "uint8" (uint8 models take raw pixels).  resize : one of images.RESIZE_MODES.
-    output_kind : "auto" | "probs" | "logits".  labels : list of class names.
+    output_kind : one of OUTPUT_KINDS: "probs" (softmax probabilities), "logits" (softmax applied), "sigmoid"
+        (multi-label: one independent probability per class), "sigmoid-logits" (sigmoid applied) or "auto" (from
+        the graph's last op and probe forwards; an error asks for it when they cannot decide).
+    labels : list of class names.
     device : "cpu" | "cuda".  input_name / output_name : which graph input/output (default: the first).
     """
 
@@ -82,8 +99,7 @@ class OnnxClassifier:
         self._lut, self._src = self.pre.lut(), self.pre.src()
         self._with_outputs: dict[tuple, object] = {}  # sessions with intermediate tensors as outputs
         self.rows_run = 0
-        if output_kind not in ("auto", "probs", "logits"):
-            raise InfolensError(f"unknown output kind {output_kind!r}: choose auto, probs or logits", "output_kind")
+        params.check("output_kind", output_kind)
         self.output = _Output(out.name, output_kind)
         self._probe(labels)
 
@@ -149,13 +165,9 @@ class OnnxClassifier:
 
     # ---- tensors → probabilities -----------------------------------------------------------------------------
     def predict(self, tensor: np.ndarray) -> np.ndarray:
-        """Model tensor [B, ...] → float64 probabilities [B, Y], each row summing to 1."""
-        raw = self.forward(tensor)
-        if self.output.kind == "logits":
-            z = raw - raw.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            return e / e.sum(axis=1, keepdims=True)
-        return raw / raw.sum(axis=1, keepdims=True)
+        """Model tensor [B, ...] → float64 probabilities [B, Y]: each row sums to 1, except for a multi-label
+        (`output.bernoulli`) model, whose entries are each class's own probability."""
+        return _to_probs(self.forward(tensor), self.output.kind)
 
     def intermediates(self, tensor: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """Named tensors of the graph (any node output, e.g. a layer's activations) for a model tensor [B, ...], as
@@ -229,10 +241,12 @@ class OnnxClassifier:
                 "providers": self.session.get_providers(), **pre}
 
     def _probe(self, labels):
-        """One forward on a grey image: checks the model runs, counts classes, detects probs vs logits."""
-        grey = np.full((1, *self.pre.size, 3), 128, np.uint8)
+        """Forwards on grey, black, white and noise images: checks the model runs, counts classes, detects the output
+        kind (see _detect_kind)."""
+        probes = np.stack([np.full((*self.pre.size, 3), v, np.uint8) for v in (128, 0, 255)] +
+                          [np.random.default_rng(0).integers(0, 256, (*self.pre.size, 3), dtype=np.uint8)])
         try:
-            raw = self.forward(self.normalize(grey))
+            raw = self.forward(self.normalize(probes))
         except InfolensError:
             raise
         except Exception as e:  # onnxruntime raises its own types; make them one line
@@ -244,8 +258,7 @@ class OnnxClassifier:
             raise InfolensError(f"model output {self.output.name!r} has {raw.shape[1]} class: not a classifier",
                                 "output_name")
         if self.output.kind == "auto":
-            is_probs = raw.min() >= 0 and np.allclose(raw.sum(axis=1), 1.0, atol=1e-3)
-            self.output.kind = "probs" if is_probs else "logits"
+            self.output.kind = _detect_kind(raw, _last_op(self.model_path, self.output.name), self.output.name)
         if labels is None:
             labels = _metadata_labels(self.session)
         if labels is not None and len(labels) != self.output.n_classes:
@@ -379,6 +392,50 @@ def _metadata_labels(session):
                 return v
             return [s.strip() for s in text.split(",")]
     return None
+
+
+def _to_probs(raw: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "logits":
+        e = np.exp(raw - raw.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if kind == "probs":
+        return raw / raw.sum(axis=1, keepdims=True)
+    if kind == "sigmoid":
+        return np.clip(raw, 0.0, 1.0)
+    return np.exp(-np.logaddexp(0.0, -raw))  # sigmoid without overflow
+
+
+def _last_op(model_path: str, output: str) -> str | None:
+    """The op that computes graph output `output`, looking through ops that only reshape, cast or (de)quantize it."""
+    import onnx
+
+    try:
+        graph = onnx.load(model_path, load_external_data=False).graph
+    except Exception:  # the session loaded it; an unreadable graph only means no evidence from it
+        return None
+    made_by = {o: node for node in graph.node for o in node.output}
+    node = made_by.get(output)
+    while node is not None and node.op_type in _PASS_OPS and node.input:
+        node = made_by.get(node.input[0])
+    return None if node is None else node.op_type
+
+
+def _detect_kind(raw: np.ndarray, op: str | None, name: str) -> str:
+    """The output kind from the op that makes the scores (Sigmoid, Softmax, LogSoftmax decide) and else from their
+    values on the probes `raw` [B, Y]: outside [0, 1] → logits; rows summing to 1 → probs; in [0, 1] but not summing
+    to 1 → sigmoid, unless a linear op made them (unbounded scores that happen to fall in [0, 1]): then it cannot
+    decide and asks."""
+    if op in ("Sigmoid", "Softmax", "LogSoftmax"):
+        return {"Sigmoid": "sigmoid", "Softmax": "probs", "LogSoftmax": "logits"}[op]
+    if raw.min() < 0 or raw.max() > 1:
+        return "logits"
+    if np.allclose(raw.sum(axis=1), 1.0, atol=1e-3):
+        return "probs"
+    if op in _SCORE_OPS or op is None:
+        raise InfolensError(f"cannot tell what output {name!r} holds: its values lie in [0, 1] without summing to 1, "
+                            f"but it comes from {op or 'an unknown op'}, not a Sigmoid: give the output kind (sigmoid "
+                            f"for independent per-class probabilities, logits for scores to softmax)", "output_kind")
+    return "sigmoid"
 
 
 def _first_line(e: Exception) -> str:

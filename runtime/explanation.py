@@ -23,6 +23,9 @@ MAPS = {
     "occlusion": ("probability", "diverging", "occlusion: p(c|x) − p(c|x with the region grey)"),
     "rise": ("probability", "sequential", "RISE: E[p(c|masked x) | pixel kept] over random masks"),
 }
+# IG's meaning for a multi-label (sigmoid) classifier, whose classes are independent yes/no variables
+IG_BERNOULLI = ("IG: Σ_c KL(Bern(p(c|x)) ‖ Bern(p(c|x without the region))), the classes as independent yes/no "
+                "variables")
 
 
 @dataclass
@@ -96,7 +99,7 @@ class Explanation:
             "classes": [{"index": int(c), "label": lab, "prob": float(self.probs[c])}
                         for c, lab in zip(self.classes, self.labels)],
             "top1": {"index": int(np.argmax(self.probs)), "prob": float(np.max(self.probs))},
-            "maps": {k: {"unit": MAPS[k][0], "meaning": MAPS[k][2], "range": [float(v.min()), float(v.max())],
+            "maps": {k: {"unit": MAPS[k][0], "meaning": self._meaning(k), "range": [float(v.min()), float(v.max())],
                          **({"stderr_max": float(np.nanmax(self.stderr[k])) if np.isfinite(self.stderr[k]).any()
                              else None} if k in self.stderr else {})} for k, v in self.maps.items()},
             "params": self.params,
@@ -104,6 +107,11 @@ class Explanation:
             "forwards": self.forwards,
             "timing": self.timing,
         }
+
+    def _meaning(self, name: str) -> str:
+        if name == "ig" and self.model.get("output_kind") in ("sigmoid", "sigmoid-logits"):
+            return IG_BERNOULLI
+        return MAPS[name][2]
 
     def outputs(self, out_dir: str, stem: str | None = None) -> dict[str, str]:
         """The file each output goes to: npz, json, and a PNG per map and class (`<stem>_ig.png`,

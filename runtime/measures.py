@@ -16,9 +16,17 @@ def pmi(p0: np.ndarray, pr: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return (np.log2(p0[classes] + EPS)[:, None] - np.log2(pr[:, classes] + EPS).T)
 
 
-def information_gain(p0: np.ndarray, pr: np.ndarray) -> np.ndarray:
-    """IG_r = Σ_c p0[c] (log2 p0[c] − log2 pr[r, c]) = KL(p0 ‖ pr), bits.  p0 [Y], pr [P, Y] → float64 [P]."""
-    return (np.log2(p0 + EPS)[None, :] - np.log2(pr + EPS)) @ p0
+def information_gain(p0: np.ndarray, pr: np.ndarray, bernoulli: bool = False) -> np.ndarray:
+    """IG_r = Σ_c p0[c] (log2 p0[c] − log2 pr[r, c]) = KL(p0 ‖ pr), bits.  p0 [Y], pr [P, Y] → float64 [P].
+
+    bernoulli (multi-label): each class is its own yes/no variable, independent given the image, so the KL of the
+    joint is the sum over classes of the binary KLs, Σ_c KL(Bern(p0[c]) ‖ Bern(pr[r, c])).
+    """
+    ig = (np.log2(p0 + EPS)[None, :] - np.log2(pr + EPS)) @ p0
+    if bernoulli:
+        q0 = 1 - p0
+        ig += (np.log2(q0 + EPS)[None, :] - np.log2(1 - pr + EPS)) @ q0
+    return ig
 
 
 def weight_of_evidence(p0: np.ndarray, pr: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -34,7 +42,7 @@ def probability_difference(p0: np.ndarray, pr: np.ndarray, classes: np.ndarray) 
 
 
 def reduce_samples(method: str, p0: np.ndarray, probs: np.ndarray, classes: np.ndarray,
-                   deterministic: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                   deterministic: bool = False, bernoulli: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The maps' per-patch values of m positions from the classifier's outputs on their n in-fills, with the
     Monte-Carlo standard error of each (delta method).
 
@@ -43,6 +51,7 @@ def reduce_samples(method: str, p0: np.ndarray, probs: np.ndarray, classes: np.n
     units.  p(Y|x without r) is estimated by the mean over the n in-fills; a value f(p̄) gets the standard error
     |f'(p̄)| · sd_i(p_i) / √n (ig: sd_i of Σ_y ∂IG/∂p̄_y · p_i,y, the linearization of KL in all classes at once).
     A deterministic sampler has no Monte-Carlo error (0); a random one with n = 1 cannot estimate it (nan).
+    bernoulli: a multi-label classifier's per-class probabilities (IG is the sum of binary KLs, information_gain).
     """
     m, n, _ = probs.shape
     pr = probs.sum(1) / n  # the sequential float64 sum of the in-fills, as the maps have always used
@@ -58,8 +67,11 @@ def reduce_samples(method: str, p0: np.ndarray, probs: np.ndarray, classes: np.n
     if method == "pmi":
         # ∂/∂p̄ of −log2(p̄ + EPS) is −1 / ((p̄ + EPS) ln 2); IG = Σ_y p0_y (log2 p0_y − log2 p̄_y)
         weights = p0[None, :] / ((pr + EPS) * LN2)  # [m, Y]: −∂IG/∂p̄
+        if bernoulli:  # + Σ_y (1 − p0_y)(log2(1 − p0_y) − log2(1 − p̄_y))
+            weights -= (1 - p0)[None, :] / ((1 - pr + EPS) * LN2)
         return {"pmi": (pmi(p0, pr, classes), stderr(sel, 1 / ((p_sel + EPS) * LN2)).T),
-                "ig": (information_gain(p0, pr), stderr(np.einsum("miy,my->mi", probs, weights), np.ones(m)))}
+                "ig": (information_gain(p0, pr, bernoulli),
+                       stderr(np.einsum("miy,my->mi", probs, weights), np.ones(m)))}
     if method == "pda":
         slope = (1 / (p_sel + EPS) + 1 / (1 - p_sel + EPS)) / LN2
         return {"woe": (weight_of_evidence(p0, pr, classes), stderr(sel, slope).T)}

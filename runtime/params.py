@@ -69,7 +69,8 @@ PARAMS: dict[str, Param] = {
     "mean": Param("--mean", meaning="per-channel mean after scaling"),
     "std": Param("--std", meaning="per-channel std after scaling"),
     "resize": Param("--resize", str, meaning="how images reach the input size"),
-    "output_kind": Param("--output-kind", str, choices=("auto", "probs", "logits"), meaning="class scores kind"),
+    "output_kind": Param("--output-kind", str, choices=("auto", "probs", "logits", "sigmoid", "sigmoid-logits"),
+                         meaning="what the class scores are"),
     "input_name": Param("--input-name", meaning="graph input"),
     "output_name": Param("--output-name", meaning="graph output with the class scores"),
     # files and evaluation

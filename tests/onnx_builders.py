@@ -65,6 +65,19 @@ def classifier(path, H=17, W=19, layout="NCHW", order="RGB", kind="logits", dtyp
     if kind == "probs":
         nodes.append(helper.make_node("Softmax", ["z"], ["probs"], axis=1))
         out = "probs"
+    elif kind == "sigmoid":  # multi-label: one independent probability per class
+        nodes.append(helper.make_node("Sigmoid", ["z"], ["probs"]))
+        out = "probs"
+    elif kind == "sigmoid-div":  # the same sigmoid written out as 1 / (1 + exp(−z)): no Sigmoid op to see
+        inits.append(numpy_helper.from_array(np.ones(1, np.float32), "one"))
+        nodes += [helper.make_node("Neg", ["z"], ["nz"]), helper.make_node("Exp", ["nz"], ["ez"]),
+                  helper.make_node("Add", ["ez", "one"], ["den"]), helper.make_node("Div", ["one", "den"], ["probs"])]
+        out = "probs"
+    elif kind == "scores01":  # raw scores squeezed into [0, 1] by a linear op: neither sums to 1 nor is a Sigmoid
+        inits.append(numpy_helper.from_array(np.full(1, 0.5, np.float32), "half"))
+        inits.append(numpy_helper.from_array(np.full(1, 1e-3, np.float32), "tiny"))
+        nodes += [helper.make_node("Mul", ["z", "tiny"], ["zs"]), helper.make_node("Add", ["zs", "half"], ["probs"])]
+        out = "probs"
     graph = helper.make_graph(nodes, "clf", [helper.make_tensor_value_info("input", elem, shape)],
                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, n_classes])], inits)
     model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)

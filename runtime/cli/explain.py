@@ -27,7 +27,8 @@ Each pixel gets the mean over the patches that cover it.  Cost: (#patches × N +
 
 Without --model it uses the shipped ImageNet classifier (EfficientNet-Lite0) and PatchSampler.
 A model's card (model.json beside model.onnx) supplies preprocessing and labels; flags override it;
-what neither gives is inferred from the graph (layout, size, dtype, probabilities vs logits)."""
+what neither gives is inferred from the graph (layout, size, dtype, output kind: softmax probabilities,
+logits, or multi-label sigmoid probabilities)."""
 
 EXPLAIN_EXAMPLES = """\
 examples:
@@ -68,7 +69,10 @@ def register(sub) -> None:
     m.add_argument("--std", type=options.floats, help="per-channel std after scaling, a,b,c (default 1)")
     m.add_argument("--size", type=options.size, help="input H,W (default: from the graph)")
     options.add_resize(m, "how images reach --size (default shorter-side-crop)")
-    m.add_argument("--output-kind", choices=options.choices("output_kind"), help="default auto (detected)")
+    m.add_argument("--output-kind", choices=options.choices("output_kind"),
+                   help="probs: softmax probabilities; logits: scores to softmax; sigmoid: multi-label, an independent "
+                   "probability per class (IG sums the classes' binary KLs); sigmoid-logits: scores to pass through a "
+                   "sigmoid (default auto: from the graph's last op and probe outputs; asks when they cannot tell)")
     m.add_argument("--input-name", help="graph input (default: the only one)")
     m.add_argument("--output-name", help="graph output with class scores (default: the first)")
     r = ex.add_argument_group("run")

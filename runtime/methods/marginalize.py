@@ -69,7 +69,8 @@ class PatchMarginalization(Attribution):
             if start:  # a later pass: these positions' earlier outputs come first
                 probs = np.concatenate([np.stack([held.pop(int(i)) for i in idx]), probs], axis=1)
             worst = np.zeros(len(idx))
-            for name, (v, se) in measures.reduce_samples(self.reduction, p0, probs, cls, deterministic).items():
+            for name, (v, se) in measures.reduce_samples(self.reduction, p0, probs, cls, deterministic,
+                                                                 self.classifier.output.bernoulli).items():
                 if name not in per_patch:
                     per_patch[name] = (np.empty(v.shape[:-1] + (len(ys),)), np.empty(v.shape[:-1] + (len(ys),)))
                 per_patch[name][0][..., idx], per_patch[name][1][..., idx] = v, se
