@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import outfiles
 from .errors import InfolensError
-
-MARKER = "infolens_explanation"  # written into every JSON so a rerun knows which files it may replace
+from .outfiles import MARKER
 # 2: the classifier's and the sampler's sha256 are recorded beside their paths (model.sha256, params.sampler_sha256),
 # so the files can be found again on another machine; 1 (no "schema_version"): paths only.
 SCHEMA_VERSION = 2
@@ -132,37 +133,41 @@ class Explanation:
         image where a map is within two standard errors of 0 (|value| < 2·stderr), colour only where it is not.
 
         Existing files are replaced only when they belong to an earlier infolens explanation of the same stem (its
-        JSON carries the infolens marker) or `overwrite` is set; otherwise nothing is written and InfolensError says so.
+        JSON carries the infolens marker) or `overwrite` is set; otherwise nothing is written and InfolensError says
+        so.  Each file is written to a temporary name and renamed into place; the JSON comes last, so a JSON
+        on disk means its npz and PNGs are complete.  A file system error is an InfolensError naming `out`.
         """
         from . import render as rnd
 
         files = self.outputs(out_dir, stem)
         if not render:
             files = {k: v for k, v in files.items() if k in ("npz", "json")}
-        if not overwrite and not _ours(files["json"]):
-            taken = [p for p in files.values() if os.path.exists(p)]
-            if taken:
-                raise InfolensError(f"{taken[0]} exists and was not written by infolens (overwrite to replace it)",
-                                    "overwrite")
-        os.makedirs(out_dir, exist_ok=True)
-        np.savez_compressed(files["npz"], image=self.image, probs=self.probs, classes=self.classes,
-                            **{k: v.astype(np.float32) for k, v in self.maps.items()},
-                            **{f"{k}{STDERR}": v.astype(np.float32) for k, v in self.stderr.items()})
-        summary = self.summary()
-        summary["files"] = {k: os.path.basename(v) for k, v in files.items()}
-        with open(files["json"], "w") as f:
-            json.dump(summary, f, indent=1)
+        check_outputs(out_dir, stem or self.stem, overwrite)
+        pngs = []
         if render:
             for name, m in self.maps.items():
                 unit, kind, _ = MAPS[name]
                 hide = (np.abs(m) < 2 * self.stderr[name]) if mask_insignificant and name in self.stderr else None
                 if m.ndim == 2:
-                    rnd.write_png(files[name], rnd.overlay(self.image, m, kind, name.upper(), unit, hide=hide))
+                    pngs.append((files[name], rnd.overlay(self.image, m, kind, name.upper(), unit, hide=hide)))
                     continue
                 for i, (c, lab) in enumerate(zip(self.classes, self.labels)):
                     title = f"{name.upper()} {lab} ({c}), p={self.probs[c]:.3f}"
-                    rnd.write_png(files[f"{name}_{c}"], rnd.overlay(self.image, m[i], kind, title, unit,
-                                                                   hide=None if hide is None else hide[i]))
+                    pngs.append((files[f"{name}_{c}"], rnd.overlay(self.image, m[i], kind, title, unit,
+                                                                  hide=None if hide is None else hide[i])))
+        summary = self.summary()
+        summary["files"] = {k: os.path.basename(v) for k, v in files.items()}
+        arrays = dict(image=self.image, probs=self.probs, classes=self.classes,
+                      **{k: v.astype(np.float32) for k, v in self.maps.items()},
+                      **{f"{k}{STDERR}": v.astype(np.float32) for k, v in self.stderr.items()})
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            outfiles.write_atomic(files["npz"], lambda f: np.savez_compressed(f, **arrays))
+            for path, bgr in pngs:
+                outfiles.write_atomic(path, lambda f, bgr=bgr: f.write(rnd.encode_png(bgr)))
+            outfiles.write_atomic(files["json"], lambda f: f.write(json.dumps(summary, indent=1).encode()))
+        except OSError as e:
+            raise InfolensError(f"cannot write the results into {out_dir}: {e.strerror or e}", "out") from None
         return files
 
     @classmethod
@@ -187,9 +192,12 @@ class Explanation:
                    **base)
 
 
-def _ours(json_path: str) -> bool:
-    try:
-        with open(json_path) as f:
-            return MARKER in json.load(f)
-    except (OSError, ValueError):
-        return False
+def check_outputs(out_dir: str, stem: str, overwrite: bool = False) -> None:
+    """Before computing: InfolensError when the result `stem` would replace files in `out_dir` that infolens did not
+    write (and `overwrite` is not set)."""
+    outfiles.check_replaceable(out_dir, stem, overwrite, tuple(MAPS))
+
+
+def result_pattern(stem: str) -> re.Pattern:
+    """The file names the result `stem` may write (any map, any class)."""
+    return outfiles.result_pattern(stem, tuple(MAPS))

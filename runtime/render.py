@@ -64,6 +64,9 @@ def overlay(image: np.ndarray, values: np.ndarray, kind: str, title: str, unit: 
     return panel
 
 
-def write_png(path: str, bgr: np.ndarray) -> None:
-    if not cv2.imwrite(path, bgr):
-        raise InfolensError(f"cannot write {path}")
+def encode_png(bgr: np.ndarray) -> bytes:
+    """BGR uint8 [H, W, 3] → PNG file bytes."""
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise InfolensError("cannot encode the overlay as PNG")
+    return buf.tobytes()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -98,9 +99,17 @@ def _classifier(args):
 
 
 def run(args) -> int:
+    from ..catalog import file_sha256
+    from ..explanation import check_outputs, result_pattern
     from ..methods import Explainer, method_class
+    from ..outfiles import prepare_dir, result_lock
     from ..samplers import load_sampler
 
+    try:  # every problem with --out shows before anything is computed
+        out = prepare_dir(args.out)
+    except InfolensError as err:
+        print(f"infolens: error: {params.with_flag(err)}", file=sys.stderr)
+        return 2
     clf = _classifier(args)
     default_sampler = method_class(args.method).default_sampler
     sampler = None if default_sampler is None else load_sampler(args.sampler or default_sampler, K=args.K,
@@ -109,23 +118,42 @@ def run(args) -> int:
     explainer = Explainer(clf, sampler, batch_size=args.batch_size, progress=not args.quiet, rise_grid=args.rise_grid,
                           rise_p=args.rise_p, target_se=args.target_se, max_samples=args.max_samples)
     n = args.N if args.N is not None else (1000 if args.method == "rise" else 8)
-    inputs = {os.path.abspath(p) for p in args.images}
+    inputs = {os.path.realpath(p) for p in args.images}
+    out_real = os.path.realpath(out)
     stems: dict[str, int] = {}
+    done_paths: set[str] = set()
+    by_content: dict[str, object] = {}  # sha256 of an image file → its explanation: identical files computed once
     failed = 0
     for path in args.images:
+        real = os.path.realpath(path)
+        if real in done_paths:
+            _notice(args, f"{path}: given more than once; explained once")
+            continue
+        done_paths.add(real)
         stem = os.path.splitext(os.path.basename(path))[0]
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:  # two images with one name in one call must not overwrite each other's maps
             stem = f"{stem}-{stems[stem]}"
         try:
             t0 = time.perf_counter()
-            e = explainer.explain(path, classes=args.classes, stride=args.S, samples=n, seed=args.seed,
-                                  method=args.method)
-            clash = [p for p in e.outputs(args.out, stem).values() if os.path.abspath(p) in inputs]
+            pattern = result_pattern(stem)
+            clash = [p for p in inputs if os.path.dirname(p) == out_real and pattern.fullmatch(os.path.basename(p))]
             if clash:
-                raise InfolensError(f"output {clash[0]} would overwrite an input image", "out")
-            files = e.save(args.out, stem, overwrite=args.overwrite, render=not args.no_png,
-                           mask_insignificant=args.mask_insignificant)
+                raise InfolensError(f"the results of {path} would overwrite the input image {clash[0]}", "out")
+            with result_lock(out, stem):
+                check_outputs(out, stem, args.overwrite)
+                digest = file_sha256(path) if os.path.isfile(path) else None
+                e = by_content.get(digest)
+                if e is not None:
+                    _notice(args, f"{path}: same file content as {e.source}; its explanation is reused")
+                    e = dataclasses.replace(e, source=path)
+                else:
+                    e = explainer.explain(path, classes=args.classes, stride=args.S, samples=n, seed=args.seed,
+                                          method=args.method)
+                    if digest:
+                        by_content[digest] = e
+                files = e.save(out, stem, overwrite=args.overwrite, render=not args.no_png,
+                               mask_insignificant=args.mask_insignificant)
         except InfolensError as err:
             print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
             failed += 1
@@ -133,6 +161,10 @@ def run(args) -> int:
         if not args.quiet:
             top = ", ".join(f"{lab} ({c}) p={e.probs[c]:.3f}" for c, lab in zip(e.classes, e.labels))
             print(f"{path}: {top}\n  {e.forwards} forwards in {time.perf_counter() - t0:.1f} s → "
-                  f"{os.path.join(args.out, stem)}.* ({len(files)} files)")
+                  f"{os.path.join(out, stem)}.* ({len(files)} files)")
     return 2 if failed else 0
 
+
+def _notice(args, text: str) -> None:
+    if not args.quiet:
+        print(f"infolens: note: {text}", file=sys.stderr)
