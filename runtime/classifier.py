@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import params
+from . import graphs, params
 from .backends import sessions
 from .errors import InfolensError
-from .images import RESIZE_MODES, read_image, to_input_space
+from .images import read_image, rgb_value, to_input_space
 
 _DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
 # What the class scores are, and how they become probabilities: softmax distributions ("probs"; "logits" get a
@@ -28,28 +28,61 @@ _LABEL_KEYS = ("labels", "classes", "class_names", "names")
 
 @dataclass
 class Preprocessing:
-    """How a uint8 RGB input-space image becomes the model tensor: v = (pixel[channel_order] * scale - mean) / std."""
+    """How a uint8 RGB image becomes the model tensor.
+
+    The image reaches `size` by `resize` (images.to_input_space, with `interpolation`, `pad_value` for letterbox,
+    `crop_fraction` for shorter-side-crop); then each pixel v = (pixel[channel_order] * scale - mean) / std per
+    model channel (a uint8 model takes the pixels as they are).  A single-channel model (`channels` 1) takes the grey
+    level Y = ⌊luma(R, G, B) + 0.5⌋ by the `grayscale` formula (graphs.LUMA), then (Y * scale - mean) / std.
+    """
 
     layout: str = "NCHW"
     size: tuple[int, int] = (224, 224)
     channel_order: str = "RGB"
     scale: float = 1.0
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
     dtype: str = "float32"
     resize: str = "shorter-side-crop"
+    interpolation: str = "auto"
+    pad_value: tuple[int, int, int] = (0, 0, 0)
+    crop_fraction: float = 1.0
+    channels: int = 3
+    grayscale: str = "bt601"
 
     def lut(self) -> np.ndarray:
-        """[3, 256] table: value of model channel c for pixel value v (dtype of the model input)."""
+        """[3, 256] table: value of model channel c for pixel value v (dtype of the model input).  A grey model's
+        table is the identity: its graph front (graphs.grey_front) computes the grey level and normalizes it."""
         v = np.arange(256, dtype=np.float64)
         if self.dtype == "uint8":
             return np.tile(np.arange(256, dtype=np.uint8), (3, 1))
+        if self.channels == 1:
+            return np.tile(v.astype(np.float32), (3, 1))
         rows = [(v * self.scale - m) / s for m, s in zip(self.mean, self.std)]
         return np.stack(rows).astype(np.float32)
 
     def src(self) -> np.ndarray:
         """[3] int64: the RGB channel that feeds each model channel."""
         return np.array(["RGB".index(ch) for ch in self.channel_order], dtype=np.int64)
+
+    def used(self) -> dict:
+        """The values this model and resize mode actually use (what an explanation records), JSON-ready."""
+        d = asdict(self)
+        d["size"] = list(self.size)
+        drop = set()
+        if self.dtype == "uint8":
+            drop |= {"scale", "mean", "std"}
+        if self.channels == 1:
+            drop.add("channel_order")
+        else:
+            drop.add("grayscale")
+        if self.resize != "letterbox":
+            drop.add("pad_value")
+        if self.resize != "shorter-side-crop":
+            drop.add("crop_fraction")
+        if self.resize == "none":
+            drop.add("interpolation")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if k not in drop}
 
 
 @dataclass
@@ -77,7 +110,13 @@ class OnnxClassifier:
     model_path : path to the .onnx file.
     layout : "NCHW" | "NHWC".  size : (H, W) in pixels.  channel_order : "RGB" | "BGR".
     scale, mean, std : per-pixel affine map v = (pixel * scale - mean) / std, mean/std per model channel.
-    dtype : "float32" | "uint8" (uint8 models take raw pixels).  resize : one of images.RESIZE_MODES.
+    dtype : "float32" | "uint8" (uint8 models take raw pixels; scale, mean, std other than 1, 0, 1 are an error).
+    resize : one of images.RESIZE_MODES; interpolation : one of images.INTERPOLATIONS or "auto"; pad_value :
+        letterbox padding, one value or R, G, B; crop_fraction : shorter-side-crop's share (e.g. 0.875).
+    grayscale : single-channel models, how RGB becomes grey (graphs.LUMA: "bt601" as OpenCV, "pil" as PIL,
+        "bt709", "average"; default bt601).
+    A value the model or the resize mode cannot use (mean on a uint8 input, pad_value without letterbox, …) is an
+    InfolensError naming it, never silently ignored.
     output_kind : one of OUTPUT_KINDS: "probs" (softmax probabilities), "logits" (softmax applied), "sigmoid"
         (multi-label: one independent probability per class), "sigmoid-logits" (sigmoid applied) or "auto" (from
         the graph's last op and probe forwards; an error asks for it when they cannot decide).
@@ -86,16 +125,20 @@ class OnnxClassifier:
     """
 
     def __init__(self, model_path, *, layout=None, size=None, channel_order=None, scale=None, mean=None, std=None,
-                 dtype=None, resize=None, output_kind="auto", labels=None, device="cpu", input_name=None,
-                 output_name=None, name=None):
+                 dtype=None, resize=None, interpolation=None, pad_value=None, crop_fraction=None, grayscale=None,
+                 output_kind="auto", labels=None, device="cpu", input_name=None, output_name=None, name=None):
         self.model_path = os.fspath(model_path)
         self.name = name or os.path.splitext(os.path.basename(self.model_path))[0]
         self.device = device
         self.session, self.batch_limit = _open_session(self.model_path, device)
         inp = _pick(self.session.get_inputs(), input_name, "input", "input_name")
         out = _pick(self.session.get_outputs(), output_name, "output", "output_name")
-        self.input_name = inp.name
-        self.pre = _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize)
+        self.input_name = self._feed = inp.name
+        self.pre = _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize,
+                                          interpolation, pad_value, crop_fraction, grayscale)
+        if self.pre.channels == 1:  # the session runs the graph behind a grey-level front that takes RGB
+            self.session, self.batch_limit = _open_session(self.model_path, device, self._edit)
+            self._feed = graphs.GREY_FRONT_INPUT
         self._lut, self._src = self.pre.lut(), self.pre.src()
         self._with_outputs: dict[tuple, object] = {}  # sessions with intermediate tensors as outputs
         self.rows_run = 0
@@ -120,7 +163,9 @@ class OnnxClassifier:
         inp, out = card.get("input", {}), card.get("output", {})
         kw = dict(layout=inp.get("layout"), size=inp.get("size"), channel_order=inp.get("channel_order"),
                   scale=inp.get("scale"), mean=inp.get("mean"), std=inp.get("std"), dtype=inp.get("dtype"),
-                  resize=inp.get("resize"), input_name=inp.get("name"), output_name=out.get("name"),
+                  resize=inp.get("resize"), interpolation=inp.get("interpolation"), pad_value=inp.get("pad_value"),
+                  crop_fraction=inp.get("crop_fraction"), grayscale=inp.get("grayscale"),
+                  input_name=inp.get("name"), output_name=out.get("name"),
                   output_kind=out.get("kind", "auto"), labels=card.get("labels"), name=card.get("name"))
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(model_path, **kw)
@@ -129,20 +174,28 @@ class OnnxClassifier:
     def from_description(cls, d: dict, device: str | None = None, model_path: str | None = None) -> "OnnxClassifier":
         """Rebuild the classifier an explanation recorded (`describe()` output, the JSON's "model"), from the file
         it names or from `model_path` (the same model found elsewhere)."""
-        return cls.from_card(model_path or d["model"], layout=d["layout"], size=d["size"], channel_order=d["channel_order"],
-                             scale=d["scale"], mean=d["mean"], std=d["std"], dtype=d["dtype"], resize=d["resize"],
-                             output_kind=d["output_kind"], input_name=d["input_name"],
-                             output_name=d["output_name"], device=device or d.get("device", "cpu"))
+        pre = {k: d.get(k) for k in ("layout", "size", "channel_order", "scale", "mean", "std", "dtype", "resize",
+                                     "interpolation", "pad_value", "crop_fraction", "grayscale")}
+        return cls.from_card(model_path or d["model"], **pre, output_kind=d["output_kind"],
+                             input_name=d["input_name"], output_name=d["output_name"],
+                             device=device or d.get("device", "cpu"))
 
     # ---- images → tensors ------------------------------------------------------------------------------------
-    def load_image(self, image) -> np.ndarray:
-        """A path or a uint8 RGB [h, w, 3] array → uint8 RGB [H, W, 3] in the model's input space."""
+    def load_image(self, image, notes: list | None = None) -> np.ndarray:
+        """A path or a uint8 RGB [h, w, 3] array → uint8 RGB [H, W, 3] in the model's input space.  `notes` (a list)
+        gets a line for each change a user should know of: the file's (images.read_image: transparency, frames,
+        16 bits) and an image smaller than the input, which is enlarged."""
+        notes = [] if notes is None else notes
         if isinstance(image, (str, os.PathLike)):
-            image = read_image(image)
+            image = read_image(image, notes=notes)
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InfolensError(f"image array must be uint8 [H, W, 3] RGB, got {image.dtype} {list(image.shape)}")
-        return to_input_space(image, self.pre.size, self.pre.resize)
+        pre = self.pre
+        (h, w), (H, W) = image.shape[:2], pre.size
+        if (h < H or w < W) and pre.resize != "none":
+            notes.append(f"the image ({h}x{w}) is smaller than the model input ({H}x{W}): enlarged ({pre.resize})")
+        return to_input_space(image, pre.size, pre.resize, pre.interpolation, pre.pad_value, pre.crop_fraction)
 
     @property
     def lut(self) -> np.ndarray:
@@ -176,15 +229,9 @@ class OnnxClassifier:
         if key not in self._with_outputs:
             import onnx
 
-            model = onnx.load(self.model_path)
-            made = {o for node in model.graph.node for o in node.output}
-            missing = [n for n in names if n not in made]
-            if missing:
-                raise InfolensError(f"model has no tensor named {missing[0]!r}", "model")
-            have = {o.name for o in model.graph.output}
-            model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+            model = graphs.with_outputs(self._edit(onnx.load(self.model_path)), list(names))
             self._with_outputs[key] = sessions.open_session(model.SerializeToString(), self.session.get_providers())
-        outs = self._with_outputs[key].run(list(names), {self.input_name: tensor})
+        outs = self._with_outputs[key].run(list(names), {self._feed: tensor})
         return dict(zip(names, outs))
 
     def perturbation_batch(self, base: np.ndarray, capacity: int, K: int):
@@ -210,7 +257,7 @@ class OnnxClassifier:
             if self.batch_limit and len(chunk) < step:
                 pad = np.repeat(chunk[-1:], step - len(chunk), axis=0)
                 chunk = np.concatenate([chunk, pad])
-            y = self.session.run([self.output.name], {self.input_name: chunk})[0]
+            y = self.session.run([self.output.name], {self._feed: chunk})[0]
             outs.append(y[: min(step, n - i)])
         y = np.concatenate(outs).astype(np.float64)
         y = y.reshape(y.shape[0], *[d for d in y.shape[1:] if d != 1]) if y.ndim > 2 else y
@@ -232,13 +279,19 @@ class OnnxClassifier:
         preprocessing actually used, output kind."""
         from .catalog import file_sha256
 
-        pre = asdict(self.pre)
-        pre["size"] = list(pre["size"])
+        pre = self.pre.used()
         return {"model": os.path.abspath(self.model_path), "sha256": file_sha256(self.model_path), "name": self.name,
                 "input_name": self.input_name,
                 "output_name": self.output.name, "output_kind": self.output.kind, "n_classes": self.n_classes,
                 "batch_limit": self.batch_limit, "device": self.device,
                 "providers": self.session.get_providers(), **pre}
+
+    def _edit(self, model):
+        """The in-memory graph edit this classifier runs under (the grey front of a single-channel model)."""
+        if self.pre.channels != 1:
+            return model
+        return graphs.grey_front(model, self.input_name, self.pre.layout, self.pre.grayscale, self.pre.scale,
+                                 self.pre.mean[0], self.pre.std[0])
 
     def _probe(self, labels):
         """Forwards on grey, black, white and noise images: checks the model runs, counts classes, detects the output
@@ -268,8 +321,9 @@ class OnnxClassifier:
             f"class {i}" for i in range(self.output.n_classes)]
 
 
-def _open_session(path: str, device: str):
+def _open_session(path: str, device: str, edit=None):
     """Session plus batch limit: None when any batch size runs, else the fixed batch size to pad/split to.
+    edit: ModelProto → ModelProto applied in memory before opening (the file is not changed).
 
     A fixed batch dimension is first rewritten to a symbolic one (the common export accident); the rewrite is kept
     only if a two-image batch then gives the same answers as two single-image calls.
@@ -278,20 +332,29 @@ def _open_session(path: str, device: str):
         raise InfolensError(f"model file not found: {path}", "model")
     providers = sessions.providers(device)
     try:
-        session = sessions.open_session(path, providers)
+        source = path if edit is None else edit(_onnx_load(path)).SerializeToString()
+        session = sessions.open_session(source, providers)
+    except InfolensError:
+        raise
     except Exception as e:
         raise InfolensError(f"cannot load ONNX model {path}: {_first_line(e)}", "model") from None
     dim0 = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
     if not isinstance(dim0, int):
         return session, None
-    relaxed = _relax_batch(path, providers, session)
+    relaxed = _relax_batch(path, providers, session, edit)
     return (relaxed, None) if relaxed is not None else (session, dim0)
 
 
-def _relax_batch(path, providers, fixed):
+def _onnx_load(path: str):
     import onnx
 
-    model = onnx.load(path)
+    return onnx.load(path)
+
+
+def _relax_batch(path, providers, fixed, edit=None):
+    model = _onnx_load(path)
+    if edit is not None:
+        model = edit(model)
     for vi in list(model.graph.input) + list(model.graph.output):
         dims = vi.type.tensor_type.shape.dim
         if len(dims):
@@ -322,24 +385,24 @@ def _pick(args, name, what, param):
     raise InfolensError(f"model has no {what} named {name!r}; it has {', '.join(a.name for a in args)}", param)
 
 
-def _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize) -> Preprocessing:
+def _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize, interpolation=None,
+                           pad_value=None, crop_fraction=None, grayscale=None) -> Preprocessing:
     shape = inp.shape
     if len(shape) != 4:
         raise InfolensError(f"model input {inp.name!r} has rank {len(shape)} {shape}; an image classifier takes "
-                            f"[batch, 3, H, W] or [batch, H, W, 3]")
+                            f"[batch, C, H, W] or [batch, H, W, C] with C = 3 or 1")
     if layout is None:
         first, last = shape[1] in (1, 3), shape[3] in (1, 3)
         if first == last:
             raise InfolensError(f"cannot infer the layout from input shape {shape}: give it (NCHW or NHWC)",
                                 "layout")
         layout = "NCHW" if first else "NHWC"
-    layout = str(layout).upper()
-    if layout not in ("NCHW", "NHWC"):
-        raise InfolensError(f"unknown layout {layout!r}: choose nchw or nhwc", "layout")
+    layout = params.check("layout", str(layout).upper())
     c_dim, hw = (shape[1], shape[2:4]) if layout == "NCHW" else (shape[3], shape[1:3])
-    if isinstance(c_dim, int) and c_dim != 3:
+    if isinstance(c_dim, int) and c_dim not in (1, 3):
         raise InfolensError(f"model input {inp.name!r} has {c_dim} channels in layout {layout}; infolens explains "
-                            f"3-channel colour models (wrong layout?)", "layout")
+                            f"3-channel colour and 1-channel grey models (wrong layout?)", "layout")
+    channels = 1 if c_dim == 1 else 3
     if size is None:
         if not all(isinstance(d, int) for d in hw):
             raise InfolensError(f"input shape {shape} has no fixed height/width: give the size H,W", "size")
@@ -352,26 +415,50 @@ def _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, d
             raise InfolensError(f"model input type {inp.type} is not supported (float32 or uint8 inputs only)",
                                 "model")
         dtype = _DTYPES[inp.type]
-    channel_order = str(channel_order or "RGB").upper()
-    if sorted(channel_order) != ["B", "G", "R"]:
-        raise InfolensError(f"bad channel order {channel_order!r}: choose rgb or bgr", "channel_order")
-    mean = _triple(0.0 if mean is None else mean, "mean")
-    std = _triple(1.0 if std is None else std, "std")
+    if dtype == "uint8":  # raw pixels: a normalization given for it would be silently ignored
+        for name, value, identity in (("scale", scale, 1.0), ("mean", mean, 0.0), ("std", std, 1.0)):
+            if value is not None and any(v != identity for v in _values(value)):
+                raise InfolensError(f"model input {inp.name!r} is uint8 (raw pixels, normalized inside the graph if "
+                                    f"at all): a {name} cannot apply; remove it", name)
+    if channels == 1:
+        if channel_order is not None and str(channel_order).upper() != "RGB":
+            raise InfolensError(f"model input {inp.name!r} has one channel (grey): a channel order cannot apply; "
+                                f"remove it (grayscale chooses how RGB becomes grey)", "channel_order")
+        grayscale = params.check("grayscale", grayscale or "bt601")
+    elif grayscale is not None:
+        raise InfolensError(f"grayscale applies to single-channel models; model input {inp.name!r} has 3 channels",
+                            "grayscale")
+    channel_order = params.check("channel_order", str(channel_order or "RGB").upper())
+    n = channels
+    mean = _values(0.0 if mean is None else mean, n, "mean")
+    std = _values(1.0 if std is None else std, n, "std")
     if min(abs(s) for s in std) == 0:
         raise InfolensError("std must not be 0", "std")
-    resize = resize or "shorter-side-crop"
-    if resize not in RESIZE_MODES:
-        raise InfolensError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}", "resize")
+    resize = params.check("resize", resize or "shorter-side-crop")
+    for name, value, unused, mode in (("pad_value", pad_value, None, "letterbox"),
+                                      ("crop_fraction", crop_fraction, 1.0, "shorter-side-crop")):
+        if value is not None and value != unused and resize != mode:
+            raise InfolensError(f"{name} applies to resize {mode}, not {resize}", name)
+    if resize == "none" and interpolation not in (None, "auto"):
+        raise InfolensError("interpolation does not apply with resize none (images must have the input size)",
+                            "interpolation")
+    interpolation = params.check("interpolation", interpolation or "auto")
+    crop_fraction = params.check("crop_fraction", float(1.0 if crop_fraction is None else crop_fraction))
+    pad = rgb_value(0 if pad_value is None else pad_value, "pad_value")
     return Preprocessing(layout, size, channel_order, float(1.0 if scale is None else scale), mean, std, dtype,
-                         resize)
+                         resize, interpolation, pad, crop_fraction, channels, grayscale or "bt601")
 
 
-def _triple(v, param):
-    vals = [float(x) for x in (v if isinstance(v, (list, tuple, np.ndarray)) else [v] * 3)]
+def _values(v, n: int | None = None, param: str = "") -> tuple[float, ...]:
+    """A number or a list of numbers → a tuple; with n: 1 value repeated to n, or exactly n values."""
+    vals = [float(x) for x in (v if isinstance(v, (list, tuple, np.ndarray)) else [v])]
+    if n is None:
+        return tuple(vals)
     if len(vals) == 1:
-        vals *= 3
-    if len(vals) != 3:
-        raise InfolensError(f"{param} needs 1 or 3 values, got {len(vals)}", param)
+        vals *= n
+    if len(vals) != n:
+        raise InfolensError(f"{param} needs {'1 value' if n == 1 else f'1 or {n} values'} for this model, got "
+                            f"{len(vals)}", param)
     return tuple(vals)
 
 

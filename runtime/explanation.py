@@ -44,6 +44,7 @@ class Explanation:
     params  method, K, S, N, sampler (and its file's path and sha256), seed, batch size, …;
     model   the classifier's path, sha256 and the preprocessing used.
     timing  seconds per stage;  forwards: images the classifier ran (counted, p(Y|x) included).
+    notes   what was done to the input a user should know of (transparency composited, frame chosen, enlarged, …).
     """
 
     image: np.ndarray
@@ -57,6 +58,7 @@ class Explanation:
     timing: dict = field(default_factory=dict)
     forwards: int = 0
     source: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def pmi(self) -> np.ndarray | None:
@@ -97,6 +99,7 @@ class Explanation:
             MARKER: 1,
             "schema_version": SCHEMA_VERSION,
             "source": self.source,
+            "input_notes": self.notes,
             "classes": [{"index": int(c), "label": lab, "prob": float(self.probs[c])}
                         for c, lab in zip(self.classes, self.labels)],
             "top1": {"index": int(np.argmax(self.probs)), "prob": float(np.max(self.probs))},
@@ -189,6 +192,7 @@ class Explanation:
                                 f"{SCHEMA_VERSION} (upgrade infolens)")
         return cls(labels=[c["label"] for c in meta["classes"]], maps=arrays, stderr=stderr, params=meta["params"],
                    model=meta["model"], timing=meta["timing"], forwards=meta["forwards"], source=meta["source"],
+                   notes=meta.get("input_notes", []),
                    **base)
 
 

@@ -7,16 +7,32 @@ import cv2
 import numpy as np
 
 from .errors import InfolensError
+from .params import PARAMS, check
 
-RESIZE_MODES = ("shorter-side-crop", "stretch", "none")
+RESIZE_MODES = PARAMS["resize"].choices
+INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+                  "nearest": cv2.INTER_NEAREST, "lanczos": cv2.INTER_LANCZOS4}
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to uint8 RGB [H, W, 3]; grey and alpha images are converted.
+WHITE = (255, 255, 255)
+_MULTI_FRAME = (b"GIF8", b"II*\x00", b"MM\x00*")  # GIF, TIFF (little/big endian): files that can hold several images
 
-    Raises InfolensError (one line) for a missing, empty, truncated or undecodable file.
+
+def read_image(path: str | os.PathLike, background=WHITE, frame: int = 0, notes: list | None = None) -> np.ndarray:
+    """Decode an image file to uint8 RGB [H, W, 3], saying in `notes` (a list, appended to) what was changed.
+
+    Grey images become RGB; a JPEG's EXIF orientation is applied (as viewers show it); transparency is composited
+    on `background` (R, G, B 0..255, default white) with a note when any pixel is not opaque; 16-bit images are
+    rounded to 8 bits (v / 257) with a note; of a multi-frame file (animated GIF, multi-page TIFF) frame `frame`
+    (0-based) is used, with a note naming it.  A JPEG counts as complete when its end-of-image marker follows the
+    image data, even if more data follows (phone "motion photos" append a video).
+
+    Raises InfolensError (one line) for a missing, empty, truncated or undecodable file, or a frame it lacks.
     """
     path = os.fspath(path)
+    notes = [] if notes is None else notes
+    background = rgb_value(background, "background")
+    check("frame", frame)
     if not os.path.exists(path):
         raise InfolensError(f"image not found: {path}")
     if os.path.isdir(path):
@@ -25,20 +41,88 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = f.read()
     if not data:
         raise InfolensError(f"image file is empty (0 bytes): {path}")
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
-        # libjpeg decodes a cut-off JPEG with a grey tail and only warns; refuse it instead of explaining garbage.
-        raise InfolensError(f"image is truncated (JPEG end marker missing): {path}")
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    buf = np.frombuffer(data, np.uint8)
+    if data[:2] == b"\xff\xd8":
+        if not _jpeg_complete(data):
+            # libjpeg decodes a cut-off JPEG with a grey tail and only warns; refuse it instead of explaining garbage.
+            raise InfolensError(f"image is truncated (JPEG end marker missing): {path}")
+        raw = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies the EXIF orientation, converts CMYK and grey
+        frames = None if raw is None else [raw]
+    elif data[:4] in _MULTI_FRAME:
+        ok, frames = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
+        frames = frames if ok and frames else None
+    else:
+        raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        frames = None if raw is None else [raw]
+    if frames is None:
         raise InfolensError(f"cannot decode image (not an image, or truncated): {path}")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    if frame < 0 or frame >= len(frames):
+        raise InfolensError(f"{path} has {len(frames)} frame{'s' if len(frames) > 1 else ''}: there is no frame "
+                            f"{frame} (0-based)", "frame")
+    if len(frames) > 1:
+        notes.append(f"{len(frames)} frames (animated or multi-page): frame {frame} is explained")
+    return _to_rgb8(frames[frame], background, notes)
 
 
-def to_input_space(image: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:
+def rgb_value(v, param: str) -> tuple[int, int, int]:
+    """One value or R, G, B, integers in 0..255 → (R, G, B); InfolensError naming `param` otherwise."""
+    vals = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+    if len(vals) == 1:
+        vals *= 3
+    if len(vals) != 3 or any(not float(x).is_integer() or not 0 <= float(x) <= 255 for x in vals):
+        raise InfolensError(f"{param} must be one value or R,G,B, integers in 0..255, got {v!r}", param)
+    return tuple(int(x) for x in vals)
+
+
+def _to_rgb8(raw: np.ndarray, background, notes: list) -> np.ndarray:
+    if raw.dtype == np.uint16:
+        raw = np.round(raw / 257.0).astype(np.uint8)
+        notes.append("16-bit image: rounded to 8 bits per channel")
+    elif raw.dtype != np.uint8:
+        raise InfolensError(f"{raw.dtype} images are not supported (8- or 16-bit integer images only)")
+    if raw.ndim == 2:
+        raw = cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR)
+    if raw.shape[2] == 4:
+        alpha = raw[:, :, 3:].astype(np.float64) / 255
+        raw = raw[:, :, :3]
+        if (alpha < 1).any():
+            bg = np.asarray(background, np.float64)[::-1]
+            raw = np.round(raw * alpha + bg * (1 - alpha)).astype(np.uint8)
+            see_through = (alpha < 1).mean()
+            notes.append(f"transparent pixels ({see_through:.0%} not opaque) composited on background "
+                         f"{','.join(str(int(v)) for v in background)}")
+    return np.ascontiguousarray(raw[:, :, ::-1])
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Whether the JPEG's end-of-image marker follows its image data: the segments before the first scan are walked
+    by their lengths (an EXIF thumbnail carries its own markers), then FF D9 is searched after it — inside coded data
+    an FF byte is always followed by 00 or a restart marker, so FF D9 there is the end of the image."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", i + 2) >= 0
+        if marker == 0xD9:
+            return True
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return False
+
+
+def to_input_space(image: np.ndarray, size: tuple[int, int], resize: str, interpolation: str = "auto",
+                   pad_value=(0, 0, 0), crop_fraction: float = 1.0) -> np.ndarray:
     """Resize/crop a uint8 RGB [h, w, 3] image to the classifier's input size (H, W).
 
-    resize: "shorter-side-crop" scales so the image covers H×W, then centre-crops; "stretch" resizes to H×W
-    ignoring aspect; "none" requires the image to have that size already.
+    resize: "shorter-side-crop" scales so the image covers (H, W) / crop_fraction, then takes the centre H×W (a
+    crop_fraction of 0.875 is the common "resize 256, crop 224"); "stretch" resizes to H×W ignoring aspect;
+    "letterbox" scales so the whole image fits in H×W and pads the rest, centred, with pad_value (RGB 0..255);
+    "none" requires the image to have that size already.
+    interpolation: one of INTERPOLATIONS (OpenCV's), or "auto": area when shrinking, linear when enlarging.
     """
     H, W = size
     h, w = image.shape[:2]
@@ -47,16 +131,25 @@ def to_input_space(image: np.ndarray, size: tuple[int, int], resize: str) -> np.
     if resize == "none":
         raise InfolensError(f"image is {h}x{w} but the model takes {H}x{W} and resize is 'none'", "resize")
     if resize == "stretch":
-        return _resize(image, W, H)
-    if resize != "shorter-side-crop":
-        raise InfolensError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}", "resize")
-    s = max(H / h, W / w)
+        return _resize(image, W, H, interpolation)
+    if resize == "letterbox":
+        s = min(H / h, W / w)
+        nh, nw = min(H, max(1, round(h * s))), min(W, max(1, round(w * s)))
+        y0, x0 = (H - nh) // 2, (W - nw) // 2
+        out = np.empty((H, W, 3), np.uint8)
+        out[:] = np.asarray(pad_value, np.uint8)
+        out[y0:y0 + nh, x0:x0 + nw] = _resize(image, nw, nh, interpolation)
+        return out
+    s = max(H / h, W / w) / crop_fraction
     nh, nw = max(H, round(h * s)), max(W, round(w * s))
-    scaled = _resize(image, nw, nh)
+    scaled = _resize(image, nw, nh, interpolation)
     y0, x0 = (nh - H) // 2, (nw - W) // 2
     return np.ascontiguousarray(scaled[y0:y0 + H, x0:x0 + W])
 
 
-def _resize(image: np.ndarray, w: int, h: int) -> np.ndarray:
-    shrinking = w * h < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+def _resize(image: np.ndarray, w: int, h: int, interpolation: str) -> np.ndarray:
+    if (h, w) == image.shape[:2]:
+        return image
+    if interpolation == "auto":
+        interpolation = "area" if w * h < image.shape[0] * image.shape[1] else "linear"
+    return cv2.resize(image, (w, h), interpolation=INTERPOLATIONS[interpolation])

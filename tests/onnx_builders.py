@@ -23,24 +23,28 @@ def weights(H, W, n_classes=5, seed=0):
 
 
 def classifier(path, H=17, W=19, layout="NCHW", order="RGB", kind="logits", dtype="float32", batch="N",
-               n_classes=5, seed=0, reshape_batch=None, metadata=None, rank=4):
+               n_classes=5, seed=0, reshape_batch=None, metadata=None, rank=4, channels=3):
     """Write an ONNX classifier; all variants with the same seed compute the same function of the RGB image.
 
     dtype "float32": the input is (pixel - MEAN) / STD already; "uint8": raw pixels, normalized inside the graph.
     reshape_batch: a fixed batch in a Reshape constant (a graph whose batch cannot be made symbolic).
+    channels 1: a grey-level model (its first conv input channel; float32 inputs are (grey - MEAN[0]) / STD[0]).
     """
     conv, dense = weights(H, W, n_classes, seed)
     if order == "BGR":
         conv = conv[:, ::-1].copy()
+    if channels == 1:
+        conv = np.ascontiguousarray(conv[:, :1])
     nodes, inits = [], [numpy_helper.from_array(conv, "conv_w"), numpy_helper.from_array(dense, "dense_w")]
-    shape = [batch, 3, H, W] if layout == "NCHW" else [batch, H, W, 3]
+    shape = [batch, channels, H, W] if layout == "NCHW" else [batch, H, W, channels]
     if rank != 4:
         shape = [batch, 3 * H * W]
     elem = TensorProto.FLOAT if dtype == "float32" else TensorProto.UINT8
     x = "input"
     if dtype == "uint8":
         m, s = (MEAN[::-1] if order == "BGR" else MEAN), (STD[::-1] if order == "BGR" else STD)
-        cshape = [1, 3, 1, 1] if layout == "NCHW" else [1, 1, 1, 3]
+        m, s = m[:channels], s[:channels]
+        cshape = [1, channels, 1, 1] if layout == "NCHW" else [1, 1, 1, channels]
         inits += [numpy_helper.from_array(m.reshape(cshape).astype(np.float32), "mean"),
                   numpy_helper.from_array(s.reshape(cshape).astype(np.float32), "std")]
         nodes += [helper.make_node("Cast", [x], ["xf"], to=TensorProto.FLOAT),

@@ -60,22 +60,13 @@ def register(sub) -> None:
     g.add_argument("--max-samples", type=int, help="adaptive N: in-fills per patch at most (default 8 × N)")
     g.add_argument("--rise-grid", type=int, default=7, help="RISE mask grid s×s (default 7)")
     g.add_argument("--rise-p", type=float, default=0.5, help="RISE probability of keeping a cell (default 0.5)")
-    m = ex.add_argument_group("model (flags win over the model card)")
-    options.add_model(m)
-    m.add_argument("--layout", type=str.upper, choices=options.choices("layout"), help="input layout (default: "
-                   "inferred)")
-    m.add_argument("--channel-order", type=str.upper, choices=options.choices("channel_order"), help="default RGB")
-    m.add_argument("--scale", type=float, help="pixel multiplier before mean/std (e.g. 0.00392 for 1/255; default 1)")
-    m.add_argument("--mean", type=options.floats, help="per-channel mean after scaling, a,b,c (default 0)")
-    m.add_argument("--std", type=options.floats, help="per-channel std after scaling, a,b,c (default 1)")
-    m.add_argument("--size", type=options.size, help="input H,W (default: from the graph)")
-    options.add_resize(m, "how images reach --size (default shorter-side-crop)")
-    m.add_argument("--output-kind", choices=options.choices("output_kind"),
-                   help="probs: softmax probabilities; logits: scores to softmax; sigmoid: multi-label, an independent "
-                   "probability per class (IG sums the classes' binary KLs); sigmoid-logits: scores to pass through a "
-                   "sigmoid (default auto: from the graph's last op and probe outputs; asks when they cannot tell)")
-    m.add_argument("--input-name", help="graph input (default: the only one)")
-    m.add_argument("--output-name", help="graph output with class scores (default: the first)")
+    options.add_classifier(ex.add_argument_group("model (flags win over the model card)"))
+    i = ex.add_argument_group("input files")
+    i.add_argument("--background", type=options.floats, default=[255.0], metavar="V|R,G,B",
+                   help="colour that transparent pixels are composited on, 0..255 (default 255: white; a note says "
+                   "when an image has transparency)")
+    i.add_argument("--frame", type=int, default=0, help="frame of an animated GIF or multi-page TIFF to explain, "
+                   "0-based (default 0; a note says when a file has several)")
     r = ex.add_argument_group("run")
     options.add_run(r)
     r.add_argument("--out", default="out", help="output folder (default ./out)")
@@ -87,20 +78,10 @@ def register(sub) -> None:
     options.add_quiet(r, "no progress bar, no per-image summary")
 
 
-def _classifier(args):
-    from ..classifier import OnnxClassifier
-    from ..catalog import DEFAULT_CLASSIFIER, shipped
-
-    model = args.model or shipped(DEFAULT_CLASSIFIER, "model")
-    return OnnxClassifier.from_card(
-        model, args.card, layout=args.layout, size=args.size, channel_order=args.channel_order, scale=args.scale,
-        mean=args.mean, std=args.std, resize=args.resize, output_kind=args.output_kind, input_name=args.input_name,
-        output_name=args.output_name, device=args.device)
-
-
 def run(args) -> int:
     from ..catalog import file_sha256
     from ..explanation import check_outputs, result_pattern
+    from ..images import read_image
     from ..methods import Explainer, method_class
     from ..outfiles import prepare_dir, result_lock
     from ..samplers import load_sampler
@@ -110,7 +91,7 @@ def run(args) -> int:
     except InfolensError as err:
         print(f"infolens: error: {params.with_flag(err)}", file=sys.stderr)
         return 2
-    clf = _classifier(args)
+    clf = options.classifier(args)
     default_sampler = method_class(args.method).default_sampler
     sampler = None if default_sampler is None else load_sampler(args.sampler or default_sampler, K=args.K,
                                                                 model=args.sampler_model, device=args.device,
@@ -148,8 +129,12 @@ def run(args) -> int:
                     _notice(args, f"{path}: same file content as {e.source}; its explanation is reused")
                     e = dataclasses.replace(e, source=path)
                 else:
-                    e = explainer.explain(path, classes=args.classes, stride=args.S, samples=n, seed=args.seed,
-                                          method=args.method)
+                    notes: list[str] = []
+                    image = read_image(path, background=args.background, frame=args.frame, notes=notes)
+                    e = explainer.explain(image, classes=args.classes, stride=args.S, samples=n, seed=args.seed,
+                                          method=args.method, source=path, notes=notes)
+                    for note in e.notes:
+                        _notice(args, f"{path}: {note}")
                     if digest:
                         by_content[digest] = e
                 files = e.save(out, stem, overwrite=args.overwrite, render=not args.no_png,

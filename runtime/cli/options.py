@@ -36,7 +36,6 @@ def size(text: str) -> list[int]:
 
 
 FILLS = ["blur", "black", "mean", "patchsampler"]
-RESIZES = ["shorter-side-crop", "stretch", "none"]
 
 
 def add_grid(p, K: int, N: int, N_help: str = "") -> None:
@@ -76,8 +75,46 @@ def add_model(p, card: bool = True) -> None:
         p.add_argument("--card", metavar="M.json", help="model card (default: M.json beside M.onnx, if present)")
 
 
-def add_resize(p, help: str) -> None:
-    p.add_argument("--resize", choices=RESIZES, help=help)
+def add_classifier(p) -> None:
+    """--model, --card and every preprocessing and output flag (flags win over the card); `classifier(args)` reads
+    them."""
+    add_model(p)
+    p.add_argument("--layout", type=str.upper, choices=choices("layout"), help="input layout (default: inferred)")
+    p.add_argument("--channel-order", type=str.upper, choices=choices("channel_order"), help="default RGB")
+    p.add_argument("--scale", type=float, help="pixel multiplier before mean/std (e.g. 0.00392 for 1/255; default 1)")
+    p.add_argument("--mean", type=floats, help="per-channel mean after scaling, a,b,c (default 0)")
+    p.add_argument("--std", type=floats, help="per-channel std after scaling, a,b,c (default 1)")
+    p.add_argument("--size", type=size, help="input H,W (default: from the graph)")
+    p.add_argument("--resize", choices=choices("resize"), help="how images reach --size: shorter-side-crop (scale to "
+                   "cover, centre crop; default), stretch (ignore aspect), letterbox (fit inside, pad with "
+                   "--pad-value), none (images must have the size)")
+    p.add_argument("--interpolation", choices=choices("interpolation"), help="resize filter (OpenCV's; default auto: "
+                   "area when shrinking, linear when enlarging)")
+    p.add_argument("--crop-fraction", type=float, metavar="F", help="shorter-side-crop: scale to cover --size / F, "
+                   "then crop the centre (0.875: resize 256, crop 224; default 1)")
+    p.add_argument("--pad-value", type=floats, metavar="V|R,G,B", help="letterbox padding colour, 0..255 (default 0)")
+    p.add_argument("--grayscale", choices=choices("grayscale"), help="single-channel models: how RGB becomes grey, "
+                   "then --scale/--mean/--std: bt601 (default; exactly OpenCV's cvtColor), pil (exactly PIL's "
+                   "convert('L')), bt709, average")
+    p.add_argument("--output-kind", choices=choices("output_kind"),
+                   help="probs: softmax probabilities; logits: scores to softmax; sigmoid: multi-label, an independent "
+                   "probability per class (IG sums the classes' binary KLs); sigmoid-logits: scores to pass through a "
+                   "sigmoid (default auto: from the graph's last op and probe outputs; asks when they cannot tell)")
+    p.add_argument("--input-name", help="graph input (default: the only one)")
+    p.add_argument("--output-name", help="graph output with class scores (default: the first)")
+
+
+def classifier(args):
+    """The OnnxClassifier the flags of add_classifier describe (the shipped one without --model)."""
+    from ..catalog import DEFAULT_CLASSIFIER, shipped
+    from ..classifier import OnnxClassifier
+
+    return OnnxClassifier.from_card(
+        args.model or shipped(DEFAULT_CLASSIFIER, "model"), args.card, layout=args.layout, size=args.size,
+        channel_order=args.channel_order, scale=args.scale, mean=args.mean, std=args.std, resize=args.resize,
+        interpolation=args.interpolation, crop_fraction=args.crop_fraction, pad_value=args.pad_value,
+        grayscale=args.grayscale, output_kind=args.output_kind, input_name=args.input_name,
+        output_name=args.output_name, device=args.device)
 
 
 def add_run(p, device: str | None = "cpu", seed_help: str = "random seed; same seed, same maps") -> None:

@@ -18,8 +18,7 @@ def register(evsub) -> None:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sa.set_defaults(run=run)
     sa.add_argument("image", metavar="IMAGE", help="image file (anything OpenCV decodes)")
-    options.add_model(sa)
-    options.add_resize(sa, "how the image reaches the input size (default: the card's, else shorter-side-crop)")
+    options.add_classifier(sa.add_argument_group("model (flags win over the model card)"))
     options.add_method(sa, "maps to check (default pmi: the PMI map of the original top class and the IG map)")
     options.add_sampler(sa, "gray", "how a patch is marginalized (default gray: cheap, the explanation reruns every "
                         "step)")
@@ -32,14 +31,11 @@ def register(evsub) -> None:
 
 
 def run(args) -> int:
-    from ..catalog import DEFAULT_CLASSIFIER, shipped
-    from ..classifier import OnnxClassifier
     from ..methods import method_class
     from ..samplers import load_sampler
     from ..sanity import cascade, save, table_lines
 
-    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), args.card,
-                                   resize=args.resize, device=args.device)
+    clf = options.classifier(args)
     uses_sampler = method_class(args.method).default_sampler is not None
     sampler = load_sampler(args.sampler, K=args.K, model=args.sampler_model, device=args.device) if uses_sampler \
         else None

@@ -53,9 +53,9 @@ class Explainer:
         return cls(self.classifier, self.sampler, self.batch_size, self.progress, self.target_se, self.max_samples)
 
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
-                source: str | None = None, method: str = "pmi") -> Explanation:
+                source: str | None = None, method: str = "pmi", notes: list[str] | None = None) -> Explanation:
         """`attribute()` of the method `name` (see Attribution.attribute; "ig" is PMI: one run gives both maps)."""
-        return self.method(method).attribute(image, classes, stride, samples, seed, source)
+        return self.method(method).attribute(image, classes, stride, samples, seed, source, notes)
 
 
 __all__ = ["METHODS", "Attribution", "PatchMarginalization", "PMI", "PDA", "Occlusion", "RISE", "Explainer",

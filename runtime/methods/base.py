@@ -33,19 +33,22 @@ class Attribution:
         self.progress = progress
 
     def attribute(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
-                  source: str | None = None) -> Explanation:
+                  source: str | None = None, notes: list[str] | None = None) -> Explanation:
         """Explain one image.
 
         image : path, or uint8 RGB [h, w, 3] (resized into the input space per the classifier's `resize`).
         classes : "top3", "topK", "285,281" or ints — classes that get a class map.
         stride : S in pixels (default K).  samples : N in-fills per patch (RISE: N masks).  seed : RNG key (≥ 0).
+        source : the file the image came from (recorded).  notes : what reading the file changed (images.read_image),
+        recorded with the notes of the resize.
         Returns an Explanation with this method's maps (and their standard errors); probs float64 [Y].
         """
         t_start = time.perf_counter()
         clf = self.classifier
         if isinstance(image, (str, os.PathLike)):
             source = source or os.fspath(image)
-        img = clf.load_image(image)
+        notes = list(notes or [])
+        img = clf.load_image(image, notes)
         rows_before = clf.rows_run
         base = clf.normalize(img[None])
         p0 = clf.predict(base)[0]
@@ -55,7 +58,7 @@ class Attribution:
         forwards = clf.rows_run - rows_before  # images the classifier actually ran, p(Y|x) included
         return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], maps=maps,
                            stderr=stderr, params={"method": self.name, **run_params}, model=clf.describe(),
-                           timing=timing, forwards=forwards, source=source)
+                           timing=timing, forwards=forwards, source=source, notes=notes)
 
     def _attribute(self, img, base, p0, cls, stride, samples, seed, source):
         """→ maps {name: float32 [k, H, W] or [H, W]}, their standard errors (same keys, may be empty), the run's
