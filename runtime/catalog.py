@@ -31,6 +31,21 @@ def shipped(filename: str, param: str) -> str:
     return path
 
 
+def model_file(name_or_path) -> str:
+    """A classifier file: an existing path as it is, else the shipped model of that name ("efficientnet_lite0",
+    with or without ".onnx"); anything else is returned unchanged, for the caller's not-found error."""
+    path = os.fspath(name_or_path)
+    if os.path.exists(path) or os.path.dirname(path):
+        return path
+    candidate = os.path.join(models_dir(), path if path.endswith(".onnx") else path + ".onnx")
+    return candidate if os.path.isfile(candidate) else path
+
+
+def shipped_names() -> list[str]:
+    """Names of the shipped classifiers (model files with a card that has an "input" section)."""
+    return [os.path.splitext(os.path.basename(p))[0] for p, card in list_cards() if "input" in card]
+
+
 def list_cards() -> list[tuple[str, dict]]:
     """(onnx path, card dict) of every shipped model that has a card, sorted by file name."""
     out = []

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import graphs, params
 from .backends import sessions
+from .catalog import DEFAULT_CLASSIFIER, model_file, shipped_names
 from .errors import InfolensError
 from .images import read_image, rgb_value, to_input_space
 
@@ -147,9 +148,11 @@ class OnnxClassifier:
         self._probe(labels)
 
     @classmethod
-    def from_card(cls, model_path, card_path=None, **overrides) -> "OnnxClassifier":
-        """Build from `model.onnx` and its card `model.json` (DESIGN §2); keyword overrides that are not None win."""
-        model_path = os.fspath(model_path)
+    def from_card(cls, model_path=DEFAULT_CLASSIFIER, card_path=None, **overrides) -> "OnnxClassifier":
+        """Build from `model.onnx` and its card `model.json` (DESIGN §2); keyword overrides that are not None win.
+        model_path: a file, or the name of a shipped model ("efficientnet_lite0", the default), which works
+        wherever infolens is installed."""
+        model_path = model_file(model_path)
         if card_path is not None and not os.path.isfile(card_path):
             raise InfolensError(f"model card not found: {card_path}", "card")
         card_path = card_path or os.path.splitext(model_path)[0] + ".json"
@@ -329,7 +332,8 @@ def _open_session(path: str, device: str, edit=None):
     only if a two-image batch then gives the same answers as two single-image calls.
     """
     if not os.path.isfile(path):
-        raise InfolensError(f"model file not found: {path}", "model")
+        raise InfolensError(f"model file not found: {path} (or name a shipped model: {', '.join(shipped_names())})",
+                            "model")
     providers = sessions.providers(device)
     try:
         source = path if edit is None else edit(_onnx_load(path)).SerializeToString()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import types
 
 import numpy as np
@@ -235,6 +236,9 @@ else:
         ext_impl = importlib.import_module(f"{__package__}._sampling")
     except ImportError as e:
         EXT_UNAVAILABLE_REASON = f"infolens._sampling not importable ({e}); build it with `pip install -e .`"
+        # installs without a C++17 compiler skip the extension (setup.py: optional); say once what that costs
+        sys.stderr.write("infolens: note: the compiled sampling kernels are not installed (no C++ compiler at "
+                         "install?); using numpy: the same results, slower\n")
 
 USING_EXTENSION: bool = ext_impl is not None
 _impl = ext_impl if USING_EXTENSION else numpy_impl
