@@ -7,6 +7,10 @@ Protocol, exactly:
     BatchNormalization's running mean and variance — data statistics, and a variance must stay positive), and
     single-element tensors (their own std is 0, so randomizing them would change nothing).  An initializer shared
     by several nodes belongs to the last of them in graph order: the first one the cascade reaches.
+  * quantized (QDQ) models: a weight that reaches its layer through DequantizeLinear (or QuantizeLinear →
+    DequantizeLinear) belongs to that layer, not to the Q/DQ nodes; an integer weight (int8, uint8, int32 bias) is
+    randomized in its own integer type (rounded, clipped to the type's range), and the scales and zero points are
+    kept, so the layer still dequantizes the way it did.
   * randomizing a tensor replaces it by normal values with the tensor's own mean and standard deviation, same shape
     and dtype, drawn from the Philox stream keyed by (seed, index of the initializer in the graph), so a tensor's
     random values do not depend on which other tensors are randomized with it or in what order.
@@ -38,6 +42,7 @@ from .evaluate import pyplot
 from .samplers import Sampler
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+INT_WEIGHT_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32}  # quantized weights and biases (QDQ)
 # Input slots that configure the op instead of weighing its data; float ones exist (Clip bounds, Resize scales…).
 CONFIG_INPUTS = {"Clip": {1, 2}, "Resize": {1, 2, 3}, "Upsample": {1}, "Pad": {1, 2, 3}, "Range": {0, 1, 2},
                  "Reshape": {1}, "Expand": {1}, "Tile": {1}, "ConstantOfShape": {0}, "Dropout": {1, 2},
@@ -49,19 +54,32 @@ ARRAY_KEYS = ("image", "maps")  # keys of a cascade result that hold arrays (kep
 def layer_table(model: onnx.ModelProto) -> list[dict]:
     """The layers in graph order: [{"node": name, "op": op_type, "tensors": [initializer names]}] (see module doc)."""
     inits = {t.name: t for t in model.graph.initializer}
+    # a Q/DQ node's output → the tensor it (de)quantizes, to trace a layer's input back to its weight
+    through = {node.output[0]: node.input[0] for node in model.graph.node
+               if node.op_type in ("DequantizeLinear", "QuantizeLinear") and node.input and node.output}
 
-    def weight(t):
-        return t.data_type in FLOAT_TYPES and math.prod(t.dims) > 1
+    def weight(name, quantized):
+        t = inits.get(name)
+        kinds = FLOAT_TYPES | (INT_WEIGHT_TYPES if quantized else set())
+        return t is not None and t.data_type in kinds and math.prod(t.dims) > 1
 
     owner: dict[str, int] = {}
+    claimed: list[list[str]] = []  # per node, in input order, the weights it consumes
     for i, node in enumerate(model.graph.node):
+        claimed.append([])
+        if node.op_type in ("DequantizeLinear", "QuantizeLinear"):
+            continue  # their weight belongs to the layer that consumes their output; scales and zero points stay
         skip = CONFIG_INPUTS.get(node.op_type, set())
         for slot, name in enumerate(node.input):
-            if slot not in skip and name in inits and weight(inits[name]):
+            quantized = False
+            while name in through and name not in inits:
+                name, quantized = through[name], True
+            if slot not in skip and weight(name, quantized):
                 owner[name] = i  # a later consumer takes it over: the cascade reaches it first
+                claimed[i].append(name)
     table = []
     for i, node in enumerate(model.graph.node):
-        tensors = [n for n in dict.fromkeys(node.input) if owner.get(n) == i]
+        tensors = [n for n in dict.fromkeys(claimed[i]) if owner[n] == i]
         if tensors:
             table.append({"node": node.name or f"{node.op_type}_{i}", "op": node.op_type, "tensors": tensors})
     return table
@@ -73,8 +91,9 @@ def layers(model: onnx.ModelProto) -> list[list[str]]:
 
 
 def randomize(model: onnx.ModelProto, layer_names, seed: int = 0) -> onnx.ModelProto:
-    """A copy of `model` whose listed float initializers hold normal values with each tensor's own mean and std
-    (std 0 → the mean), same shape and dtype; tensor j draws from Philox keyed by (seed, j).  Others are untouched."""
+    """A copy of `model` whose listed initializers hold normal values with each tensor's own mean and std (std 0 →
+    the mean), same shape and dtype (integer weights rounded and clipped to their type); tensor j draws from Philox
+    keyed by (seed, j).  Others are untouched."""
     wanted = set(layer_names)
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -82,12 +101,16 @@ def randomize(model: onnx.ModelProto, layer_names, seed: int = 0) -> onnx.ModelP
     for j, t in enumerate(out.graph.initializer):
         if t.name not in wanted:
             continue
-        if t.data_type not in FLOAT_TYPES:
-            raise InfolensError(f"initializer {t.name!r} is not a float tensor: only weights are randomized")
+        if t.data_type not in FLOAT_TYPES | INT_WEIGHT_TYPES:
+            raise InfolensError(f"initializer {t.name!r} is neither a float nor a quantized weight: only weights are "
+                                f"randomized")
         a = numpy_helper.to_array(t)
         v = a.astype(np.float64)
         rng = np.random.Generator(np.random.Philox(key=np.array([seed, j], np.uint64)))
         new = rng.standard_normal(a.shape) * v.std() + v.mean()
+        if t.data_type in INT_WEIGHT_TYPES:
+            info = np.iinfo(a.dtype)
+            new = np.clip(np.rint(new), info.min, info.max)
         t.CopyFrom(numpy_helper.from_array(new.astype(a.dtype), t.name))
         found.add(t.name)
     missing = wanted - found

@@ -1,4 +1,5 @@
 """Output problems found before any computation, atomic writes, one run per result at a time, duplicates once."""
+import json
 import os
 import shutil
 import signal
@@ -123,3 +124,37 @@ def test_the_same_image_twice_is_explained_once(tmp_path, image_file, fast):
     assert "same file content as" in r.stderr and "reused" in r.stderr
     with np.load(out / "scene.npz") as a, np.load(out / "copy.npz") as b:
         np.testing.assert_array_equal(a["pmi"], b["pmi"])
+
+
+def test_progress_in_a_log_is_lines_counting_the_same_forwards_as_the_summary(tmp_path, image_file, fast):
+    """stderr to a pipe (as in a service or CI log): whole lines, no carriage returns, and the last line's count is
+    the explanation's forwards, p(Y|x) included."""
+    env = dict(os.environ, INFOLENS_PROGRESS_SECONDS="0")
+    r = subprocess.run([sys.executable, "-m", "infolens", "explain", image_file, *fast, "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("scene.png: ")]
+    assert len(lines) >= 2
+    done, total = lines[-1].split(": ")[1].split(" ")[0].split("/")
+    forwards = json.loads((tmp_path / "o" / "scene.json").read_text())["forwards"]
+    assert int(done) == int(total) == forwards
+    assert f"{forwards} forwards in" in r.stdout
+
+
+def test_onnx_runtime_warnings_stay_out_of_our_stderr(tmp_path, image_file, fast):
+    """A graph whose declared output shape is wrong: ONNX Runtime logs a coloured VerifyOutputSizes warning on every
+    run unless its log level is lowered; ours is the only voice on stderr."""
+    import onnx
+
+    import onnx_builders
+
+    path = onnx_builders.classifier(tmp_path / "odd.onnx")
+    model = onnx.load(path)
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 7  # it computes 5 classes
+    onnx.save(model, path)
+    flags = [f if f != fast[1] else path for f in fast]
+    r = explain(image_file, *flags, "--mean", "120,110,100", "--std", "60,50,40", "--resize", "none", "--out",
+                tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    assert "VerifyOutputSizes" not in r.stderr and "\x1b[" not in r.stderr, r.stderr

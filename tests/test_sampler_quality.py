@@ -43,16 +43,46 @@ def test_gaussian_conditional_is_what_sample_draws():
     K, l = 2, 1
     g = _gaussian(K, l)
     image = np.random.default_rng(2).integers(90, 170, (10, 12, 3), dtype=np.uint8)
-    ys, xs = np.array([0, 4, 8]), np.array([0, 5, 10])  # corners reach into the zero padding
+    ys, xs = np.array([0, 4, 8]), np.array([0, 5, 10])  # corners: part of their ring is outside the image
+    cuts = [(1, 0, 1, 0), (0, 0, 0, 0), (0, 1, 0, 1)]  # rows/columns of each window outside: top, bottom, left, right
     drawn = g.sample(image, ys, xs, 3, [np.random.Generator(np.random.Philox(i)) for i in range(3)])
-    mu, chol = g.conditional(samplers.windows(samplers.pad(image, l), ys, xs, K + 2 * l))
-    assert mu.shape == (3, K * K * 3) and chol.shape == (K * K * 3, K * K * 3)
+    rings = samplers.windows(samplers.pad(image, l), ys, xs, K + 2 * l)
     for i in range(3):
+        mu, chol = g.conditional(rings[i:i + 1], cut=cuts[i])
+        assert mu.shape == (1, K * K * 3) and chol.shape == (K * K * 3, K * K * 3)
         z = np.random.Generator(np.random.Philox(i)).standard_normal((3, K * K * 3))
-        want = np.clip(np.rint(mu[i] + z @ chol.T), 0, 255).astype(np.uint8).reshape(3, K, K, 3)
+        want = np.clip(np.rint(mu[0] + z @ chol.T), 0, 255).astype(np.uint8).reshape(3, K, K, 3)
         np.testing.assert_array_equal(drawn[i], want)
     with pytest.raises(Exception, match="fitted"):
         samplers.GaussianSampler(K).conditional(np.zeros((1, 4, 4, 3), np.uint8))
+
+
+def test_gaussian_border_patches_condition_on_the_ring_inside_the_image_only():
+    """The conditional of a corner patch is the textbook one given the ring pixels that exist (computed here from
+    the fit's mean and covariance), whatever the padding holds; on a bright image the border in-fills are as bright
+    as the interior ones (conditioning on zero padding made them dark)."""
+    K, l = 2, 1
+    g = _gaussian(K, l)
+    w = K + 2 * l
+    image = np.full((8, 8, 3), 200, np.uint8)
+    rings = samplers.windows(samplers.pad(image, l), np.array([0, 3]), np.array([0, 3]), w)
+    mu, chol = g.conditional(rings[:1], cut=(1, 0, 1, 0))
+    mean, cov = g._fit
+    idx = np.arange(w * w * 3).reshape(w, w, 3)
+    p = idx[l:l + K, l:l + K].ravel()
+    ring = np.ones((w, w), bool)
+    ring[l:l + K, l:l + K] = False
+    ring[0, :] = ring[:, 0] = False  # the top row and left column are outside the image
+    r = idx[ring].ravel()
+    s_rr = cov[np.ix_(r, r)] + 1e-3 * np.eye(len(r)) * np.trace(cov) / len(cov)
+    want = mean[p] + cov[np.ix_(p, r)] @ np.linalg.solve(s_rr, rings[0].reshape(-1)[r] - mean[r])
+    np.testing.assert_allclose(mu[0], want, rtol=1e-9)
+    polluted = rings.copy()
+    polluted[0, 0, :] = 255  # padding values must not matter
+    np.testing.assert_array_equal(g.conditional(polluted[:1], cut=(1, 0, 1, 0))[0], mu)
+    interior, _ = g.conditional(rings[1:], cut=(0, 0, 0, 0))
+    zero_padded, _ = g.conditional(rings[:1], cut=(0, 0, 0, 0))  # the old way: the padding read as black pixels
+    assert abs(mu.mean() - interior.mean()) < abs(zero_padded.mean() - interior.mean()) / 3
 
 
 def test_draw_marks_padding_and_cuts_the_runtime_ring():
@@ -170,3 +200,23 @@ def test_infill_figure_composites_only_the_patch(tmp_path):
         assert not np.array_equal(tile[~outside], original[~outside])
     ok, png = cv2.imencode(".png", fig)
     assert ok and len(png) < 1.5 * 2**20
+
+
+def test_gaussian_sampler_is_safe_to_share_between_threads():
+    """An own-fit sampler (no shipped fit for this K) used on two images from two threads draws what it draws one
+    image at a time: nothing about one image leaks into the other's draws."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    K = 3
+    images = [np.random.default_rng(s).integers(0, 256, (12, 13, 3), dtype=np.uint8) for s in range(2)]
+    ys, xs = np.array([0, 4, 9]), np.array([0, 5, 10])
+
+    def draw(sampler, i):
+        return sampler.sample(images[i % 2], ys, xs, 2, streams(i, np.arange(3)))
+
+    alone = [draw(samplers.GaussianSampler(K), i) for i in range(8)]
+    shared = samplers.GaussianSampler(K)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: draw(shared, i), range(8)))
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)

@@ -1,9 +1,11 @@
 """Model-randomization sanity check: what is randomized (and what never is), the cascade order, the command."""
 import json
+import math
 
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -82,7 +84,7 @@ def test_randomize_is_seeded_per_tensor_and_rejects_non_weights():
     assert not np.array_equal(alone, numpy_helper.to_array(_inits(randomize(model, ["w3"], seed=6))["w3"]))
     from infolens import InfolensError
 
-    with pytest.raises(InfolensError, match="not a float"):
+    with pytest.raises(InfolensError, match="neither a float nor a quantized weight"):
         randomize(model, ["shape"])
     with pytest.raises(InfolensError, match="no initializer"):
         randomize(model, ["nope"])
@@ -142,3 +144,40 @@ def test_sanity_command_bad_input(tmp_path, image_file, model_file):
     assert r.returncode == 2 and "--steps-every" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("eval", "sanity", tmp_path / "missing.png", "--model", model_file, "--out", tmp_path, "-q")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_qdq_quantized_model_randomizes_its_int8_weights_and_keeps_scales(tmp_path, model_file):
+    """A QDQ model (quantized by ONNX Runtime's own tool, per channel): the layers are Conv and MatMul, their
+    tensors the int8 weights; scales and zero points are untouched, so the layers still dequantize."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.items = iter([{"input": rng.normal(0, 1, (1, 3, 17, 19)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    qdq = str(tmp_path / "qdq.onnx")
+    quantize_static(model_file, qdq, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    model = onnx.load(qdq)
+    inits = {t.name: t for t in model.graph.initializer}
+    table = layer_table(model)
+    assert [row["op"] for row in table] == ["Conv", "MatMul"]
+    weights = [n for row in table for n in row["tensors"]]
+    assert all(inits[n].data_type == TensorProto.INT8 for n in weights), weights
+    scales = [n for n in inits if n not in weights]
+    assert any(math.prod(inits[n].dims) > 1 for n in scales), "per-channel scales exist and must stay"
+    out = randomize(model, weights, seed=3)
+    after = {t.name: t for t in out.graph.initializer}
+    for n in scales:
+        assert after[n].SerializeToString() == inits[n].SerializeToString(), n
+    for n in weights:
+        a, b = numpy_helper.to_array(inits[n]), numpy_helper.to_array(after[n])
+        assert b.dtype == np.int8 and not np.array_equal(a, b)
+        assert abs(b.astype(float).std() - a.astype(float).std()) < 0.2 * a.astype(float).std() + 1
+    sess = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).normal(0, 1, (2, 3, 17, 19)).astype(np.float32)
+    assert np.isfinite(sess.run(None, {"input": x})[0]).all()

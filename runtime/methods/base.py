@@ -12,14 +12,15 @@ from .. import params
 from ..classifier import OnnxClassifier
 from ..errors import InfolensError
 from ..explanation import Explanation
+from ..progress import Progress
 
 
 class Attribution:
     """Base of the methods.  `name`: registry key; `maps`: the maps it writes (MAPS names); `default_sampler`: the
     sampler it uses when given none (None: it uses no sampler).
 
-    classifier : OnnxClassifier.  batch_size : classifier images per ONNX Runtime call.  progress : a tqdm bar on
-    stderr (it appears only for work longer than a second).
+    classifier : OnnxClassifier.  batch_size : classifier images per ONNX Runtime call.  progress : progress on
+    stderr in forwards (progress.Progress: a bar on a terminal, a line every 10 s in a log).
     """
 
     name: str = ""
@@ -50,18 +51,25 @@ class Attribution:
         notes = list(notes or [])
         img = clf.load_image(image, notes)
         rows_before = clf.rows_run
+        progress = Progress(os.path.basename(source) if source else self.name, self.progress)
+        progress.add(1)
         base = clf.normalize(img[None])
         p0 = clf.predict(base)[0]
+        progress.update(1)
         cls = resolve_classes(classes, p0)
-        maps, stderr, run_params, timing = self._attribute(img, base[0], p0, cls, stride, samples, seed, source)
+        try:
+            maps, stderr, run_params, timing = self._attribute(img, base[0], p0, cls, stride, samples, seed, source,
+                                                               progress)
+        finally:
+            progress.close()
         timing["total_s"] = time.perf_counter() - t_start
         forwards = clf.rows_run - rows_before  # images the classifier actually ran, p(Y|x) included
         return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], maps=maps,
                            stderr=stderr, params={"method": self.name, **run_params}, model=clf.describe(),
                            timing=timing, forwards=forwards, source=source, notes=notes)
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source):
-        """→ maps {name: float32 [k, H, W] or [H, W]}, their standard errors (same keys, may be empty), the run's
+    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress):
+        """Counts its forwards on `progress` (progress.Progress: add, then update) → maps {name: float32 [k, H, W] or [H, W]}, their standard errors (same keys, may be empty), the run's
         parameters, timings (s)."""
         raise NotImplementedError
 

@@ -4,14 +4,10 @@ classifier, counter-based streams, and the streaming reduction (DESIGN §3).  A 
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from tqdm import tqdm
-
 from .. import kernels, measures, params
 from ..classifier import OnnxClassifier
 from ..samplers import Sampler, load_sampler
@@ -50,7 +46,7 @@ class PatchMarginalization(Attribution):
             self._sampler = load_sampler(self.default_sampler, K=8, device=self.classifier.device)
         return self._sampler
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source):
+    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress):
         H, W = img.shape[:2]
         K = self.sampler.K
         S = K if stride is None else stride
@@ -84,7 +80,7 @@ class PatchMarginalization(Attribution):
         timing: dict[str, float] = {}
         todo, start, n_pass = np.arange(len(ys)), 0, n
         while todo.size:
-            t = self._marginalize(img, base, ys, xs, todo, n_pass, start, seed, source, reduce)
+            t = self._marginalize(img, base, ys, xs, todo, n_pass, start, seed, reduce, progress)
             timing = {k: timing.get(k, 0.0) + v for k, v in t.items()}
             todo, more[:] = (np.concatenate(more) if more else np.empty(0, np.int64)), []
             start += n_pass
@@ -98,10 +94,11 @@ class PatchMarginalization(Attribution):
                 int(c): int(k) for c, k in zip(*np.unique(counts, return_counts=True))})
         return maps, stderr, run_params, timing
 
-    def _marginalize(self, img, base, ys, xs, todo, n, start, seed, source, reduce) -> dict:
+    def _marginalize(self, img, base, ys, xs, todo, n, start, seed, reduce, progress) -> dict:
         """Runs the classifier on in-fills start..start+n−1 of the positions `todo` (indices into ys, xs); as soon
         as positions have all n outputs, calls reduce(idx int64 [m], probs float64 [m, n, Y]) with them (in order)
-        and lets them go, so memory does not grow with the number of positions.  Returns timings (s).
+        and lets them go, so memory does not grow with the number of positions; counts the forwards on
+        `progress`.  Returns timings (s).
 
         When the classifier runs on another device, the sampler fills the next chunk of positions in a worker
         thread while the classifier runs the current one (both release the GIL inside ONNX Runtime and the C++
@@ -125,11 +122,10 @@ class PatchMarginalization(Attribution):
         pend_pos = np.empty(0, np.int64)
         pend_patch = np.empty((0, K, K, 3), np.uint8)
         done_pos, done_probs = [], []  # classifier outputs of positions still missing some of their n rows
-        desc = os.path.basename(source) if source else "explain"
         overlap = clf.device != "cpu"
         worker = ThreadPoolExecutor(1) if overlap else contextlib.nullcontext()
-        with worker as pool, tqdm(total=P * n, unit="fwd", desc=desc, delay=1.0, disable=not self.progress,
-                                  file=sys.stderr, leave=False) as bar:
+        progress.add(P * n)
+        with worker as pool:
             ahead = pool.submit(sample, chunks[0]) if overlap else None
             for c, idx in enumerate(chunks):
                 t0 = time.perf_counter()
@@ -161,5 +157,5 @@ class PatchMarginalization(Attribution):
                     done_pos, done_probs = [held_pos[ready:]], [held[ready:]]
                     t["composite_s"] += (t1 - t0) + (time.perf_counter() - t2)
                     t["classifier_s"] += t2 - t1
-                    bar.update(m)
+                    progress.update(m)
         return t
