@@ -19,6 +19,7 @@ import time
 import cv2
 import numpy as np
 
+from . import outfiles
 from .catalog import find_model
 from .classifier import OnnxClassifier
 from .methods import patch_grid
@@ -184,7 +185,7 @@ def plot_negative(record: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    outfiles.save_figure(fig, path)
     plt.close(fig)
 
 

@@ -120,3 +120,13 @@ def write_atomic(path: str, write) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str, record) -> None:
+    """`record` as indented JSON at `path`, atomically."""
+    write_atomic(path, lambda f: f.write(json.dumps(record, indent=1).encode()))
+
+
+def save_figure(fig, path: str) -> None:
+    """A matplotlib figure as PNG at `path`, atomically."""
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))

@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from . import outfiles
 from .classifier import OnnxClassifier
 from .methods import Explainer
 from .errors import InfolensError
@@ -221,8 +222,7 @@ def save(result: dict, out_dir: str) -> dict[str, str]:
                                                       ("maps", "sanity_maps.png"))}
     record = {k: v for k, v in result.items() if k not in ARRAY_KEYS}
     record["files"] = {k: os.path.basename(v) for k, v in files.items()}
-    with open(files["json"], "w") as f:
-        json.dump(record, f, indent=1)
+    outfiles.write_json(files["json"], record)
     correlation_plot(record, files["plot"])
     map_strip(result, files["maps"])
     return files
@@ -270,7 +270,7 @@ def correlation_plot(record: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    fig.savefig(path)
+    outfiles.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -298,5 +298,5 @@ def map_strip(result: dict, path: str) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path)
+    outfiles.save_figure(fig, path)
     plt.close(fig)

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from . import params
+from . import outfiles, params
 from .methods import METHODS, Explainer
 from .errors import InfolensError
 from .evaluate import auc, curve, fill_image, pyplot
@@ -212,8 +212,7 @@ def _write_summary(rows, path, settings, command):
     lines += ["", f"Total: {total_f} classifier forwards, {total_s:.0f} s (explanations and curves; pmi and ig come "
               "from one explanation).", "", "Per image and map: `suite.csv`. Plots: `deletion_auc.png`, "
               "`deletion_curves.png`, `example_maps.png`.", ""]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    outfiles.write_atomic(path, lambda f: f.write("\n".join(lines).encode()))
 
 
 def _plot_curves(curves, steps, fill, path):
@@ -229,7 +228,7 @@ def _plot_curves(curves, steps, fill, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
+    outfiles.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -247,7 +246,7 @@ def _plot_bars(rows, fill, path):
     ax.set_title(f"deletion AUC by map and sampler (fill {fill}; mean ± s.e.)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    outfiles.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -270,5 +269,5 @@ def _plot_example(src, image, maps, path):
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path)
+    outfiles.save_figure(fig, path)
     plt.close(fig)

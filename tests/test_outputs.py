@@ -158,3 +158,19 @@ def test_onnx_runtime_warnings_stay_out_of_our_stderr(tmp_path, image_file, fast
                 tmp_path / "o")
     assert r.returncode == 0, r.stderr
     assert "VerifyOutputSizes" not in r.stderr and "\x1b[" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", ["deletion", "negative", "sanity", "suite"])
+def test_eval_commands_check_where_they_write_before_computing(tmp_path, model_file, image_file, command):
+    e = Explainer(OnnxClassifier.from_card(model_file), load_sampler("gray", K=4)).explain(image_file, stride=4)
+    e.save(str(tmp_path / "ex"), "scene", render=False)
+    (tmp_path / "taken").write_text("precious")
+    bad = str(tmp_path / "taken" / "sub")
+    npz = str(tmp_path / "ex" / "scene.npz")
+    args = {"deletion": ["deletion", npz, "--json", bad + "/r.json"],
+            "negative": ["negative", npz, "--out", bad],
+            "sanity": ["sanity", image_file, "--model", tmp_path / "missing.onnx", "--out", bad],
+            "suite": ["suite", image_file, "--model", tmp_path / "missing.onnx", "--out", bad]}[command]
+    r = subprocess.run([sys.executable, "-m", "infolens", "eval", *map(str, args)], capture_output=True, text=True)
+    line = one_line_error(r, "--json" if command == "deletion" else "--out")
+    assert "missing.onnx" not in line and (tmp_path / "taken").read_text() == "precious"

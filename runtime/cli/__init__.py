@@ -42,3 +42,7 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `infolens models | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # the file system said no (disk full, a permission, …): one line, not a traceback
+        where = f" {e.filename}:" if e.filename else ""
+        print(f"infolens: error:{where} {e.strerror or e}", file=sys.stderr)
+        return 2

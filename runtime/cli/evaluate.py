@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+from .. import outfiles
 from ..errors import InfolensError
 from . import options
 
@@ -56,8 +56,13 @@ def register(evsub) -> None:
 def run_curve(args) -> int:
     from ..evaluate import evaluate
 
-    if args.json and os.path.exists(args.json) and os.path.abspath(args.json) == os.path.abspath(args.explanation):
-        raise InfolensError("the record would overwrite the explanation itself", "json")
+    if args.json:  # before any computation: where the record goes
+        if os.path.abspath(args.json) in {os.path.abspath(os.path.splitext(args.explanation)[0] + e)
+                                          for e in (".npz", ".json")}:
+            raise InfolensError("the record would overwrite the explanation itself", "json")
+        if os.path.isdir(args.json):
+            raise InfolensError(f"{args.json} is a folder; name the record's file", "json")
+        _writable_dir(os.path.dirname(args.json) or ".", "json")
     result = evaluate(args.explanation, args.eval_command, args.map, args.cls, args.fill, args.steps,
                       args.batch_size, args.seed, args.sampler_model, args.device, args.model)
     print(f"AUC {result['auc']:.6f}")
@@ -65,23 +70,28 @@ def run_curve(args) -> int:
           f"{args.fill}, {args.steps} steps, {result['forwards']} forwards in {result['seconds']:.1f} s",
           file=sys.stderr)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        outfiles.write_json(args.json, result)
     return 0
 
 
 def run_negative(args) -> int:
     from ..evaluate import negative_evidence, plot_negative
 
+    out = _writable_dir(args.out or os.path.dirname(os.path.abspath(args.explanation)), "out")
     rec = negative_evidence(args.explanation, args.steps, args.fill, args.seed, args.batch_size, args.sampler_model,
                             args.device, args.model)
-    out = args.out or os.path.dirname(os.path.abspath(args.explanation))
     stem = os.path.join(out, os.path.splitext(os.path.basename(args.explanation))[0] + "_negative")
-    os.makedirs(out, exist_ok=True)
-    with open(stem + ".json", "w") as f:
-        json.dump(rec, f, indent=1)
+    outfiles.write_json(stem + ".json", rec)
     plot_negative(rec, stem + ".png")
     print(f"p({rec['label']} [{rec['class']}]) {rec['curve'][0]:.4f} → {rec['curve'][-1]:.4f} (max "
           f"{max(rec['curve']):.4f}) after removing the {rec['negative_pixels']} negative-PMI pixels "
           f"({100 * rec['fractions'][-1]:.1f}% of the image), fill {rec['fill']}; {stem}.json/.png")
     return 0
+
+
+def _writable_dir(path: str, param: str) -> str:
+    """outfiles.prepare_dir, its error naming `param` (the flag that chose the folder)."""
+    try:
+        return outfiles.prepare_dir(path)
+    except InfolensError as e:
+        raise InfolensError(str(e), param) from None

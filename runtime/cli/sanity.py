@@ -35,13 +35,15 @@ def run(args) -> int:
     from ..samplers import load_sampler
     from ..sanity import cascade, save, table_lines
 
+    from ..outfiles import prepare_dir
+
+    out = prepare_dir(args.out or os.path.join("out", "sanity", os.path.splitext(os.path.basename(args.image))[0]))
     clf = options.classifier(args)
     uses_sampler = method_class(args.method).default_sampler is not None
     sampler = load_sampler(args.sampler, K=args.K, model=args.sampler_model, device=args.device) if uses_sampler \
         else None
     result = cascade(clf, args.image, sampler, stride=args.S, samples=args.N, method=args.method, seed=args.seed,
                      steps_every=args.steps_every, batch_size=args.batch_size, progress=not args.quiet)
-    out = args.out or os.path.join("out", "sanity", os.path.splitext(os.path.basename(args.image))[0])
     files = save(result, out)
     print("\n".join(table_lines(result)))
     if not args.quiet:

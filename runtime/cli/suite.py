@@ -41,6 +41,7 @@ def register(evsub) -> None:
 def run(args) -> int:
     from ..catalog import DEFAULT_CLASSIFIER, shipped
     from ..classifier import OnnxClassifier
+    from ..outfiles import prepare_dir
     from ..suite import METHOD_DEFAULTS, parse_sampler, run_suite
 
     samplers = [s for s in args.samplers.split(",") if s]
@@ -53,6 +54,7 @@ def run(args) -> int:
     for m in methods:
         if m not in METHOD_DEFAULTS:
             raise InfolensError(f"unknown method {m!r}: choose from {', '.join(METHOD_DEFAULTS)}", "methods")
+    prepare_dir(args.out)
     clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device)
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     stride = args.K if args.S is None else args.S
