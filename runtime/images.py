@@ -18,6 +18,16 @@ WHITE = (255, 255, 255)
 _MULTI_FRAME = (b"GIF8", b"II*\x00", b"MM\x00*")  # GIF, TIFF (little/big endian): files that can hold several images
 
 
+def quiet_opencv() -> None:
+    """OpenCV logs errors only: it logs a WARN line per broken image file besides failing, and our one-line error
+    says it better.  (OpenCV 5 has the setting in cv2.utils.logging, OpenCV 4 as cv2.setLogLevel.)"""
+    logging = getattr(cv2.utils, "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
+
+
 def read_image(path: str | os.PathLike, background=WHITE, frame: int = 0, notes: list | None = None) -> np.ndarray:
     """Decode an image file to uint8 RGB [H, W, 3], saying in `notes` (a list, appended to) what was changed.
 
@@ -55,6 +65,9 @@ def read_image(path: str | os.PathLike, background=WHITE, frame: int = 0, notes:
         raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         frames = None if raw is None else [raw]
     if frames is None:
+        if data[:4] == b"GIF8":  # OpenCV reads GIF from 4.12 on
+            raise InfolensError(f"cannot decode GIF {path}: this OpenCV ({cv2.__version__}) has no GIF reader "
+                                f"(4.12 or newer has); convert it to PNG")
         raise InfolensError(f"cannot decode image (not an image, or truncated): {path}")
     if frame < 0 or frame >= len(frames):
         raise InfolensError(f"{path} has {len(frames)} frame{'s' if len(frames) > 1 else ''}: there is no frame "

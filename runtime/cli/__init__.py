@@ -27,10 +27,9 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import cv2
+    from ..images import quiet_opencv
 
-    # OpenCV logs a WARN line per broken image file besides failing; our one-line error says it better.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    quiet_opencv()
     try:
         return args.run(args)
     except InfolensError as e:

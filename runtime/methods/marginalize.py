@@ -150,11 +150,11 @@ class PatchMarginalization(Attribution):
                     # rows come in position order, n per position: the complete positions are a prefix
                     done_pos.append(pos)
                     done_probs.append(probs)
-                    held_pos, held = np.concatenate(done_pos), np.concatenate(done_probs)
-                    ready = len(held_pos) // n * n
+                    out_pos, out_probs = np.concatenate(done_pos), np.concatenate(done_probs)
+                    ready = len(out_pos) // n * n
                     if ready:
-                        reduce(held_pos[:ready:n], held[:ready].reshape(ready // n, n, -1))
-                    done_pos, done_probs = [held_pos[ready:]], [held[ready:]]
+                        reduce(out_pos[:ready:n], out_probs[:ready].reshape(ready // n, n, -1))
+                    done_pos, done_probs = [out_pos[ready:]], [out_probs[ready:]]
                     t["composite_s"] += (t1 - t0) + (time.perf_counter() - t2)
                     t["classifier_s"] += t2 - t1
                     progress.update(m)
