@@ -8,7 +8,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .errors import InfolensError
 
-# luma weights of R, G, B per formula: ITU-R BT.601 (what PIL's convert("L") and OpenCV's cvtColor use), BT.709
 GREY_FRONT_INPUT = "infolens_rgb"
 # Luma weights of R, G, B per formula, as fixed-point fractions n / 2^b: exact in float32, so ⌊Σ w·c + 0.5⌋ is exactly
 # the integer (Σ n·c + 2^(b−1)) >> b of the library named.  bt601: OpenCV's cvtColor RGB2GRAY (its 15-bit weights,

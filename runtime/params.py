@@ -83,6 +83,9 @@ PARAMS: dict[str, Param] = {
     "output_name": Param("--output-name", meaning="graph output with the class scores"),
     "background": Param("--background", meaning="colour transparent pixels are composited on, one value or R,G,B"),
     "frame": Param("--frame", int, low=0, meaning="frame of a multi-frame image (0-based)"),
+    # MIP-IN
+    "map_layer": Param("--map-layer", meaning="MIP-IN: the tensor the inverse stops at"),
+    "max_ops": Param("--max-ops", int, low=1, meaning="MIP-IN: budget of inverse ops"),
     # files and evaluation
     "out": Param("--out", meaning="output folder"),
     "overwrite": Param("--overwrite", meaning="replace files infolens did not write"),

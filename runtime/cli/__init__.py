@@ -5,7 +5,7 @@ import sys
 
 from .. import params
 from ..errors import InfolensError
-from . import evaluate, explain, models, sanity, suite
+from . import evaluate, explain, mipin, models, sanity, suite
 from .options import Parser
 
 
@@ -21,6 +21,7 @@ def build_parser() -> Parser:
     evaluate.register(evsub)
     suite.register(evsub)
     sanity.register(evsub)
+    mipin.register(sub)
     models.register(sub)
     return top
 
