@@ -63,11 +63,17 @@ def grey_front(model: onnx.ModelProto, input_name: str, layout: str, formula: st
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """The model with the tensors `names` (outputs of its nodes) as extra graph outputs."""
+    """The model with the tensors `names` (outputs of its nodes) as extra graph outputs, typed by shape inference
+    where it can tell (untyped otherwise: ONNX Runtime accepts both)."""
     made = {o for node in model.graph.node for o in node.output}
     missing = [n for n in names if n not in made]
     if missing:
         raise InfolensError(f"model has no tensor named {missing[0]!r}", "model")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        typed = {v.name: v for v in inferred.graph.value_info}
+    except Exception:  # inference is a courtesy here: a graph it cannot follow still runs
+        typed = {}
     have = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    model.graph.output.extend(typed.get(n, onnx.ValueInfoProto(name=n)) for n in dict.fromkeys(names) if n not in have)
     return model

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import graphs
 from .errors import InfolensError
 
 # ops the inverse has a layer for (DESIGN §8); Clip only with min 0 (ReLU6), BatchNormalization folded
@@ -132,7 +133,6 @@ def taps(model: onnx.ModelProto, part: InvertedPart) -> tuple[onnx.ModelProto, d
     `Indices` (for unpooling).  Returns the model and {MaxPool output: its indices tensor}."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    inits = {t.name for t in out.graph.initializer}
     wanted = [part.map_tensor]
     indices = {}
     names = {n.name or n.output[0] for n in part.nodes}
@@ -143,16 +143,9 @@ def taps(model: onnx.ModelProto, part: InvertedPart) -> tuple[onnx.ModelProto, d
             if len(node.output) < 2:
                 node.output.append(node.output[0] + "_infolens_indices")
             indices[node.output[0]] = node.output[1]
-            wanted.append(node.output[1])
-        wanted += [t for t in list(node.input) + [node.output[0]] if t and t not in inits]
-    inferred = onnx.shape_inference.infer_shapes(out)
-    typed = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
-    have = {o.name for o in out.graph.output}
-    for name in dict.fromkeys(wanted):
-        if name not in have and name in typed and name not in inits:
-            out.graph.output.append(typed[name])
-            have.add(name)
-    return out, indices
+        wanted += list(node.input) + list(node.output)
+    made = {o for node in out.graph.node for o in node.output}
+    return graphs.with_outputs(out, [t for t in wanted if t in made]), indices
 
 
 def _shapes(model, input_name, input_shape) -> dict[str, list]:
