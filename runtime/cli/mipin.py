@@ -32,7 +32,7 @@ def run_layers(args) -> int:
     import onnx
 
     from .. import params
-    from ..inverted import MAX_INVERSE_OPS, inverted_part
+    from ..mipin.part import MAX_INVERSE_OPS, inverted_part
 
     if args.model_path and not args.model:
         args.model = args.model_path

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from infolens.errors import InfolensError
-from infolens.inverted import inverted_part, taps
+from infolens.mipin.part import inverted_part, taps
 
 IR_VERSION = 10
 

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import graphs
-from .errors import InfolensError
+from .. import graphs
+from ..errors import InfolensError
 
 # ops the inverse has a layer for (DESIGN §8); Clip only with min 0 (ReLU6), BatchNormalization folded
 SUPPORTED = {"Gemm", "MatMul", "Conv", "Relu", "Clip", "Add", "GlobalAveragePool", "ReduceMean", "AveragePool",
