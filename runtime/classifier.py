@@ -237,6 +237,22 @@ class OnnxClassifier:
         outs = self._with_outputs[key].run(list(names), {self._feed: tensor})
         return dict(zip(names, outs))
 
+    def open_edited(self, edit):
+        """A session on this classifier's graph after `edit` (ModelProto → ModelProto; e.g. taps added), on the same
+        providers, for `predict_with`."""
+        import onnx
+
+        model = edit(self._edit(onnx.load(self.model_path)))
+        return sessions.open_session(model.SerializeToString(), self.session.get_providers())
+
+    def predict_with(self, session, tensor: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict]:
+        """One forward of an `open_edited` session on a model tensor [B, ...]: float64 probabilities [B, Y] (as
+        `predict`) and the tensors `names` (counted in `rows_run` like any forward)."""
+        self.rows_run += len(tensor)
+        outs = session.run([self.output.name, *names], {self._feed: tensor})
+        raw = outs[0].astype(np.float64).reshape(len(tensor), -1)
+        return _to_probs(raw, self.output.kind), dict(zip(names, outs[1:]))
+
     def perturbation_batch(self, base: np.ndarray, capacity: int, K: int):
         """A batch of `capacity` copies of the normalized image `base` (one row of `normalize`) to write K×K in-fills
         into and classify (backends: the CPU one for every device today; a CUDA one with IO binding is planned)."""

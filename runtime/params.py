@@ -86,6 +86,7 @@ PARAMS: dict[str, Param] = {
     # MIP-IN
     "map_layer": Param("--map-layer", meaning="MIP-IN: the tensor the inverse stops at"),
     "max_ops": Param("--max-ops", int, low=1, meaning="MIP-IN: budget of inverse ops"),
+    "inverse": Param("--inverse", meaning="MIP-IN: a fitted inverse .onnx"),
     # files and evaluation
     "out": Param("--out", meaning="output folder"),
     "overwrite": Param("--overwrite", meaning="replace files infolens did not write"),

@@ -29,19 +29,15 @@ def register(sub) -> None:
 
 
 def run_layers(args) -> int:
-    import onnx
-
     from .. import params
-    from ..mipin.part import MAX_INVERSE_OPS, inverted_part
+    from ..mipin.part import MAX_INVERSE_OPS, for_classifier
 
     if args.model_path and not args.model:
         args.model = args.model_path
     clf = options.classifier(args)
-    H, W = clf.pre.size
-    C = clf.pre.channels
-    shape = [1, C, H, W] if clf.pre.layout == "NCHW" else [1, H, W, C]
     max_ops = MAX_INVERSE_OPS if args.max_ops is None else params.check("max_ops", args.max_ops)
-    part = inverted_part(onnx.load(clf.model_path), clf.input_name, clf.output.name, shape, args.map_layer, max_ops)
+    _, part = for_classifier(clf, args.map_layer, max_ops)
+    shape = part.input_shape
     print(f"{clf.name}: input {shape}, inverse from {part.logits} to the map layer {part.map_tensor} "
           f"{part.map_shape} ({len(part.nodes)} ops)")
     for line in part.lines():

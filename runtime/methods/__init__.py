@@ -13,12 +13,14 @@ from ..samplers import Sampler
 from .base import Attribution, resolve_classes
 from .grid import patch_grid
 from .marginalize import PatchMarginalization
+from .mipin import MIPIN
 from .occlusion import Occlusion
 from .pda import PDA
 from .pmi import PMI
 from .rise import RISE
 
-METHODS: dict[str, type[Attribution]] = {"pmi": PMI, "ig": PMI, "pda": PDA, "occlusion": Occlusion, "rise": RISE}
+METHODS: dict[str, type[Attribution]] = {"pmi": PMI, "ig": PMI, "pda": PDA, "occlusion": Occlusion, "rise": RISE,
+                                         "mipin": MIPIN}
 
 
 def method_class(name: str) -> type[Attribution]:
@@ -34,22 +36,28 @@ class Explainer:
     classifier : OnnxClassifier.  sampler : a Sampler for the patch methods (its K is the patch size); default: the
     method's own (`default_sampler`, K=8).  batch_size : classifier images per call.  progress : a tqdm bar.
     rise_grid, rise_p : RISE's mask grid and keep probability.  target_se, max_samples : adaptive N for the patch
-    methods (PatchMarginalization).
+    methods (PatchMarginalization).  inverse : MIP-IN's fitted inverse (default: mipin.default_inverse).
     """
 
     def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
                  progress: bool = False, rise_grid: int = 7, rise_p: float = 0.5, target_se: float | None = None,
-                 max_samples: int | None = None):
+                 max_samples: int | None = None, inverse: str | None = None):
         params.check("batch_size", batch_size)
         self.classifier, self.sampler, self.batch_size, self.progress = classifier, sampler, batch_size, progress
         self.rise_grid, self.rise_p = rise_grid, rise_p
         self.target_se, self.max_samples = target_se, max_samples
+        self.inverse = inverse
+        self._mipin = None  # opened once: its sessions are the costly part
 
     def method(self, name: str = "pmi") -> Attribution:
         """The method object `name` with this explainer's classifier, sampler and settings."""
         cls = method_class(name)
         if cls is RISE:
             return RISE(self.classifier, self.batch_size, self.progress, self.rise_grid, self.rise_p)
+        if cls is MIPIN:
+            if self._mipin is None:
+                self._mipin = MIPIN(self.classifier, self.inverse, self.batch_size, self.progress)
+            return self._mipin
         return cls(self.classifier, self.sampler, self.batch_size, self.progress, self.target_se, self.max_samples)
 
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
@@ -58,5 +66,5 @@ class Explainer:
         return self.method(method).attribute(image, classes, stride, samples, seed, source, notes)
 
 
-__all__ = ["METHODS", "Attribution", "PatchMarginalization", "PMI", "PDA", "Occlusion", "RISE", "Explainer",
+__all__ = ["METHODS", "Attribution", "PatchMarginalization", "PMI", "PDA", "Occlusion", "RISE", "MIPIN", "Explainer",
            "method_class", "patch_grid", "resolve_classes"]

@@ -54,12 +54,12 @@ class Attribution:
         progress = Progress(os.path.basename(source) if source else self.name, self.progress)
         progress.add(1)
         base = clf.normalize(img[None])
-        p0 = clf.predict(base)[0]
+        p0, first = self._predict(base)
         progress.update(1)
         cls = resolve_classes(classes, p0)
         try:
             maps, stderr, run_params, timing = self._attribute(img, base[0], p0, cls, stride, samples, seed, source,
-                                                               progress)
+                                                               progress, first)
         finally:
             progress.close()
         timing["total_s"] = time.perf_counter() - t_start
@@ -68,7 +68,12 @@ class Attribution:
                            stderr=stderr, params={"method": self.name, **run_params}, model=clf.describe(),
                            timing=timing, forwards=forwards, source=source, notes=notes)
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress):
+    def _predict(self, base: np.ndarray):
+        """The first forward, p(Y|x) of the normalized image `base` [1, ...] → (p0 float64 [Y], what else the method
+        keeps of that forward for `_attribute`: MIP-IN its activations; None here)."""
+        return self.classifier.predict(base)[0], None
+
+    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
         """Counts its forwards on `progress` (progress.Progress: add, then update) → maps {name: float32 [k, H, W] or [H, W]}, their standard errors (same keys, may be empty), the run's
         parameters, timings (s)."""
         raise NotImplementedError

@@ -46,7 +46,7 @@ class PatchMarginalization(Attribution):
             self._sampler = load_sampler(self.default_sampler, K=8, device=self.classifier.device)
         return self._sampler
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress):
+    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
         H, W = img.shape[:2]
         K = self.sampler.K
         S = K if stride is None else stride

@@ -27,7 +27,7 @@ class RISE(Attribution):
         super().__init__(classifier, batch_size, progress)
         self.grid, self.p_keep = params.check("rise_grid", grid), params.check("rise_p", p_keep)
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress):
+    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
         H, W = img.shape[:2]
         check_grid(1, 1, samples, seed, H, W)
         saliency, timing = self.saliency(img, cls, samples, seed, progress)

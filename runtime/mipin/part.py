@@ -43,14 +43,15 @@ class Candidate:
 @dataclass
 class InvertedPart:
     """logits: the tensor the inverse starts from.  map_tensor: the map layer.  nodes: the graph's nodes between
-    them, in order.  chain: the candidates from the logits back as far as the walk went.  stop: why it stopped."""
+    them, in order.  chain: the candidates from the logits back as far as the walk went.  stop: why it stopped.
+    input_shape: the image input's shape the shapes were inferred for."""
 
     logits: str
     map_tensor: str
     nodes: list
     chain: list[Candidate]
     stop: str
-    input_size: tuple[int, int]
+    input_shape: list[int]
 
     @property
     def map_shape(self) -> list:
@@ -64,6 +65,15 @@ class InvertedPart:
             via = f"   via {' ← '.join(c.ops)}" if c.ops else ""
             out.append(f"{c.tensor}  {c.shape}  ({c.cost} inverse ops to the logits){via}{mark}")
         return out + [f"stop: {self.stop}"]
+
+
+def for_classifier(classifier, map_layer: str | None = None, max_ops: int = MAX_INVERSE_OPS):
+    """(the graph a classifier runs — its grey front included —, its inverted part)."""
+    pre = classifier.pre
+    H, W = pre.size
+    shape = [1, 3, H, W] if pre.layout == "NCHW" else [1, H, W, 3]  # RGB: a grey model's front takes RGB too
+    model = classifier._edit(onnx.load(classifier.model_path))
+    return model, inverted_part(model, classifier._feed, classifier.output.name, shape, map_layer, max_ops)
 
 
 def inverted_part(model: onnx.ModelProto, input_name: str, output_name: str, input_shape: list[int],
@@ -124,7 +134,7 @@ def inverted_part(model: onnx.ModelProto, input_name: str, output_name: str, inp
         chosen = spatial[-1].tensor
         chain = chain[:chain.index(spatial[-1]) + 1]
     nodes = [graph.node[i] for i in order if position(chosen) < at[i] <= position(logits)]
-    return InvertedPart(logits, chosen, nodes, chain, stop, (H, W))
+    return InvertedPart(logits, chosen, nodes, chain, stop, list(input_shape))
 
 
 def taps(model: onnx.ModelProto, part: InvertedPart) -> tuple[onnx.ModelProto, dict[str, str]]:

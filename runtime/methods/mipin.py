@@ -1,0 +1,78 @@
+"""MIP-IN (Deng et al.; DESIGN §8): maps from a fitted inverse of the classifier's top layers — one classifier forward
+with taps, one inverse forward, whatever the number of classes."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import cv2
+import numpy as np
+
+from ..catalog import file_sha256, models_dir
+from ..classifier import OnnxClassifier
+from ..errors import InfolensError
+from .base import Attribution
+
+SUFFIX = ".mipin.onnx"  # an inverse lives beside its classifier as <model stem>.mipin.onnx, its card as .mipin.json
+
+
+def default_inverse(classifier: OnnxClassifier) -> str:
+    """The inverse `infolens mipin fit` wrote beside the classifier, else the shipped one of that name."""
+    stem = os.path.splitext(classifier.model_path)[0]
+    for path in (stem + SUFFIX, os.path.join(models_dir(), os.path.basename(stem) + SUFFIX)):
+        if os.path.isfile(path):
+            return path
+    raise InfolensError(f"no MIP-IN inverse for {os.path.basename(classifier.model_path)}: fit one with "
+                        f"`infolens mipin fit` (it writes {os.path.basename(stem) + SUFFIX}) or pass its path",
+                        "inverse")
+
+
+class MIPIN(Attribution):
+    """map "mipin" [k, H, W]: for each class c, the signal e_c ⊙ (y − μ_y) at the logits, sent down the fitted linear
+    inverse masked by this image's ReLU pattern to the map layer, summed over channels (signed; positive: evidence
+    for c in the inverse's reconstruction), resized bilinearly to the input.  Units: the map layer's activations.
+
+    inverse : path of a fitted inverse (`infolens mipin fit`; default: default_inverse).  Its card must name this
+    classifier's sha256.
+    """
+
+    name, maps, default_sampler = "mipin", ("mipin",), None
+
+    def __init__(self, classifier: OnnxClassifier, inverse: str | None = None, batch_size: int = 64,
+                 progress: bool = False):
+        super().__init__(classifier, batch_size, progress)
+        from ..backends import sessions
+        from ..mipin.part import for_classifier, taps
+
+        self.inverse_path = inverse or default_inverse(classifier)
+        card_path = self.inverse_path[:-len(".onnx")] + ".json"
+        try:
+            with open(card_path) as f:
+                self.card = json.load(f)
+        except (OSError, ValueError) as e:
+            raise InfolensError(f"cannot read the inverse's card {card_path}: {e}", "inverse") from None
+        if self.card.get("classifier_sha256") not in (None, file_sha256(classifier.model_path)):
+            raise InfolensError(f"{self.inverse_path} was fitted for another classifier (sha256 "
+                                f"{self.card['classifier_sha256'][:12]}…); fit one for this model", "inverse")
+        model, part = for_classifier(classifier, self.card["map_layer"])
+        self.taps = [self.card["logits"], *self.card["taps"]]
+        self.session = classifier.open_edited(lambda m: taps(m, part)[0])
+        del model
+        self.inverse = sessions.open_session(self.inverse_path, classifier.session.get_providers())
+
+    def _predict(self, base):
+        p, found = self.classifier.predict_with(self.session, base, self.taps)
+        return p[0], found
+
+    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
+        t0 = time.perf_counter()
+        feeds = {name: np.ascontiguousarray(first[name], np.float32 if first[name].dtype != np.int64 else np.int64)
+                 for name in self.taps}
+        feeds["classes"] = np.asarray(cls, np.int64)
+        small = self.inverse.run(["maps"], feeds)[0]
+        H, W = img.shape[:2]
+        maps = np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in small]).astype(np.float32)
+        run_params = {"inverse": os.path.abspath(self.inverse_path), "inverse_sha256": file_sha256(self.inverse_path),
+                      "map_layer": self.card["map_layer"], "map_shape": list(small.shape[1:])}
+        return {"mipin": maps}, {}, run_params, {"inverse_s": time.perf_counter() - t0}

@@ -1,0 +1,422 @@
+"""Fitting MIP-IN's inverse network on a classifier's own activations (DESIGN §8, our reconstruction), in closed form.
+
+Every inverse layer is linear without bias and fitted on centred data: for each tensor T of the inverted part, from
+the top down, T's signal is the sum of its readers' inverses applied to their outputs' signals, and the readers'
+parameters are chosen jointly by ridge regression so that the sum reconstructs X_T − μ_T over the fitting crops:
+
+* Gemm/MatMul, a 1×1 Conv, each input of an Add of two activations: a linear map over channels (dense);
+* any other Conv (stride, padding, groups, depthwise), AveragePool, BatchNormalization: a ConvTranspose of the same
+  geometry, fitted per group on the features each kernel tap places (exact least squares, small per group);
+* Relu / Clip(min 0): the signal times 1[X_l ≠ 0], the forward pattern; MaxPool: unpooled to the argmax;
+  GlobalAveragePool / ReduceMean: broadcast; reshapes, transposes, Concat, Q/DQ: their inverses.
+
+The signal at the logits is y − μ_y; at inference it is e_c ⊙ (y − μ_y) for class c, so the classes' signals sum to
+the one the layers were fitted on.  A fit never sees a signal computed differently from inference: both are run by
+the same ONNX emitters (inverse.py).  Ridge: λ = `ridge` · tr(G)/d added to the Gram matrix G (d its size), our
+choice; R² per fitted tensor on held-out crops.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+from tqdm import tqdm
+
+from ..errors import InfolensError
+from . import inverse as inv
+from .part import InvertedPart, taps
+
+RESHAPING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "QuantizeLinear",
+             "DequantizeLinear"}
+BATCH = 16  # crops per ONNX Runtime call while fitting
+
+
+def attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def conv_geometry(node, in_shape, out_shape, kernel) -> dict:
+    """strides, pads, dilations, output_padding of the ConvTranspose that maps the conv's output grid back onto its
+    input grid (the adjoint geometry); auto_pad resolved to explicit pads."""
+    a = attrs(node)
+    strides = list(a.get("strides", [1, 1]))
+    dil = list(a.get("dilations", [1, 1]))
+    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        total = [max((o - 1) * s + k - i, 0) for o, s, k, i in zip(out_shape[2:], strides, k_eff, in_shape[2:])]
+        first = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = first + [t - f for t, f in zip(total, first)]
+    elif auto == "VALID":
+        pads = [0, 0, 0, 0]
+    extra = [i - ((o - 1) * s - pads[j] - pads[j + 2] + k)
+             for j, (i, o, s, k) in enumerate(zip(in_shape[2:], out_shape[2:], strides, k_eff))]
+    return {"strides": strides, "pads": pads, "dilations": dil, "output_padding": extra}
+
+
+class Fitter:
+    """Holds the crops' activations (memory-mapped, float16; masks and indices exact) and the signals, and fits the
+    inverse top-down.  `plan` records every step so that `export` can emit the same inverse as one graph."""
+
+    def __init__(self, classifier, part: InvertedPart, images: np.ndarray, ridge: float = 1e-3,
+                 holdout: float = 0.2, seed: int = 0, progress: bool = True, workdir: str | None = None):
+        self.clf, self.part, self.ridge, self.progress = classifier, part, ridge, progress
+        model = classifier._edit(onnx.load(classifier.model_path))
+        self.model = model
+        self.tapped, self.indices = taps(model, part)
+        self.inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        for n in model.graph.node:
+            if n.op_type == "Constant":
+                self.inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.readers: dict[str, list] = {}
+        for n in part.nodes:
+            for t in dict.fromkeys(n.input):
+                if t and t not in self.inits:
+                    self.readers.setdefault(t, []).append(n)
+        self.mask_of = {n.output[0] for n in part.nodes if n.op_type in ("Relu", "Clip")}
+        self.N = len(images)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(self.N)
+        n_held = int(round(holdout * self.N))
+        self.held, self.fit_idx = np.sort(order[:n_held]), np.sort(order[n_held:])
+        self.workdir = workdir or tempfile.mkdtemp(prefix="infolens-mipin-")
+        self.shapes: dict[str, list] = {}
+        self.x: dict[str, np.ndarray] = {}
+        self.masks: dict[str, np.ndarray] = {}
+        self._record(images)
+        self.mu = {t: self._mean(t) for t in self.x if t not in self.indices.values()}
+        self.plan: list[dict] = []
+        self.r2: dict[str, float] = {}
+
+    # ---- activations ------------------------------------------------------------------------------------------
+    def _record(self, images):
+        from ..backends import sessions
+
+        session = sessions.open_session(self.tapped.SerializeToString(), self.clf.session.get_providers())
+        wanted = [self.part.logits] + [t for t in self.readers] + [n.output[0] for n in self.part.nodes] + \
+            list(self.indices.values())
+        wanted = [t for t in dict.fromkeys(wanted) if t not in self.inits]
+        feed = self.clf._feed
+        bar = tqdm(total=self.N, unit="crop", desc="mipin: activations", disable=not self.progress, leave=False)
+        for i in range(0, self.N, BATCH):
+            out = dict(zip(wanted, session.run(wanted, {feed: self.clf.normalize(images[i:i + BATCH])})))
+            for t, v in out.items():
+                if t not in self.x:
+                    self.shapes[t] = [1, *v.shape[1:]]
+                    small = v[0].size <= 4096  # logits and pooled vectors: kept in float32
+                    dtype = np.int64 if t in self.indices.values() else np.float32 if small else np.float16
+                    self.x[t] = self._memmap(dtype, v.shape[1:])
+                    if t in self.mask_of:  # the ReLU pattern, exact (not from the float16 copy)
+                        self.masks[t] = self._memmap(np.uint8, v.shape[1:])
+                self.x[t][i:i + len(v)] = v
+                if t in self.mask_of:
+                    self.masks[t][i:i + len(v)] = v > 0
+            bar.update(len(images[i:i + BATCH]))
+        bar.close()
+
+    def _memmap(self, dtype, shape):
+        path = os.path.join(self.workdir, f"{len(self.x) + len(self.masks)}.npy")
+        return np.lib.format.open_memmap(path, "w+", dtype, (self.N, *shape))
+
+    def _mean(self, t):
+        acc = np.zeros(self.x[t].shape[1:])
+        for i in range(0, len(self.fit_idx), 64):
+            acc += self.x[t][self.fit_idx[i:i + 64]].astype(np.float64).sum(0)
+        return (acc / len(self.fit_idx)).astype(np.float32)
+
+    def centred(self, t, idx) -> np.ndarray:
+        return self.x[t][idx].astype(np.float32) - self.mu[t]
+
+    # ---- fitting ----------------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        part = self.part
+        signals = {part.logits: self.centred(part.logits, np.arange(self.N))}
+        done: set[str] = set()
+        bar = tqdm(total=len(part.nodes), unit="op", desc="mipin: inverse layers", disable=not self.progress,
+                   leave=False)
+        for node in reversed(part.nodes):
+            done.add(id(node))
+            for t in dict.fromkeys(node.input):
+                if not t or t in self.inits or t in signals:
+                    continue
+                if all(id(r) in done for r in self.readers.get(t, [])):
+                    signals[t] = self._resolve(t, signals)
+            bar.update(1)
+        bar.close()
+        if part.map_tensor not in signals:
+            raise InfolensError(f"the inverse did not reach the map layer {part.map_tensor}", "map_layer")
+        self.map_signal = signals[part.map_tensor]
+
+    def _resolve(self, t: str, signals: dict) -> np.ndarray:
+        shape = self.shapes.get(t) or self.part_shape(t)
+        free, param = [], []
+        for n in self.readers[t]:
+            (param if self._parametric(n, t) else free).append(n)
+        terms = [self._apply_free(n, t, shape, signals) for n in free]
+        step = {"tensor": t, "shape": shape, "free": [n.output[0] for n in free], "param": []}
+        if param:
+            target = self.centred(t, np.arange(self.N))
+            for term in terms:
+                target -= term
+            fitted = self._fit_joint(t, shape, param, signals, target)
+            step["param"] = fitted
+            terms += [self._apply_param(f, signals) for f in fitted]
+            self.r2[t] = self._r2(t, sum(terms))
+        self.plan.append(step)
+        return sum(terms).astype(np.float32)
+
+    def part_shape(self, t):
+        raise InfolensError(f"no recorded shape for tensor {t!r}", "model")
+
+    def _parametric(self, n, t) -> bool:
+        if n.op_type in ("Gemm", "MatMul", "Conv", "BatchNormalization", "AveragePool"):
+            return True
+        if n.op_type == "Add":
+            return all(i not in self.inits for i in n.input)
+        return False
+
+    def _apply_free(self, n, t, shape, signals) -> np.ndarray:
+        s = signals[n.output[0]]
+        op = n.op_type
+        if op in ("Relu", "Clip"):
+            return self._run(lambda g, x: inv.mask(g, x, g.input("m")), s, {"m": self.masks[n.output[0]]},
+                             as_float=True)
+        if op in RESHAPING or op == "Add":  # Add of a constant: the signal passes to the activation
+            return s.reshape(len(s), *shape[1:])
+        if op in ("GlobalAveragePool", "ReduceMean"):
+            return np.broadcast_to(s.reshape(len(s), shape[1], 1, 1), (len(s), *shape[1:])).copy()
+        if op == "Transpose":
+            return np.transpose(s, np.argsort(attrs(n)["perm"]))
+        if op == "Concat":
+            axis = attrs(n)["axis"] % len(shape)
+            sizes = [self.shapes[i][axis] for i in n.input]
+            start = sum(sizes[:list(n.input).index(t)])
+            return np.take(s, np.arange(start, start + shape[axis]), axis=axis)
+        if op == "MaxPool":
+            a = {k: v for k, v in attrs(n).items() if k in ("kernel_shape", "strides", "pads")}
+            idx = self.indices[n.output[0]]
+            return self._run(lambda g, x: inv.unpool(g, x, g.input("i", TensorProto.INT64), shape, a), s,
+                             {"i": self.x[idx]})
+        raise InfolensError(f"MIP-IN has no inverse for {op} yet", "model")
+
+    # dense: a linear map over channels (per position); general: a ConvTranspose of the conv's geometry
+    def _kind(self, n, t, shape):
+        op = n.op_type
+        if op in ("Gemm", "MatMul") or len(shape) == 2:
+            if op == "Gemm" and attrs(n).get("transA", 0):
+                raise InfolensError("MIP-IN cannot invert a Gemm with transA=1 yet", "model")
+            return "dense", None
+        out_shape = self.shapes[n.output[0]]
+        if op == "Add":
+            return "dense", None
+        if op == "Conv":
+            w = self.inits[n.input[1]]
+            kernel = list(w.shape[2:])
+            group = attrs(n).get("group", 1)
+            geom = conv_geometry(n, shape, out_shape, kernel)
+            if kernel == [1, 1] and group == 1 and geom["strides"] == [1, 1] and not any(geom["pads"]):
+                return "dense", None
+            return "conv", {"kernel": kernel, "group": group, "geom": geom, "c_out": out_shape[1]}
+        c = shape[1]
+        kernel = list(attrs(n).get("kernel_shape", [1, 1])) if op == "AveragePool" else [1, 1]
+        return "conv", {"kernel": kernel, "group": c, "geom": conv_geometry(n, shape, out_shape, kernel), "c_out": c}
+
+    def _fit_joint(self, t, shape, readers, signals, target) -> list[dict]:
+        kinds = [self._kind(n, t, shape) for n in readers]
+        if all(k == "dense" or spec["group"] == 1 for k, spec in kinds):
+            return self._fit_shared(shape, readers, kinds, signals, target)
+        if len(readers) == 1:
+            return [self._fit_conv(t, shape, readers[0], kinds[0][1], signals, target)]
+        raise InfolensError(f"tensor {t} is read by {', '.join(n.op_type for n in readers)}: a joint inverse of a "
+                            f"grouped conv and other layers is not supported yet", "map_layer")
+
+    def _features_dense(self, s):  # [B, C, h, w] or [B, C] → [B·h·w, C]
+        return s.reshape(len(s), s.shape[1], -1).transpose(0, 2, 1).reshape(-1, s.shape[1]) if s.ndim > 2 else s
+
+    def _features(self, n, kind, spec, s):
+        """The features a reader's inverse is linear in, shared by every channel of its input: its output signal
+        itself (dense), or what each kernel tap places of each of its channels (a conv of group 1)."""
+        if kind == "dense":
+            return self._features_dense(s)
+        kh, kw = spec["kernel"]
+        return self._features_dense(self._run(lambda g, x: inv.delta_features(g, x, spec["c_out"], (kh, kw),
+                                                                             spec["geom"]), s, {}))
+
+    def _fit_shared(self, shape, readers, kinds, signals, target) -> list[dict]:
+        """Readers whose inverses are linear in features shared by all channels (dense maps, convs of group 1),
+        fitted jointly: one ridge regression."""
+        sizes = [signals[n.output[0]].shape[1] * (1 if k == "dense" else spec["kernel"][0] * spec["kernel"][1])
+                 for n, (k, spec) in zip(readers, kinds)]
+        d = sum(sizes)
+        gram, cross = np.zeros((d, d)), np.zeros((d, shape[1]))
+        for i in range(0, len(self.fit_idx), BATCH):
+            idx = self.fit_idx[i:i + BATCH]
+            f = np.concatenate([self._features(n, k, spec, signals[n.output[0]][idx])
+                                for n, (k, spec) in zip(readers, kinds)], 1).astype(np.float64)
+            y = self._features_dense(target[idx]).astype(np.float64)
+            gram += f.T @ f
+            cross += f.T @ y
+        theta = self._solve(gram, cross)
+        out, at = [], 0
+        for n, (k, spec), size in zip(readers, kinds, sizes):
+            part = theta[at:at + size].astype(np.float32)
+            at += size
+            if k == "dense":
+                out.append({"kind": "dense", "reader": n.output[0], "rank": len(shape), "theta": part,
+                            "shape": shape})
+                continue
+            kh, kw = spec["kernel"]
+            weight = part.reshape(spec["c_out"], kh * kw, shape[1]).transpose(0, 2, 1).reshape(
+                spec["c_out"], shape[1], kh, kw)
+            out.append({"kind": "conv", "reader": n.output[0], "weight": np.ascontiguousarray(weight),
+                        "geom": {**spec["geom"], "group": 1}})
+        return out
+
+    def _fit_conv(self, t, shape, n, spec, signals, target) -> dict:
+        c_out, c_in, group = spec["c_out"], shape[1], spec["group"]
+        kh, kw = spec["kernel"]
+        taps_k = kh * kw
+        fo, fi = c_out // group, c_in // group  # channels per group, out and in
+        f_dim = fo * taps_k
+        gram, cross = np.zeros((group, f_dim, f_dim)), np.zeros((group, f_dim, fi))
+        s = signals[n.output[0]]
+        for i in range(0, len(self.fit_idx), BATCH):
+            idx = self.fit_idx[i:i + BATCH]
+            feats = self._run(lambda g, x: inv.delta_features(g, x, c_out, (kh, kw), spec["geom"]), s[idx], {})
+            b = len(idx)
+            f = feats.reshape(b, group, f_dim, -1).astype(np.float64)
+            y = target[idx].reshape(b, group, fi, -1).astype(np.float64)
+            gram += np.einsum("bgfp,bgep->gfe", f, f)
+            cross += np.einsum("bgfp,bgcp->gfc", f, y)
+        theta = np.stack([self._solve(gram[j], cross[j]) for j in range(group)])  # [group, fo·k², fi]
+        weight = theta.reshape(group, fo, taps_k, fi).transpose(0, 1, 3, 2).reshape(c_out, fi, kh, kw)
+        return {"kind": "conv", "reader": n.output[0], "weight": weight.astype(np.float32),
+                "geom": {**spec["geom"], "group": group}}
+
+    def _solve(self, gram, cross):
+        d = len(gram)
+        lam = self.ridge * max(np.trace(gram) / d, 1e-12)
+        return np.linalg.solve(gram + lam * np.eye(d), cross)
+
+    def _apply_param(self, f, signals) -> np.ndarray:
+        s = signals[f["reader"]]
+        if f["kind"] == "dense":
+            if f["rank"] == 2:
+                return (s.reshape(len(s), -1) @ f["theta"]).reshape(len(s), *f["shape"][1:])
+            return self._run(lambda g, x: inv.dense(g, x, f["theta"], 4), s, {})
+        return self._run(lambda g, x: inv.conv_transpose(g, x, f["weight"], f["geom"]), s, {})
+
+    def _r2(self, t, estimate) -> float:
+        truth = self.centred(t, self.held)
+        est = estimate[self.held]
+        return float(1 - ((truth - est) ** 2).sum() / max((truth ** 2).sum(), 1e-30))
+
+    def _run(self, emit, s, taps_in: dict, as_float=False) -> np.ndarray:
+        """emit(graph, signal name) on the signal s [B, …] (with per-crop taps), in batches, on ONNX Runtime."""
+        outs = []
+        for i in range(0, len(s), 4 * BATCH):
+            g = inv.Graph()
+            x = g.input("s")
+            out = emit(g, x)
+            feeds = {"s": np.ascontiguousarray(s[i:i + 4 * BATCH], np.float32)}
+            for k, v in taps_in.items():
+                v = v[i:i + 4 * BATCH]
+                feeds[k] = np.ascontiguousarray(v, np.float32 if as_float or v.dtype != np.int64 else np.int64)
+            outs.append(inv.run(g, feeds, [out])[0])
+        return np.concatenate(outs)
+
+    # ---- export -----------------------------------------------------------------------------------------------
+    def export(self) -> onnx.ModelProto:
+        """The inverse as one ONNX graph: inputs the logits tensor [1, Y], `classes` int64 [k] and the taps the
+        masks and unpooling read (batch 1); output `maps` float [k, h, w] at the map layer's resolution."""
+        part = self.part
+        g = inv.Graph()
+        y = g.input(part.logits, TensorProto.FLOAT, self.shapes[part.logits])
+        classes = g.input("classes", TensorProto.INT64, ["k"])
+        n_classes = self.shapes[part.logits][1]
+        onehot = g.node("OneHot", [classes, g.const(n_classes, "depth", np.int64), g.const([0.0, 1.0], "values")],
+                        "onehot", axis=-1)
+        centred = g.node("Sub", [y, g.const(self.mu[part.logits], "mu")], "centred")
+        signal = {part.logits: g.node("Mul", [onehot, centred], "signal")}
+        readers = {n.output[0]: n for n in part.nodes}
+        for step in self.plan:
+            t, shape = step["tensor"], step["shape"]
+            terms = []
+            for out in step["free"]:
+                terms.append(self._emit_free(g, readers[out], t, shape, signal[out]))
+            for f in step["param"]:
+                s = signal[f["reader"]]
+                if f["kind"] == "dense":
+                    terms.append(inv.dense(g, s, f["theta"], f["rank"]) if f["rank"] == 4 else
+                                 inv.reshape(g, inv.dense(g, g.node("Flatten", [s], "flat"), f["theta"], 2), shape))
+                else:
+                    terms.append(inv.conv_transpose(g, s, f["weight"], f["geom"]))
+            signal[t] = inv.add(g, terms)
+        maps = g.node("ReduceSum", [signal[part.map_tensor], g.const([1], "axis", np.int64)], "maps", keepdims=0)
+        g.nodes.append(onnx.helper.make_node("Identity", [maps], ["maps"]))
+        h, w = self.shapes[part.map_tensor][2:]
+        model = g.model([("maps", TensorProto.FLOAT, ["k", h, w])])
+        onnx.checker.check_model(model)
+        return model
+
+    def _emit_free(self, g, n, t, shape, s) -> str:
+        op = n.op_type
+        if op in ("Relu", "Clip"):
+            return inv.mask(g, s, g.input(n.output[0], TensorProto.FLOAT, self.shapes[n.output[0]]))
+        if op in RESHAPING or op == "Add":
+            return inv.reshape(g, s, shape)
+        if op in ("GlobalAveragePool", "ReduceMean"):
+            return inv.broadcast(g, s, shape)
+        if op == "Transpose":
+            return inv.transpose(g, s, attrs(n)["perm"])
+        if op == "Concat":
+            axis = attrs(n)["axis"] % len(shape)
+            sizes = [self.shapes[i][axis] for i in n.input]
+            return inv.split(g, s, axis, sizes)[list(n.input).index(t)]
+        if op == "MaxPool":
+            a = {k: v for k, v in attrs(n).items() if k in ("kernel_shape", "strides", "pads")}
+            idx = g.input(self.indices[n.output[0]], TensorProto.INT64, self.shapes[n.output[0]])
+            return inv.unpool(g, s, idx, shape, a)
+        raise InfolensError(f"MIP-IN has no inverse for {op} yet", "model")
+
+
+def fit(classifier, part: InvertedPart, images: np.ndarray, ridge: float = 1e-3, holdout: float = 0.2, seed: int = 0,
+        progress: bool = True) -> tuple[onnx.ModelProto, dict]:
+    """Fit the inverse of `part` on uint8 RGB input-space crops [N, H, W, 3]; returns the inverse ONNX model and a
+    record: the taps it reads, the map layer and its shape, held-out R² per fitted tensor, seconds."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="infolens-mipin-") as work:
+        f = Fitter(classifier, part, images, ridge, holdout, seed, progress, work)
+        f.fit()
+        model = f.export()
+        f.x.clear()
+        f.masks.clear()
+    taps_in = [i.name for i in model.graph.input if i.name not in (part.logits, "classes")]
+    record = {"logits": part.logits, "taps": taps_in, "map_layer": part.map_tensor,
+              "map_shape": f.shapes[part.map_tensor], "ridge": ridge, "holdout": holdout, "seed": seed,
+              "crops": int(f.N), "held_out_crops": int(len(f.held)), "r2": f.r2,
+              "seconds": time.perf_counter() - t0}
+    return model, record
+
+
+def save(model: onnx.ModelProto, record: dict, classifier, path: str, data: list[str] | None = None) -> dict:
+    """Write the inverse to `path` (<stem>.mipin.onnx) and its card beside it (<stem>.mipin.json), atomically; the
+    card names the classifier (name, sha256), the taps, the map layer, the data and the fit's record."""
+    from .. import outfiles
+    from ..catalog import file_sha256
+
+    card = {"kind": "mipin_inverse", "classifier": classifier.name,
+            "classifier_sha256": file_sha256(classifier.model_path), **record, "data": data or [],
+            "inputs": "the logits tensor [1, Y], classes int64 [k], the taps (batch 1): the ReLU outputs whose "
+                      "pattern masks the signal and the MaxPool argmax indices",
+            "output": "maps float [k, h, w] at the map layer, summed over channels",
+            "method": __doc__.split("\n\n")[1].replace("\n", " ")}
+    outfiles.write_atomic(path, lambda f: f.write(model.SerializeToString()))
+    outfiles.write_json(path[:-len(".onnx")] + ".json", card)
+    return card

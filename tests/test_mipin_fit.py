@@ -1,0 +1,145 @@
+"""MIP-IN fitted on a small residual CNN built in the test: the runtime's maps equal a direct numpy computation of
+the same masked linear inverse, from the fitted parameters; fits are reproducible; the explain route works."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from infolens import Explainer, OnnxClassifier
+from infolens.errors import InfolensError
+from infolens.mipin.fit import Fitter, fit, save
+from infolens.mipin.part import for_classifier, taps
+from test_mipin_part import small_cnn
+
+
+def crops(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([cv2.GaussianBlur(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), (5, 5), 2)
+                     for _ in range(n)])
+
+
+@pytest.fixture
+def cnn(tmp_path):
+    path = str(tmp_path / "cnn.onnx")
+    small_cnn(path)
+    return OnnxClassifier(path, resize="none", scale=1 / 255)
+
+
+def conv_transpose(s, w, geom):
+    """ConvTranspose written out: s [C_out, h, w], w [C_out, C_in / group, kh, kw] → [C_in, H, W]."""
+    (sy, sx), (pt, pl, pb, pr), (dy, dx) = geom["strides"], geom["pads"], geom["dilations"]
+    group = geom["group"]
+    c_out, fi, kh, kw = w.shape
+    h, wd = s.shape[1:]
+    H = (h - 1) * sy - pt - pb + (kh - 1) * dy + 1 + geom["output_padding"][0]
+    W = (wd - 1) * sx - pl - pr + (kw - 1) * dx + 1 + geom["output_padding"][1]
+    full = np.zeros((fi * group, H + pt + pb + kh * dy, W + pl + pr + kw * dx))
+    fo = c_out // group
+    for co in range(c_out):
+        g = co // fo
+        for ky in range(kh):
+            for kx in range(kw):
+                for ci in range(fi):
+                    full[g * fi + ci, ky * dy:ky * dy + (h - 1) * sy + 1:sy, kx * dx:kx * dx + (wd - 1) * sx + 1:sx] += \
+                        w[co, ci, ky, kx] * s[co]
+    return full[:, pt:pt + H, pl:pl + W]
+
+
+def numpy_maps(f: Fitter, tapped_out: dict, classes):
+    """The masked linear inverse from the fitter's plan, for one image's taps, in plain numpy."""
+    part = f.part
+    readers = {n.output[0]: n for n in part.nodes}
+    maps = []
+    for c in classes:
+        y = tapped_out[part.logits][0].astype(np.float64)
+        signal = {part.logits: np.where(np.arange(len(y)) == c, y - f.mu[part.logits], 0.0)}
+        for step in f.plan:
+            t, shape = step["tensor"], step["shape"][1:]
+            total = np.zeros(shape)
+            for out in step["free"]:
+                n, s = readers[out], signal[out]
+                if n.op_type in ("Relu", "Clip"):
+                    total += s * (tapped_out[out][0] > 0)
+                elif n.op_type in ("GlobalAveragePool",):
+                    total += np.broadcast_to(s.reshape(-1, 1, 1), shape)
+                elif n.op_type == "MaxPool":
+                    flat = np.zeros(int(np.prod(shape)))
+                    flat[tapped_out[f.indices[out]][0].reshape(-1)] += s.reshape(-1)
+                    total += flat.reshape(shape)
+                else:  # reshapes
+                    total += s.reshape(shape)
+            for p in step["param"]:
+                s = signal[p["reader"]]
+                if p["kind"] == "dense":
+                    total += (s.reshape(-1) @ p["theta"]).reshape(shape) if p["rank"] == 2 else \
+                        np.einsum("ohw,oi->ihw", s, p["theta"])
+                else:
+                    total += conv_transpose(s, p["weight"], p["geom"])
+            signal[t] = total
+        maps.append(signal[part.map_tensor].sum(0))
+    return np.stack(maps)
+
+
+@pytest.mark.parametrize("map_layer", [None, "r1"])
+def test_runtime_maps_equal_a_numpy_computation_of_the_fitted_inverse(tmp_path, cnn, map_layer):
+    model, part = for_classifier(cnn, map_layer)
+    f = Fitter(cnn, part, crops(), progress=False, workdir=str(tmp_path))
+    f.fit()
+    inverse = f.export()
+    if map_layer == "r1":  # the residual block, the max-pool and a 3x3 conv are inverted
+        assert {n.op_type for n in inverse.graph.node} >= {"MaxUnpool", "ConvTranspose", "Conv", "MatMul"}
+    image = crops(1, seed=9)[0]
+    tapped, _ = taps(model, part)
+    names = [o.name for o in tapped.graph.output]
+    out = dict(zip(names, ort.InferenceSession(tapped.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": cnn.normalize(image[None])})))
+    classes = [0, 3]
+    session = ort.InferenceSession(inverse.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: out[i.name] for i in session.get_inputs() if i.name != "classes"}
+    got = session.run(["maps"], {**feeds, "classes": np.array(classes, np.int64)})[0]
+    want = numpy_maps(f, out, classes)
+    assert got.shape == want.shape == (2, *f.shapes[part.map_tensor][2:])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert np.abs(want[0] - want[1]).max() > 1e-3 * np.abs(want).max(), "two classes, two maps"
+    # linear in the class signal: the classes' maps sum to the map of the whole centred logit vector
+    all_maps = session.run(["maps"], {**feeds, "classes": np.arange(5, dtype=np.int64)})[0]
+    np.testing.assert_allclose(all_maps[classes], got, rtol=1e-5, atol=1e-6)
+
+
+def test_fits_are_reproducible_and_report_held_out_r2(cnn):
+    _, part = for_classifier(cnn, "r1")
+    a, rec_a = fit(cnn, part, crops(), seed=1, progress=False)
+    b, rec_b = fit(cnn, part, crops(), seed=1, progress=False)
+    assert a.SerializeToString() == b.SerializeToString()
+    assert set(rec_a["r2"]) == {"flat", "r2", "mp"} and rec_a["r2"] == rec_b["r2"]
+    assert rec_a["r2"]["flat"] > 0.5  # the pooled features from 5 logits: mostly recoverable
+    c, _ = fit(cnn, part, crops(), seed=2, progress=False)
+    assert c.SerializeToString() != a.SerializeToString(), "another held-out split, another fit"
+
+
+def test_explain_with_mipin_one_forward(tmp_path, cnn):
+    _, part = for_classifier(cnn, "r1")
+    model, record = fit(cnn, part, crops(), progress=False)
+    inverse = str(tmp_path / "cnn.mipin.onnx")
+    card = save(model, record, cnn, inverse)
+    assert card["classifier_sha256"] and card["map_layer"] == "r1"
+    ex = Explainer(cnn, inverse=inverse)
+    e = ex.explain(crops(1, seed=5)[0], classes="top2", method="mipin")
+    assert e.maps["mipin"].shape == (2, 32, 32) and e.forwards == 1
+    again = ex.explain(crops(1, seed=5)[0], classes="top2", method="mipin")
+    np.testing.assert_array_equal(again.maps["mipin"], e.maps["mipin"])
+    files = e.save(str(tmp_path / "out"), "x")
+    assert json.loads(open(files["json"]).read())["maps"]["mipin"]["unit"] == "activation"
+    import onnx
+
+    changed = onnx.load(cnn.model_path)
+    changed.doc_string = "another model"  # any change of the file: another sha256
+    onnx.save(changed, str(tmp_path / "changed.onnx"))
+    with pytest.raises(InfolensError, match="fitted for another classifier") as err:
+        Explainer(OnnxClassifier(str(tmp_path / "changed.onnx"), resize="none", scale=1 / 255),
+                  inverse=inverse).explain(crops(1)[0], method="mipin")
+    assert err.value.param == "inverse"
