@@ -30,8 +30,8 @@ bench: $(VENV)/.runtime
 	$(BIN)/python -m infolens.bench
 
 # Rebuild every shipped model from installed packages and the photo sets in $(DATA) (../shared/data: BSDS500, COCO128;
-# about 3 h 10 min on 2 cores, the two PatchSamplers training side by side for 175 min each; the cards record each
-# command: the shipped weights took the same time in two runs, see models/README.md).
+# about 3 h 12 min on 2 cores, the two PatchSamplers training side by side for 175 min each, the MIP-IN inverse 85 s;
+# the cards record each command: the shipped weights took the same time in two runs, see models/README.md).
 # Training runs for a wall-time budget, so a slower or busier machine trains fewer steps (the cards record them).
 DATA   ?= ../shared/data
 PHOTOS := --data $(DATA)/bsds500 --data $(DATA)/coco128
@@ -45,6 +45,7 @@ models: $(VENV)/.dev
 	$(BIN)/python -m infolens.export.sampler_quality --K 8 16 $(PHOTOS) --write-cards --report docs/sampler_quality.json
 	$(BIN)/python -m infolens.export.sampler_quality figure --K 8
 	$(BIN)/python -m infolens.export.sampler_quality figure --K 16
+	$(BIN)/infolens mipin fit efficientnet_lite0 $(PHOTOS) --crops 512 --overwrite
 
 clean:
 	rm -rf $(VENV) out build *.egg-info runtime/*.so

@@ -87,6 +87,8 @@ PARAMS: dict[str, Param] = {
     "map_layer": Param("--map-layer", meaning="MIP-IN: the tensor the inverse stops at"),
     "max_ops": Param("--max-ops", int, low=1, meaning="MIP-IN: budget of inverse ops"),
     "inverse": Param("--inverse", meaning="MIP-IN: a fitted inverse .onnx"),
+    "crops": Param("--crops", int, low=2, meaning="MIP-IN: random-resized crops to fit on"),
+    "data": Param("--data", meaning="folders of photos"),
     # files and evaluation
     "out": Param("--out", meaning="output folder"),
     "overwrite": Param("--overwrite", meaning="replace files infolens did not write"),

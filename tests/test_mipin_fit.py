@@ -1,6 +1,7 @@
 """MIP-IN fitted on a small residual CNN built in the test: the runtime's maps equal a direct numpy computation of
 the same masked linear inverse, from the fitted parameters; fits are reproducible; the explain route works."""
 import json
+import os
 import subprocess
 import sys
 
@@ -14,6 +15,8 @@ from infolens.errors import InfolensError
 from infolens.mipin.fit import Fitter, fit, save
 from infolens.mipin.part import for_classifier, taps
 from test_mipin_part import small_cnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def crops(n=48, seed=0):
@@ -143,3 +146,38 @@ def test_explain_with_mipin_one_forward(tmp_path, cnn):
         Explainer(OnnxClassifier(str(tmp_path / "changed.onnx"), resize="none", scale=1 / 255),
                   inverse=inverse).explain(crops(1)[0], method="mipin")
     assert err.value.param == "inverse"
+
+
+def test_mipin_fit_command_writes_the_inverse_and_card_beside_the_model(tmp_path, cnn):
+    photos = tmp_path / "photos" / "sub"
+    photos.mkdir(parents=True)
+    for i, img in enumerate(crops(6, seed=3)):
+        cv2.imwrite(str(photos / f"p{i}.png"), cv2.resize(img, (48, 40)))
+    cmd = [sys.executable, "-m", "infolens", "mipin", "fit", cnn.model_path, "--data", str(tmp_path / "photos"),
+           "--crops", "24", "--map-layer", "r1", "--resize", "shorter-side-crop", "--scale", str(1 / 255), "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    card = json.loads((tmp_path / "cnn.mipin.json").read_text())
+    assert card["map_layer"] == "r1" and card["crops"] == 24 and card["photos"] == 6 and set(card["r2"]) == {
+        "flat", "r2", "mp"}
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2 and again.stderr.rstrip().endswith("(--overwrite)")
+    r = subprocess.run([sys.executable, "-m", "infolens", "explain", str(photos / "p0.png"), "--model", cnn.model_path,
+                        "--resize", "shorter-side-crop", "--scale", str(1 / 255), "--method", "mipin", "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "1 forwards in" in r.stdout
+    bad = subprocess.run(cmd[:5] + ["--data", str(tmp_path / "none"), "--overwrite", "-q"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and bad.stderr.rstrip().endswith("(--data)")
+
+
+def test_shipped_inverse_explains_the_shipped_classifier_in_one_forward(tmp_path):
+    e = Explainer(OnnxClassifier.from_card()).explain(
+        cv2.cvtColor(cv2.imread(os.path.join(ROOT, "examples", "chelsea.png")), cv2.COLOR_BGR2RGB), method="mipin")
+    assert e.forwards == 1 and e.maps["mipin"].shape == (3, 224, 224)
+    assert e.params["map_shape"] == [14, 14]
+    # the three top classes get different maps; the top class's map is positive where the cat's face is
+    m = e.maps["mipin"]
+    assert np.corrcoef(m[0].ravel(), m[1].ravel())[0, 1] < 0.95
+    assert m[0, 60:160, 60:160].mean() > m[0].mean()

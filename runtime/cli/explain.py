@@ -24,7 +24,7 @@ Each pixel gets the mean over the patches that cover it.  Cost: (#patches × N +
   <stem>.npz   image (uint8 H×W×3, the model-input-space image), probs, classes, pmi [k,H,W], ig [H,W]
   <stem>.json  labels, probabilities, every parameter and preprocessing value used, forwards, timings
   <stem>_ig.png, <stem>_pmi_<class>.png   overlays with a colour bar in bits
-(--method occlusion|pda|rise write occlusion / woe / rise maps instead, for comparison, same file scheme)
+(--method occlusion|pda|rise|mipin write occlusion / woe / rise / mipin maps instead, same file scheme)
 
 Without --model it uses the shipped ImageNet classifier (EfficientNet-Lite0) and PatchSampler.
 A model's card (model.json beside model.onnx) supplies preprocessing and labels; flags override it;
@@ -48,7 +48,8 @@ def register(sub) -> None:
     ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything OpenCV decodes)")
     g = ex.add_argument_group("method")
     options.add_method(g, "pmi/ig (default; one run gives both maps, bits); occlusion: p(c|x) − p(c|x, patch grey); "
-                       "pda: weight of evidence in bits with the gaussian sampler; rise: random-mask saliency")
+                       "pda: weight of evidence in bits with the gaussian sampler; rise: random-mask saliency; mipin: "
+                       "one pass through a fitted inverse of the classifier (infolens mipin fit)")
     options.add_sampler(g, None, "how a patch is marginalized (default: patchsampler; occlusion: gray; pda: "
                         "gaussian; mean/gray/black/blur are deterministic, so N=1 is used)")
     options.add_coupling(g)
@@ -58,6 +59,8 @@ def register(sub) -> None:
     g.add_argument("--target-se", type=float, metavar="BITS", help="adaptive N: patches whose standard error is "
                    "above this get more in-fills (N more, doubling) until they meet it or reach --max-samples")
     g.add_argument("--max-samples", type=int, help="adaptive N: in-fills per patch at most (default 8 × N)")
+    g.add_argument("--inverse", metavar="PATH", help="--method mipin: a fitted inverse (default: <model stem>.mipin.onnx "
+                   "beside the model, or the shipped one for the shipped classifier)")
     g.add_argument("--rise-grid", type=int, default=7, help="RISE mask grid s×s (default 7)")
     g.add_argument("--rise-p", type=float, default=0.5, help="RISE probability of keeping a cell (default 0.5)")
     options.add_classifier(ex.add_argument_group("model (flags win over the model card)"))
@@ -97,7 +100,8 @@ def run(args) -> int:
                                                                 model=args.sampler_model, device=args.device,
                                                                 coupling=args.coupling)
     explainer = Explainer(clf, sampler, batch_size=args.batch_size, progress=not args.quiet, rise_grid=args.rise_grid,
-                          rise_p=args.rise_p, target_se=args.target_se, max_samples=args.max_samples)
+                          rise_p=args.rise_p, target_se=args.target_se, max_samples=args.max_samples,
+                          inverse=args.inverse)
     n = args.N if args.N is not None else (1000 if args.method == "rise" else 8)
     inputs = {os.path.realpath(p) for p in args.images}
     out_real = os.path.realpath(out)

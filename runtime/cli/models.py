@@ -46,9 +46,16 @@ def _card_lines(card: dict) -> list[str]:
         shape = f"M={card.get('M')} T={card.get('T')}" if head == "logistic_mixture" else f"width {card.get('width')}"
         lines.append(f"K={card['K']} {head} head, {shape}; held-out NLL {nll.get('patchsampler')} bits/sub-pixel "
                      f"(uniform {nll.get('uniform')}); {card.get('cost_ms_per_position')} ms per position")
+    if card.get("task") == "mipin-inverse":
+        r2 = card.get("r2", {})
+        first = next(iter(r2.values()), None)
+        lines.append(f"MIP-IN inverse of {card.get('classifier')}: map layer {card.get('map_layer')} "
+                     f"{card.get('map_shape')}, {len(r2)} fitted tensors (held-out R² {first:.3f} at the top, "
+                     f"{min(r2.values()):.3f} at worst); {card.get('crops')} crops" if r2 else "MIP-IN inverse")
     source = card.get("source") if isinstance(card.get("source"), dict) else {}
     command = source.get("command") or card.get("command")
     if command:
-        lines.append(f"made by {command}  [{source.get('licence') or card.get('licence')}]")
+        licence = source.get("licence") or card.get("licence")
+        lines.append(f"made by {command}" + (f"  [{licence}]" if licence else ""))
     return lines
 

@@ -12,8 +12,10 @@ parameters are chosen jointly by ridge regression so that the sum reconstructs X
 
 The signal at the logits is y − μ_y; at inference it is e_c ⊙ (y − μ_y) for class c, so the classes' signals sum to
 the one the layers were fitted on.  A fit never sees a signal computed differently from inference: both are run by
-the same ONNX emitters (inverse.py).  Ridge: λ = `ridge` · tr(G)/d added to the Gram matrix G (d its size), our
-choice; R² per fitted tensor on held-out crops.
+the same ONNX emitters (inverse.py).  Ridge: λ = `ridge` · tr(G)/d added to the Gram matrix G (d its size), pulling
+a Gemm/MatMul/1×1-conv inverse toward the pseudo-inverse of the forward weights and the others toward 0 — our
+choice (on the shipped EfficientNet-Lite0, 384 crops: held-out R² of the pooled features 0.38 without the pull,
+0.86 with it, ridge 0.1); R² per fitted tensor on held-out crops.
 """
 from __future__ import annotations
 
@@ -64,9 +66,11 @@ class Fitter:
     """Holds the crops' activations (memory-mapped, float16; masks and indices exact) and the signals, and fits the
     inverse top-down.  `plan` records every step so that `export` can emit the same inverse as one graph."""
 
-    def __init__(self, classifier, part: InvertedPart, images: np.ndarray, ridge: float = 1e-3,
-                 holdout: float = 0.2, seed: int = 0, progress: bool = True, workdir: str | None = None):
+    def __init__(self, classifier, part: InvertedPart, images: np.ndarray, ridge: float = 0.1,
+                 holdout: float = 0.2, seed: int = 0, progress: bool = True, workdir: str | None = None,
+                 prior: bool = True):
         self.clf, self.part, self.ridge, self.progress = classifier, part, ridge, progress
+        self.use_prior = prior
         model = classifier._edit(onnx.load(classifier.model_path))
         self.model = model
         self.tapped, self.indices = taps(model, part)
@@ -262,7 +266,8 @@ class Fitter:
             y = self._features_dense(target[idx]).astype(np.float64)
             gram += f.T @ f
             cross += f.T @ y
-        theta = self._solve(gram, cross)
+        prior = np.concatenate([self._prior(n, k, size, shape[1]) for n, (k, _), size in zip(readers, kinds, sizes)])
+        theta = self._solve(gram, cross, prior)
         out, at = [], 0
         for n, (k, spec), size in zip(readers, kinds, sizes):
             part = theta[at:at + size].astype(np.float32)
@@ -299,10 +304,28 @@ class Fitter:
         return {"kind": "conv", "reader": n.output[0], "weight": weight.astype(np.float32),
                 "geom": {**spec["geom"], "group": group}}
 
-    def _solve(self, gram, cross):
+    def _prior(self, n, kind, size, c_in) -> np.ndarray:
+        """What the ridge pulls a dense inverse toward: the pseudo-inverse of the forward weights (Gemm, MatMul,
+        1×1 Conv: x ≈ W⁺ y, exact where W has full column rank); zero for the others (Add inputs, spatial convs)."""
+        if kind != "dense" or n.op_type not in ("Gemm", "MatMul", "Conv") or not self.use_prior:
+            return np.zeros((size, c_in))
+        w = self.inits.get(n.input[1])
+        if w is None:
+            return np.zeros((size, c_in))
+        if n.op_type == "Gemm":  # y = x·Wᵀ (transB) or x·W: as a map x → y, A [Y, F]
+            a = w if attrs(n).get("transB", 0) else w.T
+        elif n.op_type == "MatMul":
+            a = w.T
+        else:
+            a = w.reshape(w.shape[0], -1)  # [C_out, C_in]
+        return np.linalg.pinv(a.astype(np.float64)).T  # S_x = S_y · (A⁺)ᵀ
+
+    def _solve(self, gram, cross, prior=None):
+        """argmin ‖Fθ − Y‖² + λ‖θ − prior‖², λ = ridge · tr(G)/d."""
         d = len(gram)
         lam = self.ridge * max(np.trace(gram) / d, 1e-12)
-        return np.linalg.solve(gram + lam * np.eye(d), cross)
+        rhs = cross if prior is None else cross + lam * prior
+        return np.linalg.solve(gram + lam * np.eye(d), rhs)
 
     def _apply_param(self, f, signals) -> np.ndarray:
         s = signals[f["reader"]]
@@ -386,7 +409,46 @@ class Fitter:
         raise InfolensError(f"MIP-IN has no inverse for {op} yet", "model")
 
 
-def fit(classifier, part: InvertedPart, images: np.ndarray, ridge: float = 1e-3, holdout: float = 0.2, seed: int = 0,
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def photo_files(folders: list[str]) -> list[str]:
+    """Every image file under the folders (recursively), sorted: the same list on every machine."""
+    files = []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise InfolensError(f"no folder {folder}", "data")
+        for root, _, names in os.walk(folder):
+            files += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    if not files:
+        raise InfolensError(f"no image files under {', '.join(folders)}", "data")
+    return sorted(files)
+
+
+def random_crops(classifier, files: list[str], n: int, seed: int = 0, progress: bool = True) -> np.ndarray:
+    """n random-resized crops of the photos, in the classifier's input space, uint8 [n, H, W, 3]: a photo drawn at
+    random, a crop of 25–100 % of its area with aspect ratio 3:4 to 4:3 (log-uniform), then the classifier's own
+    resize.  Seeded: the same crops for the same files, n and seed."""
+    from ..images import read_image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    cache: dict[str, np.ndarray] = {}
+    for _ in tqdm(range(n), unit="crop", desc="mipin: crops", disable=not progress, leave=False):
+        path = files[rng.integers(len(files))]
+        if path not in cache:
+            cache = {path: read_image(path)}  # one photo held at a time
+        img = cache[path]
+        h, w = img.shape[:2]
+        area = rng.uniform(0.25, 1.0) * h * w
+        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        ch, cw = min(h, int(round(np.sqrt(area / aspect)))), min(w, int(round(np.sqrt(area * aspect))))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        out.append(classifier.load_image(np.ascontiguousarray(img[y:y + ch, x:x + cw])))
+    return np.stack(out)
+
+
+def fit(classifier, part: InvertedPart, images: np.ndarray, ridge: float = 0.1, holdout: float = 0.2, seed: int = 0,
         progress: bool = True) -> tuple[onnx.ModelProto, dict]:
     """Fit the inverse of `part` on uint8 RGB input-space crops [N, H, W, 3]; returns the inverse ONNX model and a
     record: the taps it reads, the map layer and its shape, held-out R² per fitted tensor, seconds."""
@@ -411,7 +473,7 @@ def save(model: onnx.ModelProto, record: dict, classifier, path: str, data: list
     from .. import outfiles
     from ..catalog import file_sha256
 
-    card = {"kind": "mipin_inverse", "classifier": classifier.name,
+    card = {"task": "mipin-inverse", "classifier": classifier.name,
             "classifier_sha256": file_sha256(classifier.model_path), **record, "data": data or [],
             "inputs": "the logits tensor [1, Y], classes int64 [k], the taps (batch 1): the ReLU outputs whose "
                       "pattern masks the signal and the MaxPool argmax indices",
