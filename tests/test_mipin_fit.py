@@ -87,14 +87,19 @@ def numpy_maps(f: Fitter, tapped_out: dict, classes):
     return np.stack(maps)
 
 
-@pytest.mark.parametrize("map_layer", [None, "r1"])
-def test_runtime_maps_equal_a_numpy_computation_of_the_fitted_inverse(tmp_path, cnn, map_layer):
+@pytest.mark.parametrize("map_layer,depthwise", [(None, None), ("r1", None), ("r1", 1), ("r1", 2)])
+def test_runtime_maps_equal_a_numpy_computation_of_the_fitted_inverse(tmp_path, map_layer, depthwise):
+    path = str(tmp_path / "cnn.onnx")
+    small_cnn(path, depthwise_stride=depthwise)
+    cnn = OnnxClassifier(path, resize="none", scale=1 / 255)
     model, part = for_classifier(cnn, map_layer)
     f = Fitter(cnn, part, crops(), progress=False, workdir=str(tmp_path))
     f.fit()
     inverse = f.export()
     if map_layer == "r1":  # the residual block, the max-pool and a 3x3 conv are inverted
         assert {n.op_type for n in inverse.graph.node} >= {"MaxUnpool", "ConvTranspose", "Conv", "MatMul"}
+    groups = [a.i for n in inverse.graph.node for a in n.attribute if n.op_type == "Conv" and a.name == "group"]
+    assert (8 in groups) == (depthwise == 1), "a depthwise inverse of stride 1 runs as the Conv it equals"
     image = crops(1, seed=9)[0]
     tapped, _ = taps(model, part)
     names = [o.name for o in tapped.graph.output]

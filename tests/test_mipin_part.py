@@ -14,9 +14,10 @@ from infolens.mipin.part import inverted_part, taps
 IR_VERSION = 10
 
 
-def small_cnn(path=None, middle="Relu", top="Relu", clip_min=0.0):
+def small_cnn(path=None, middle="Relu", top="Relu", clip_min=0.0, depthwise_stride=None):
     """input [B,3,32,32] → conv 3→8 → Relu → MaxPool 2 → conv 8→8 → `middle` → Add(the MaxPool output) → Clip(min
-    clip_min, 6) → GAP → Flatten → Gemm 8→5 → Softmax: a residual CNN with every op MIP-IN must walk over."""
+    clip_min, 6) → GAP → Flatten → Gemm 8→5 → Softmax: a residual CNN with every op MIP-IN must walk over.
+    depthwise_stride: a depthwise 3x3 conv of that stride and a Relu between the first Relu and the MaxPool."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
              numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), "w2"),
@@ -35,6 +36,12 @@ def small_cnn(path=None, middle="Relu", top="Relu", clip_min=0.0):
              helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
              helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
              helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax")]
+    if depthwise_stride:
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32), "wdw"))
+        nodes[2:2] = [helper.make_node("Conv", ["r1", "wdw"], ["cd"], group=8, pads=[1, 1, 1, 1],
+                                       strides=[depthwise_stride] * 2, name="dw"),
+                      helper.make_node("Relu", ["cd"], ["rd"], name="relu_dw")]
+        nodes[4].input[0] = "rd"
     if top != "Relu":  # an op MIP-IN has no inverse for, between the pooled features and the classifier
         nodes.insert(8, helper.make_node(top, ["gap"], ["gap2"], name="odd"))
         nodes[9].input[0] = "gap2"

@@ -61,6 +61,18 @@ class MIPIN(Attribution):
         del model
         self.inverse = sessions.open_session(self.inverse_path, classifier.session.get_providers())
 
+    def batch_maps(self, images: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Many images at once, one class each: uint8 RGB input-space images [B, H, W, 3] and classes int64 [B]
+        (default: each image's top class) → (probabilities float64 [B, Y], maps float32 [B, H, W]): one tapped
+        forward and one inverse forward for the whole batch."""
+        p, found = self.classifier.predict_with(self.session, self.classifier.normalize(images), self.taps)
+        cls = np.argmax(p, 1) if classes is None else np.asarray(classes, np.int64)
+        feeds = {name: np.ascontiguousarray(found[name]) for name in self.taps}
+        feeds["classes"] = cls.astype(np.int64)
+        small = self.inverse.run(["maps"], feeds)[0]
+        H, W = images.shape[1:3]
+        return p, np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in small])
+
     def _predict(self, base):
         p, found = self.classifier.predict_with(self.session, base, self.taps)
         return p[0], found

@@ -356,11 +356,12 @@ class Fitter:
 
     # ---- export -----------------------------------------------------------------------------------------------
     def export(self) -> onnx.ModelProto:
-        """The inverse as one ONNX graph: inputs the logits tensor [1, Y], `classes` int64 [k] and the taps the
-        masks and unpooling read (batch 1); output `maps` float [k, h, w] at the map layer's resolution."""
+        """The inverse as one ONNX graph: inputs the logits tensor [b, Y], `classes` int64 [k] and the taps the
+        masks and unpooling read [b, …]; output `maps` float [k, h, w] at the map layer's resolution.  Either one
+        image (b = 1) and k classes of it, or k = b images with one class each (classes[i] of image i)."""
         part = self.part
         g = inv.Graph()
-        y = g.input(part.logits, TensorProto.FLOAT, self.shapes[part.logits])
+        y = g.input(part.logits, TensorProto.FLOAT, ["batch", *self.shapes[part.logits][1:]])
         classes = g.input("classes", TensorProto.INT64, ["k"])
         n_classes = self.shapes[part.logits][1]
         onehot = g.node("OneHot", [classes, g.const(n_classes, "depth", np.int64), g.const([0.0, 1.0], "values")],
@@ -391,7 +392,7 @@ class Fitter:
     def _emit_free(self, g, n, t, shape, s) -> str:
         op = n.op_type
         if op in ("Relu", "Clip"):
-            return inv.mask(g, s, g.input(n.output[0], TensorProto.FLOAT, self.shapes[n.output[0]]))
+            return inv.mask(g, s, g.input(n.output[0], TensorProto.FLOAT, ["batch", *self.shapes[n.output[0]][1:]]))
         if op in RESHAPING or op == "Add":
             return inv.reshape(g, s, shape)
         if op in ("GlobalAveragePool", "ReduceMean"):
@@ -404,7 +405,7 @@ class Fitter:
             return inv.split(g, s, axis, sizes)[list(n.input).index(t)]
         if op == "MaxPool":
             a = {k: v for k, v in attrs(n).items() if k in ("kernel_shape", "strides", "pads")}
-            idx = g.input(self.indices[n.output[0]], TensorProto.INT64, self.shapes[n.output[0]])
+            idx = g.input(self.indices[n.output[0]], TensorProto.INT64, ["batch", *self.shapes[n.output[0]][1:]])
             return inv.unpool(g, s, idx, shape, a)
         raise InfolensError(f"MIP-IN has no inverse for {op} yet", "model")
 

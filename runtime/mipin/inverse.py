@@ -64,7 +64,19 @@ def dense(g: Graph, s: str, theta: np.ndarray, rank: int) -> str:
 
 def conv_transpose(g: Graph, s: str, weight: np.ndarray, geom: dict) -> str:
     """ConvTranspose with the forward conv's geometry (strides, pads, dilations, group, output_padding): weight
-    [C_out, C_in / group, kh, kw] maps s [B, C_out, h, w] back to [B, C_in, H, W]."""
+    [C_out, C_in / group, kh, kw] maps s [B, C_out, h, w] back to [B, C_in, H, W].
+
+    A depthwise one of stride 1 is emitted as the Conv it equals (kernel flipped, pads k − 1 − p): ONNX Runtime's
+    depthwise Conv is several times faster than its grouped ConvTranspose (measured: the shipped inverse 0.24 →
+    0.12 s per 64 images).  Spreading a strided one out and convolving measured no faster, so strides > 1 stay
+    ConvTranspose."""
+    c_out, per_group, kh, kw = weight.shape
+    t, l, b, r = geom["pads"]
+    pads = [kh - 1 - t, kw - 1 - l, kh - 1 - b, kw - 1 - r]
+    if geom["group"] == c_out and per_group == 1 and list(geom["strides"]) == [1, 1] and \
+            list(geom["dilations"]) == [1, 1] and not any(geom.get("output_padding", [0, 0])) and min(pads) >= 0:
+        flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1])
+        return g.node("Conv", [s, g.const(flipped, "convT")], "convT", group=c_out, pads=pads)
     return g.node("ConvTranspose", [s, g.const(weight, "convT")], "convT", **geom)
 
 
@@ -78,9 +90,9 @@ def delta_features(g: Graph, s: str, c_out: int, kernel: tuple[int, int], geom: 
 
 
 def mask(g: Graph, s: str, x: str) -> str:
-    """s where the forward ReLU passed its input (x, the ReLU's output, ≠ 0), 0 elsewhere."""
-    on = g.node("Cast", [g.node("Greater", [x, g.const(0.0, "zero")], "on")], "onf", to=TensorProto.FLOAT)
-    return g.node("Mul", [s, on], "masked")
+    """s where the forward ReLU passed its input (x, the ReLU's output, ≥ 0: Sign(x) is exactly 1[x ≠ 0]), 0
+    elsewhere."""
+    return g.node("Mul", [s, g.node("Sign", [x], "on")], "masked")
 
 
 def reshape(g: Graph, s: str, shape: list[int]) -> str:
