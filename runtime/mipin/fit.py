@@ -357,7 +357,8 @@ class Fitter:
     # ---- export -----------------------------------------------------------------------------------------------
     def export(self) -> onnx.ModelProto:
         """The inverse as one ONNX graph: inputs the logits tensor [b, Y], `classes` int64 [k] and the taps the
-        masks and unpooling read [b, …]; output `maps` float [k, h, w] at the map layer's resolution.  Either one
+        masks and unpooling read [b, …]; outputs `maps` float [k, h, w] at the map layer's resolution, and for
+        checks the whole `signal` [k, C, h, w] there and the map layer's mean activation `map_mean` [C, h, w].  Either one
         image (b = 1) and k classes of it, or k = b images with one class each (classes[i] of image i)."""
         part = self.part
         g = inv.Graph()
@@ -383,9 +384,12 @@ class Fitter:
                     terms.append(inv.conv_transpose(g, s, f["weight"], f["geom"]))
             signal[t] = inv.add(g, terms)
         maps = g.node("ReduceSum", [signal[part.map_tensor], g.const([1], "axis", np.int64)], "maps", keepdims=0)
-        g.nodes.append(onnx.helper.make_node("Identity", [maps], ["maps"]))
-        h, w = self.shapes[part.map_tensor][2:]
-        model = g.model([("maps", TensorProto.FLOAT, ["k", h, w])])
+        g.nodes += [onnx.helper.make_node("Identity", [maps], ["maps"]),
+                    onnx.helper.make_node("Identity", [signal[part.map_tensor]], ["signal"]),
+                    onnx.helper.make_node("Identity", [g.const(self.mu[part.map_tensor], "mu_map")], ["map_mean"])]
+        c, h, w = self.shapes[part.map_tensor][1:]
+        model = g.model([("maps", TensorProto.FLOAT, ["k", h, w]), ("signal", TensorProto.FLOAT, ["k", c, h, w]),
+                         ("map_mean", TensorProto.FLOAT, [c, h, w])])
         onnx.checker.check_model(model)
         return model
 
@@ -478,7 +482,8 @@ def save(model: onnx.ModelProto, record: dict, classifier, path: str, data: list
             "classifier_sha256": file_sha256(classifier.model_path), **record, "data": data or [],
             "inputs": "the logits tensor [1, Y], classes int64 [k], the taps (batch 1): the ReLU outputs whose "
                       "pattern masks the signal and the MaxPool argmax indices",
-            "output": "maps float [k, h, w] at the map layer, summed over channels",
+            "output": "maps float [k, h, w] at the map layer, summed over channels; signal [k, C, h, w] before the "
+                      "sum; map_mean [C, h, w], the map layer's mean activation on the fitting crops",
             "method": __doc__.split("\n\n")[1].replace("\n", " ")}
     outfiles.write_atomic(path, lambda f: f.write(model.SerializeToString()))
     outfiles.write_json(path[:-len(".onnx")] + ".json", card)
