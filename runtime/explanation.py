@@ -23,8 +23,9 @@ MAPS = {
     "woe": ("bits", "diverging", "weight of evidence (PDA): log2 odds p(c|x) − log2 odds p(c|x without the region)"),
     "occlusion": ("probability", "diverging", "occlusion: p(c|x) − p(c|x with the region grey)"),
     "rise": ("probability", "sequential", "RISE: E[p(c|masked x) | pixel kept] over random masks"),
-    "mipin": ("activation", "diverging", "MIP-IN: the class's centred logit sent down the fitted inverse, masked by "
-              "the image's ReLU pattern, to the map layer; summed over channels"),
+    "mipin": ("activation²", "diverging", "MIP-IN: the class's centred logit sent down the fitted inverse, masked "
+              "by the image's ReLU pattern, to the map layer, times the centred activation there, summed over "
+              "channels"),
 }
 # IG's meaning for a multi-label (sigmoid) classifier, whose classes are independent yes/no variables
 IG_BERNOULLI = ("IG: Σ_c KL(Bern(p(c|x)) ‖ Bern(p(c|x without the region))), the classes as independent yes/no "

@@ -59,7 +59,7 @@ def overlay(image: np.ndarray, values: np.ndarray, kind: str, title: str, unit: 
     for i, v in enumerate(ticks):
         y = 30 + _PAD + int(i * (h - 2 * _PAD - 1) / 2)
         cv2.putText(panel, f"{v:+.3g}", (x0 + _BAR_W + 4, y + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    label = {"probability": "prob.", "activation": "act."}.get(unit, unit)
+    label = {"probability": "prob.", "activation²": "act.²"}.get(unit, unit)
     cv2.putText(panel, label, (x0, 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(panel, title[:70], (4, 20), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return panel

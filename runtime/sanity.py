@@ -24,7 +24,6 @@ A map that passes the check loses its correlation with the original as the weigh
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile

@@ -83,7 +83,8 @@ def numpy_maps(f: Fitter, tapped_out: dict, classes):
                 else:
                     total += conv_transpose(s, p["weight"], p["geom"])
             signal[t] = total
-        maps.append(signal[part.map_tensor].sum(0))
+        x = tapped_out[part.map_tensor][0] - f.mu[part.map_tensor]
+        maps.append((signal[part.map_tensor] * x).sum(0))
     return np.stack(maps)
 
 
@@ -141,7 +142,7 @@ def test_explain_with_mipin_one_forward(tmp_path, cnn):
     again = ex.explain(crops(1, seed=5)[0], classes="top2", method="mipin")
     np.testing.assert_array_equal(again.maps["mipin"], e.maps["mipin"])
     files = e.save(str(tmp_path / "out"), "x")
-    assert json.loads(open(files["json"]).read())["maps"]["mipin"]["unit"] == "activation"
+    assert json.loads(open(files["json"]).read())["maps"]["mipin"]["unit"] == "activation²"
     import onnx
 
     changed = onnx.load(cnn.model_path)
@@ -186,3 +187,38 @@ def test_shipped_inverse_explains_the_shipped_classifier_in_one_forward(tmp_path
     m = e.maps["mipin"]
     assert np.corrcoef(m[0].ravel(), m[1].ravel())[0, 1] < 0.95
     assert m[0, 60:160, 60:160].mean() > m[0].mean()
+
+
+def test_qdq_quantized_model_is_inverted_on_its_dequantized_tensors(tmp_path):
+    """ONNX Runtime's own QDQ quantization of the residual CNN: the walk passes Q/DQ pairs, the map layer is a
+    dequantized tensor, the int8 weights (DequantizeLinear of constants) are constants, and the exported inverse
+    still equals the numpy computation."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": (c.transpose(2, 0, 1)[None] / 255).astype(np.float32)} for c in crops(8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    small_cnn(str(tmp_path / "float.onnx"), depthwise_stride=1)
+    quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"), Calibration(),
+                    quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8)
+    clf = OnnxClassifier(str(tmp_path / "q.onnx"), resize="none", scale=1 / 255)
+    model, part = for_classifier(clf, "r1_DequantizeLinear_Output")  # down through the residual block and pool
+    assert {"QuantizeLinear", "DequantizeLinear", "MaxPool", "Add"} <= {n.op_type for n in part.nodes}
+    assert for_classifier(clf)[1].map_tensor.endswith("DequantizeLinear_Output")
+    f = Fitter(clf, part, crops(), progress=False, workdir=str(tmp_path))
+    f.fit()
+    inverse = f.export()
+    tapped, _ = taps(model, part)
+    names = [o.name for o in tapped.graph.output]
+    image = crops(1, seed=9)[0]
+    out = dict(zip(names, ort.InferenceSession(tapped.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": clf.normalize(image[None])})))
+    session = ort.InferenceSession(inverse.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {i.name: out[i.name] for i in session.get_inputs() if i.name != "classes"}
+    got = session.run(["maps"], {**feeds, "classes": np.array([1, 4], np.int64)})[0]
+    np.testing.assert_allclose(got, numpy_maps(f, out, [1, 4]), rtol=1e-4, atol=1e-4 * np.abs(got).max())

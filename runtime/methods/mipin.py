@@ -29,9 +29,10 @@ def default_inverse(classifier: OnnxClassifier) -> str:
 
 
 class MIPIN(Attribution):
-    """map "mipin" [k, H, W]: for each class c, the signal e_c ⊙ (y − μ_y) at the logits, sent down the fitted linear
-    inverse masked by this image's ReLU pattern to the map layer, summed over channels (signed; positive: evidence
-    for c in the inverse's reconstruction), resized bilinearly to the input.  Units: the map layer's activations.
+    """map "mipin" [k, H, W]: for each class c, the signal S^(c) that e_c ⊙ (y − μ_y) at the logits becomes, sent down
+    the fitted linear inverse masked by this image's ReLU pattern, at the map layer; the map is Σ_channels S^(c) ⊙
+    (X − μ), how much of the image's centred activation there lies along the class's reconstruction (signed;
+    positive: the activation agrees with the class's), resized bilinearly to the input.  Units: activation².
 
     inverse : path of a fitted inverse (`infolens mipin fit`; default: default_inverse).  Its card must name this
     classifier's sha256.

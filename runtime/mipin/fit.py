@@ -62,6 +62,18 @@ def conv_geometry(node, in_shape, out_shape, kernel) -> dict:
     return {"strides": strides, "pads": pads, "dilations": dil, "output_padding": extra}
 
 
+def dequantize(node, values: dict) -> np.ndarray:
+    """DequantizeLinear of constants: (x − zero point) · scale, per tensor or along `axis`."""
+    x = values[node.input[0]].astype(np.float64)
+    scale = values[node.input[1]].astype(np.float64)
+    zero = values[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] else np.zeros(1)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * x.ndim
+        shape[attrs(node).get("axis", 1) % x.ndim] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((x - zero) * scale).astype(np.float32)
+
+
 class Fitter:
     """Holds the crops' activations (memory-mapped, float16; masks and indices exact) and the signals, and fits the
     inverse top-down.  `plan` records every step so that `export` can emit the same inverse as one graph."""
@@ -78,6 +90,8 @@ class Fitter:
         for n in model.graph.node:
             if n.op_type == "Constant":
                 self.inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+            elif n.op_type == "DequantizeLinear" and all(i in self.inits for i in n.input if i):
+                self.inits[n.output[0]] = dequantize(n, self.inits)  # a QDQ model's weight: a constant
         self.readers: dict[str, list] = {}
         for n in part.nodes:
             for t in dict.fromkeys(n.input):
@@ -158,7 +172,7 @@ class Fitter:
         self.map_signal = signals[part.map_tensor]
 
     def _resolve(self, t: str, signals: dict) -> np.ndarray:
-        shape = self.shapes.get(t) or self.part_shape(t)
+        shape = self.shapes[t]  # every tensor a part node reads was recorded
         free, param = [], []
         for n in self.readers[t]:
             (param if self._parametric(n, t) else free).append(n)
@@ -174,9 +188,6 @@ class Fitter:
             self.r2[t] = self._r2(t, sum(terms))
         self.plan.append(step)
         return sum(terms).astype(np.float32)
-
-    def part_shape(self, t):
-        raise InfolensError(f"no recorded shape for tensor {t!r}", "model")
 
     def _parametric(self, n, t) -> bool:
         if n.op_type in ("Gemm", "MatMul", "Conv", "BatchNormalization", "AveragePool"):
@@ -383,10 +394,14 @@ class Fitter:
                 else:
                     terms.append(inv.conv_transpose(g, s, f["weight"], f["geom"]))
             signal[t] = inv.add(g, terms)
-        maps = g.node("ReduceSum", [signal[part.map_tensor], g.const([1], "axis", np.int64)], "maps", keepdims=0)
+        # the map: the class's signal times the centred activation it reconstructs, summed over channels
+        x_map = g.input(part.map_tensor, TensorProto.FLOAT, ["batch", *self.shapes[part.map_tensor][1:]])
+        mu_map = g.const(self.mu[part.map_tensor], "mu_map")
+        agreement = g.node("Mul", [signal[part.map_tensor], g.node("Sub", [x_map, mu_map], "x_centred")], "agree")
+        maps = g.node("ReduceSum", [agreement, g.const([1], "axis", np.int64)], "maps", keepdims=0)
         g.nodes += [onnx.helper.make_node("Identity", [maps], ["maps"]),
                     onnx.helper.make_node("Identity", [signal[part.map_tensor]], ["signal"]),
-                    onnx.helper.make_node("Identity", [g.const(self.mu[part.map_tensor], "mu_map")], ["map_mean"])]
+                    onnx.helper.make_node("Identity", [mu_map], ["map_mean"])]
         c, h, w = self.shapes[part.map_tensor][1:]
         model = g.model([("maps", TensorProto.FLOAT, ["k", h, w]), ("signal", TensorProto.FLOAT, ["k", c, h, w]),
                          ("map_mean", TensorProto.FLOAT, [c, h, w])])
@@ -481,9 +496,10 @@ def save(model: onnx.ModelProto, record: dict, classifier, path: str, data: list
     card = {"task": "mipin-inverse", "classifier": classifier.name,
             "classifier_sha256": file_sha256(classifier.model_path), **record, "data": data or [],
             "inputs": "the logits tensor [1, Y], classes int64 [k], the taps (batch 1): the ReLU outputs whose "
-                      "pattern masks the signal and the MaxPool argmax indices",
-            "output": "maps float [k, h, w] at the map layer, summed over channels; signal [k, C, h, w] before the "
-                      "sum; map_mean [C, h, w], the map layer's mean activation on the fitting crops",
+                      "pattern masks the signal, the MaxPool argmax indices and the map layer's activation X",
+            "output": "maps float [k, h, w] at the map layer: Σ_channels signal ⊙ (X − map_mean); signal "
+                      "[k, C, h, w], the class's signal there; map_mean [C, h, w], the map layer's mean activation "
+                      "on the fitting crops",
             "method": __doc__.split("\n\n")[1].replace("\n", " ")}
     outfiles.write_atomic(path, lambda f: f.write(model.SerializeToString()))
     outfiles.write_json(path[:-len(".onnx")] + ".json", card)
