@@ -1,8 +1,9 @@
 """Benchmark: end-to-end explain throughput against raw ONNX Runtime on the same model and batch size.
 
-    python -m infolens.bench [--model M.onnx] [-K 16] [-S 16] [-N 8] [--batch-size 64] [--sampler patchsampler]
-    python -m infolens.bench --rss 8 2 1 -K 8 -N 8       # peak memory of one explain at each stride
-    python -m infolens.bench --method mipin              # MIP-IN maps/s against raw forwards/s, same batch
+    infolens bench [--model M.onnx] [-K 16] [-S 16] [-N 8] [--batch-size 64] [--sampler patchsampler]
+    infolens bench --rss 8 2 1 -K 8 -N 8       # peak memory of one explain at each stride
+    infolens bench --method mipin              # MIP-IN maps/s against raw forwards/s, same batch
+(`python -m infolens.bench` is the same.)
 
 Both numbers are classifier forwards (images) per second, measured in one process, alternating raw and
 end-to-end rounds so that machine load hits both alike.  The ratio end-to-end ÷ raw is the runtime's
@@ -42,7 +43,9 @@ def raw_throughput(clf: OnnxClassifier, batch: int, options: ort.SessionOptions 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m infolens.bench", description=__doc__,
+    from .cli.options import Parser
+
+    ap = Parser(prog="infolens bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="classifier .onnx (default: the shipped EfficientNet-Lite0)")
     ap.add_argument("--image", help="image to explain (default: a seeded random image; cost does not depend on it)")

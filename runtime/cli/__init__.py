@@ -5,7 +5,7 @@ import sys
 
 from .. import params
 from ..errors import InfolensError
-from . import evaluate, explain, mipin, models, sanity, suite
+from . import bench, evaluate, explain, mipin, models, sanity, suite
 from .options import Parser
 
 
@@ -22,11 +22,15 @@ def build_parser() -> Parser:
     suite.register(evsub)
     sanity.register(evsub)
     mipin.register(sub)
+    bench.register(sub)
     models.register(sub)
     return top
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return bench.run(argv[1:])
     args = build_parser().parse_args(argv)
     from ..images import quiet_opencv
 
