@@ -123,14 +123,17 @@ class OnnxClassifier:
         the graph's last op and probe forwards; an error asks for it when they cannot decide).
     labels : list of class names.
     device : "cpu" | "cuda".  input_name / output_name : which graph input/output (default: the first).
+    batch_backend : "host" | "composer": how perturbation batches are built (see perturbation_batch).
     """
 
     def __init__(self, model_path, *, layout=None, size=None, channel_order=None, scale=None, mean=None, std=None,
                  dtype=None, resize=None, interpolation=None, pad_value=None, crop_fraction=None, grayscale=None,
-                 output_kind="auto", labels=None, device="cpu", input_name=None, output_name=None, name=None):
+                 output_kind="auto", labels=None, device="cpu", input_name=None, output_name=None, name=None,
+                 batch_backend="host"):
         self.model_path = os.fspath(model_path)
         self.name = name or os.path.splitext(os.path.basename(self.model_path))[0]
         self.device = device
+        self.batch_backend = params.check("batch_backend", batch_backend)
         self.session, self.batch_limit = _open_session(self.model_path, device)
         inp = _pick(self.session.get_inputs(), input_name, "input", "input_name")
         out = _pick(self.session.get_outputs(), output_name, "output", "output_name")
@@ -255,10 +258,27 @@ class OnnxClassifier:
 
     def perturbation_batch(self, base: np.ndarray, capacity: int, K: int):
         """A batch of `capacity` copies of the normalized image `base` (one row of `normalize`) to write K×K in-fills
-        into and classify (backends: the CPU one for every device today; a CUDA one with IO binding is planned)."""
+        into and classify.  `batch_backend` "host": composited in numpy/C++ (backends/cpu.py); "composer": composed
+        by an ONNX graph on the classifier's device and bound to it (backends/composer.py; a model of fixed batch
+        size uses the host batch)."""
+        if self.batch_backend == "composer" and not self.batch_limit:
+            from .backends.composer import ComposerPerturbationBatch
+
+            return ComposerPerturbationBatch(self, base, capacity, K)
         from .backends.cpu import CpuPerturbationBatch
 
         return CpuPerturbationBatch(self, base, capacity, K)
+
+    def predict_bound(self, batch, m: int) -> np.ndarray:
+        """float64 probabilities [m, Y] of an OrtValue batch [m, ...] already on this classifier's device (IO
+        binding: no copy through numpy on the way in)."""
+        self.rows_run += m
+        bind = self.session.io_binding()
+        bind.bind_ortvalue_input(self._feed, batch)
+        bind.bind_output(self.output.name, "cuda" if self.device == "cuda" else "cpu")
+        self.session.run_with_iobinding(bind)
+        raw = bind.copy_outputs_to_cpu()[0].astype(np.float64).reshape(m, -1)
+        return _to_probs(raw, self.output.kind)
 
     def predict_images(self, images: np.ndarray) -> np.ndarray:
         """uint8 RGB [B, H, W, 3] in input space → float64 probabilities [B, Y]."""

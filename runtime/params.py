@@ -59,6 +59,8 @@ PARAMS: dict[str, Param] = {
     "target_se": Param("--target-se", float, low=0.0, low_open=True, meaning="adaptive N: standard error to reach"),
     "max_samples": Param("--max-samples", int, low=1, meaning="adaptive N: in-fills per patch at most"),
     "device": Param("--device", str, choices=("cpu", "cuda"), meaning="ONNX Runtime device"),
+    "batch_backend": Param("--batch-backend", str, choices=("host", "composer"),
+                           meaning="how perturbation batches are built"),
     # the classifier and its preprocessing
     "model": Param("--model", meaning="classifier .onnx file"),
     "card": Param("--card", meaning="model card .json file"),

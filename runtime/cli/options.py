@@ -114,7 +114,7 @@ def classifier(args):
         channel_order=args.channel_order, scale=args.scale, mean=args.mean, std=args.std, resize=args.resize,
         interpolation=args.interpolation, crop_fraction=args.crop_fraction, pad_value=args.pad_value,
         grayscale=args.grayscale, output_kind=args.output_kind, input_name=args.input_name,
-        output_name=args.output_name, device=args.device)
+        output_name=args.output_name, device=args.device, batch_backend=getattr(args, "batch_backend", "host"))
 
 
 def add_run(p, device: str | None = "cpu", seed_help: str = "random seed; same seed, same maps") -> None:
