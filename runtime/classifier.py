@@ -15,12 +15,6 @@ from .errors import InfolensError
 from .images import read_image, rgb_value, to_input_space
 
 _DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
-# What the class scores are, and how they become probabilities: softmax distributions ("probs"; "logits" get a
-# softmax) or one independent Bernoulli probability per class, multi-label ("sigmoid"; "sigmoid-logits" get a sigmoid).
-OUTPUT_KINDS = params.PARAMS["output_kind"].choices
-# ops that pass class scores through unchanged in meaning (walked over to find the op that made them)
-_PASS_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "QuantizeLinear", "DequantizeLinear",
-             "Transpose"}
 # ops whose outputs are unbounded scores even when a probe happens to land in [0, 1]
 _SCORE_OPS = {"Gemm", "MatMul", "Conv", "Add", "Sub", "GlobalAveragePool", "ReduceMean", "AveragePool", "MatMulInteger",
               "QLinearMatMul", "QLinearConv", "Einsum", "BatchNormalization"}
@@ -118,7 +112,7 @@ class OnnxClassifier:
         "bt709", "average"; default bt601).
     A value the model or the resize mode cannot use (mean on a uint8 input, pad_value without letterbox, …) is an
     InfolensError naming it, never silently ignored.
-    output_kind : one of OUTPUT_KINDS: "probs" (softmax probabilities), "logits" (softmax applied), "sigmoid"
+    output_kind : one of params.PARAMS["output_kind"].choices: "probs" (softmax probabilities), "logits" (softmax applied), "sigmoid"
         (multi-label: one independent probability per class), "sigmoid-logits" (sigmoid applied) or "auto" (from
         the graph's last op and probe forwards; an error asks for it when they cannot decide).
     labels : list of class names.
@@ -540,10 +534,7 @@ def _last_op(model_path: str, output: str) -> str | None:
         graph = onnx.load(model_path, load_external_data=False).graph
     except Exception:  # the session loaded it; an unreadable graph only means no evidence from it
         return None
-    made_by = {o: node for node in graph.node for o in node.output}
-    node = made_by.get(output)
-    while node is not None and node.op_type in _PASS_OPS and node.input:
-        node = made_by.get(node.input[0])
+    node = graphs.walk_back(graph, output)[1]
     return None if node is None else node.op_type
 
 

@@ -62,6 +62,22 @@ def grey_front(model: onnx.ModelProto, input_name: str, layout: str, formula: st
     return edited
 
 
+# ops that carry a tensor's values through unchanged in meaning (shape, type, quantization)
+PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "QuantizeLinear", "DequantizeLinear",
+                "Transpose"}
+
+
+def walk_back(graph: onnx.GraphProto, tensor: str, through=PASS_THROUGH):
+    """From `tensor` back through the producers whose op is in `through`: (the first tensor made otherwise, its
+    producer node or None for a graph input or initializer)."""
+    made_by = {o: node for node in graph.node for o in node.output}
+    node = made_by.get(tensor)
+    while node is not None and node.op_type in through and node.input:
+        tensor = node.input[0]
+        node = made_by.get(tensor)
+    return tensor, node
+
+
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """The model with the tensors `names` (outputs of its nodes) as extra graph outputs, typed by shape inference
     where it can tell (untyped otherwise: ONNX Runtime accepts both)."""

@@ -68,9 +68,7 @@ def run_fit(args) -> int:
     from ..mipin.part import MAX_INVERSE_OPS, for_classifier
     from ..outfiles import prepare_dir
 
-    if args.model_path and not args.model:
-        args.model = args.model_path
-    clf = options.classifier(args)
+    clf = _classifier(args)
     out = args.out or os.path.splitext(clf.model_path)[0] + SUFFIX
     if not out.endswith(".onnx"):
         raise InfolensError(f"the inverse's file must end in .onnx, got {out}", "out")
@@ -99,9 +97,7 @@ def run_layers(args) -> int:
     from .. import params
     from ..mipin.part import MAX_INVERSE_OPS, for_classifier
 
-    if args.model_path and not args.model:
-        args.model = args.model_path
-    clf = options.classifier(args)
+    clf = _classifier(args)
     max_ops = MAX_INVERSE_OPS if args.max_ops is None else params.check("max_ops", args.max_ops)
     _, part = for_classifier(clf, args.map_layer, max_ops)
     shape = part.input_shape
@@ -110,3 +106,9 @@ def run_layers(args) -> int:
     for line in part.lines():
         print("  " + line)
     return 0
+
+
+def _classifier(args):
+    """The classifier named by MODEL (or --model) and the model flags."""
+    args.model = args.model or args.model_path
+    return options.classifier(args)

@@ -28,6 +28,11 @@ def default_inverse(classifier: OnnxClassifier) -> str:
                         "inverse")
 
 
+def upsample(maps: np.ndarray, H: int, W: int) -> np.ndarray:
+    """Maps [k, h, w] resized bilinearly to [k, H, W], float32 (as Grad-CAM's)."""
+    return np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in maps]).astype(np.float32)
+
+
 class MIPIN(Attribution):
     """map "mipin" [k, H, W]: for each class c, the signal S^(c) that e_c ⊙ (y − μ_y) at the logits becomes, sent down
     the fitted linear inverse masked by this image's ReLU pattern, at the map layer; the map is Σ_channels S^(c) ⊙
@@ -67,12 +72,15 @@ class MIPIN(Attribution):
         (default: each image's top class) → (probabilities float64 [B, Y], maps float32 [B, H, W]): one tapped
         forward and one inverse forward for the whole batch."""
         p, found = self.classifier.predict_with(self.session, self.classifier.normalize(images), self.taps)
-        cls = np.argmax(p, 1) if classes is None else np.asarray(classes, np.int64)
+        cls = np.argmax(p, 1) if classes is None else classes
+        return p, upsample(self.inverse_run(found, cls)[0], *images.shape[1:3])
+
+    def inverse_run(self, found: dict, classes, outputs=("maps",)) -> list[np.ndarray]:
+        """The inverse on the taps of one tapped forward (`found`, from `_predict` or `predict_with`) for classes
+        int64 [k] (one image) or [B] (B images, one class each); `outputs` of the inverse graph."""
         feeds = {name: np.ascontiguousarray(found[name]) for name in self.taps}
-        feeds["classes"] = cls.astype(np.int64)
-        small = self.inverse.run(["maps"], feeds)[0]
-        H, W = images.shape[1:3]
-        return p, np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in small])
+        feeds["classes"] = np.asarray(classes, np.int64)
+        return self.inverse.run(list(outputs), feeds)
 
     def _predict(self, base):
         p, found = self.classifier.predict_with(self.session, base, self.taps)
@@ -80,12 +88,8 @@ class MIPIN(Attribution):
 
     def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
         t0 = time.perf_counter()
-        feeds = {name: np.ascontiguousarray(first[name], np.float32 if first[name].dtype != np.int64 else np.int64)
-                 for name in self.taps}
-        feeds["classes"] = np.asarray(cls, np.int64)
-        small = self.inverse.run(["maps"], feeds)[0]
-        H, W = img.shape[:2]
-        maps = np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in small]).astype(np.float32)
+        small = self.inverse_run(first, cls)[0]
+        maps = upsample(small, *img.shape[:2])
         run_params = {"inverse": os.path.abspath(self.inverse_path), "inverse_sha256": file_sha256(self.inverse_path),
                       "map_layer": self.card["map_layer"], "map_shape": list(small.shape[1:])}
         return {"mipin": maps}, {}, run_params, {"inverse_s": time.perf_counter() - t0}

@@ -84,7 +84,6 @@ class Fitter:
         self.clf, self.part, self.ridge, self.progress = classifier, part, ridge, progress
         self.use_prior = prior
         model = classifier._edit(onnx.load(classifier.model_path))
-        self.model = model
         self.tapped, self.indices = taps(model, part)
         self.inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         for n in model.graph.node:
@@ -197,28 +196,13 @@ class Fitter:
         return False
 
     def _apply_free(self, n, t, shape, signals) -> np.ndarray:
-        s = signals[n.output[0]]
-        op = n.op_type
-        if op in ("Relu", "Clip"):
-            return self._run(lambda g, x: inv.mask(g, x, g.input("m")), s, {"m": self.masks[n.output[0]]},
-                             as_float=True)
-        if op in RESHAPING or op == "Add":  # Add of a constant: the signal passes to the activation
-            return s.reshape(len(s), *shape[1:])
-        if op in ("GlobalAveragePool", "ReduceMean"):
-            return np.broadcast_to(s.reshape(len(s), shape[1], 1, 1), (len(s), *shape[1:])).copy()
-        if op == "Transpose":
-            return np.transpose(s, np.argsort(attrs(n)["perm"]))
-        if op == "Concat":
-            axis = attrs(n)["axis"] % len(shape)
-            sizes = [self.shapes[i][axis] for i in n.input]
-            start = sum(sizes[:list(n.input).index(t)])
-            return np.take(s, np.arange(start, start + shape[axis]), axis=axis)
-        if op == "MaxPool":
-            a = {k: v for k, v in attrs(n).items() if k in ("kernel_shape", "strides", "pads")}
-            idx = self.indices[n.output[0]]
-            return self._run(lambda g, x: inv.unpool(g, x, g.input("i", TensorProto.INT64), shape, a), s,
-                             {"i": self.x[idx]})
-        raise InfolensError(f"MIP-IN has no inverse for {op} yet", "model")
+        """A parameter-free reader's contribution to t's signal, on the crops: the export's emitter, run."""
+        taps_in = {}
+        if n.op_type in ("Relu", "Clip"):
+            taps_in[n.output[0]] = self.masks[n.output[0]]  # 0/1: Sign() of it is the mask, as of X at inference
+        elif n.op_type == "MaxPool":
+            taps_in[self.indices[n.output[0]]] = self.x[self.indices[n.output[0]]]
+        return self._run(lambda g, x: self._emit_free(g, n, t, shape, x), signals[n.output[0]], taps_in)
 
     # dense: a linear map over channels (per position); general: a ConvTranspose of the conv's geometry
     def _kind(self, n, t, shape):
@@ -339,19 +323,23 @@ class Fitter:
         return np.linalg.solve(gram + lam * np.eye(d), rhs)
 
     def _apply_param(self, f, signals) -> np.ndarray:
-        s = signals[f["reader"]]
-        if f["kind"] == "dense":
-            if f["rank"] == 2:
-                return (s.reshape(len(s), -1) @ f["theta"]).reshape(len(s), *f["shape"][1:])
-            return self._run(lambda g, x: inv.dense(g, x, f["theta"], 4), s, {})
-        return self._run(lambda g, x: inv.conv_transpose(g, x, f["weight"], f["geom"]), s, {})
+        return self._run(lambda g, x: self._emit_param(g, f, x), signals[f["reader"]], {})
+
+    @staticmethod
+    def _emit_param(g, f, s) -> str:
+        """A fitted reader's inverse: a dense map (rank 2 through its flat form) or a ConvTranspose."""
+        if f["kind"] == "conv":
+            return inv.conv_transpose(g, s, f["weight"], f["geom"])
+        if f["rank"] == 4:
+            return inv.dense(g, s, f["theta"], 4)
+        return inv.reshape(g, inv.dense(g, g.node("Flatten", [s], "flat"), f["theta"], 2), f["shape"])
 
     def _r2(self, t, estimate) -> float:
         truth = self.centred(t, self.held)
         est = estimate[self.held]
         return float(1 - ((truth - est) ** 2).sum() / max((truth ** 2).sum(), 1e-30))
 
-    def _run(self, emit, s, taps_in: dict, as_float=False) -> np.ndarray:
+    def _run(self, emit, s, taps_in: dict) -> np.ndarray:
         """emit(graph, signal name) on the signal s [B, …] (with per-crop taps), in batches, on ONNX Runtime."""
         outs = []
         for i in range(0, len(s), 4 * BATCH):
@@ -361,7 +349,7 @@ class Fitter:
             feeds = {"s": np.ascontiguousarray(s[i:i + 4 * BATCH], np.float32)}
             for k, v in taps_in.items():
                 v = v[i:i + 4 * BATCH]
-                feeds[k] = np.ascontiguousarray(v, np.float32 if as_float or v.dtype != np.int64 else np.int64)
+                feeds[k] = np.ascontiguousarray(v, np.int64 if v.dtype == np.int64 else np.float32)
             outs.append(inv.run(g, feeds, [out])[0])
         return np.concatenate(outs)
 
@@ -386,13 +374,7 @@ class Fitter:
             terms = []
             for out in step["free"]:
                 terms.append(self._emit_free(g, readers[out], t, shape, signal[out]))
-            for f in step["param"]:
-                s = signal[f["reader"]]
-                if f["kind"] == "dense":
-                    terms.append(inv.dense(g, s, f["theta"], f["rank"]) if f["rank"] == 4 else
-                                 inv.reshape(g, inv.dense(g, g.node("Flatten", [s], "flat"), f["theta"], 2), shape))
-                else:
-                    terms.append(inv.conv_transpose(g, s, f["weight"], f["geom"]))
+            terms += [self._emit_param(g, f, signal[f["reader"]]) for f in step["param"]]
             signal[t] = inv.add(g, terms)
         # the map: the class's signal times the centred activation it reconstructs, summed over channels
         x_map = g.input(part.map_tensor, TensorProto.FLOAT, ["batch", *self.shapes[part.map_tensor][1:]])
@@ -409,6 +391,8 @@ class Fitter:
         return model
 
     def _emit_free(self, g, n, t, shape, s) -> str:
+        """A parameter-free reader n's inverse, from its output's signal s to its input t's shape: while fitting
+        (on the crops) and in the export alike.  Its taps are graph inputs named after the tensors."""
         op = n.op_type
         if op in ("Relu", "Clip"):
             return inv.mask(g, s, g.input(n.output[0], TensorProto.FLOAT, ["batch", *self.shapes[n.output[0]][1:]]))

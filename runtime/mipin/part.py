@@ -24,7 +24,6 @@ SUPPORTED = {"Gemm", "MatMul", "Conv", "Relu", "Clip", "Add", "GlobalAveragePool
              "BatchNormalization", "Identity", "Squeeze", "Unsqueeze", "Dropout"}
 FREE = {"QuantizeLinear", "DequantizeLinear", "Identity", "Dropout"}  # no inverse layer of their own
 _NORMALIZERS = {"Softmax", "LogSoftmax", "Sigmoid"}
-_PASS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear", "Cast"}
 MIN_RESOLUTION = 1 / 16
 MAX_INVERSE_OPS = 80
 
@@ -84,9 +83,7 @@ def inverted_part(model: onnx.ModelProto, input_name: str, output_name: str, inp
     graph = model.graph
     shapes = _shapes(model, input_name, input_shape)
     made_by = {o: i for i, n in enumerate(graph.node) for o in n.output}
-    logits = output_name
-    while logits in made_by and graph.node[made_by[logits]].op_type in _PASS | _NORMALIZERS:
-        logits = graph.node[made_by[logits]].input[0]
+    logits = graphs.walk_back(graph, output_name, graphs.PASS_THROUGH | _NORMALIZERS)[0]
     order = _relevant(graph, input_name, logits)
     cands = _candidates(graph, order, input_name, logits)  # from the input up to the logits
     H, W = (input_shape[2], input_shape[3]) if input_shape[1] in (1, 3) else (input_shape[1], input_shape[2])

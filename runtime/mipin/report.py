@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 
-import cv2
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -41,7 +40,7 @@ from ..catalog import DEFAULT_CLASSIFIER
 from ..classifier import OnnxClassifier
 from ..evaluate import auc, curve, fill_image, pyplot
 from ..methods import Explainer
-from ..methods.mipin import MIPIN
+from ..methods.mipin import MIPIN, upsample
 from ..samplers import load_sampler
 from .part import for_classifier
 
@@ -67,7 +66,7 @@ class CAM:
         a = self.clf.intermediates(base, [self.tensor])[self.tensor][0]  # [C, h, w]
         H, W = self.clf.pre.size
         m = np.einsum("kc,chw->khw", self.weight[list(classes)], a)
-        return np.stack([cv2.resize(x, (W, H), interpolation=cv2.INTER_LINEAR) for x in m])
+        return upsample(m, H, W)
 
 
 class Upper:
@@ -116,11 +115,9 @@ def evaluate_photo(path, true_cls, clf, mipin, cam, upper, explainer, occl, step
     c, c2 = int(order[0]), int(order[1])
     a, b = (int(v) for v in rng.choice(np.setdiff1d(np.arange(len(p0)), [c, c2]), 2, replace=False))
     classes = [c, c2, a, b]
-    feeds = {k: np.ascontiguousarray(found[k]) for k in mipin.taps}
-    feeds["classes"] = np.array(classes, np.int64)
-    small, signal, mean = mipin.inverse.run(["maps", "signal", "map_mean"], feeds)
+    small, signal, mean = mipin.inverse_run(found, classes, ("maps", "signal", "map_mean"))
     H, W = image.shape[:2]
-    maps = {"mipin": np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in small]),
+    maps = {"mipin": upsample(small, H, W),
             "cam": cam.maps(base, classes)}
     e = explainer.explain(image, classes=classes, stride=16, samples=4, seed=0)
     maps["pmi"], ig = e.maps["pmi"], e.maps["ig"]
