@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -117,32 +118,61 @@ class OnnxClassifier:
         the graph's last op and probe forwards; an error asks for it when they cannot decide).
     labels : list of class names.
     device : "cpu" | "cuda".  input_name / output_name : which graph input/output (default: the first).
-    batch_backend : "host" | "composer": how perturbation batches are built (see perturbation_batch).
+    batch_backend : "auto" (composer on CUDA, host on the CPU) | "host" | "composer": how perturbation batches are
+        built (see perturbation_batch).
+    provider : "default" | "tensorrt" (device cuda).  cuda_graph : replay perturbation batches as CUDA graphs
+        (device cuda, composer backend).  cpu_fallback : on CUDA, let ops without a CUDA kernel run on the CPU
+        (default: an error).  See backends/sessions.Placement.
+    fp16 : run the graph in float16 (ONNX Runtime's converter, float32 inputs and outputs kept; TensorRT: fp16
+        engines).  Refused when the probe images' log2 probabilities move by more than `fp16_tolerance` bits from
+        float32's (`check_fp16`); `fp16_drift` records how far they moved.
     """
 
     def __init__(self, model_path, *, layout=None, size=None, channel_order=None, scale=None, mean=None, std=None,
                  dtype=None, resize=None, interpolation=None, pad_value=None, crop_fraction=None, grayscale=None,
                  output_kind="auto", labels=None, device="cpu", input_name=None, output_name=None, name=None,
-                 batch_backend="host"):
+                 batch_backend="auto", provider="default", fp16=False, cuda_graph=False, cpu_fallback=False,
+                 fp16_tolerance=0.1):
         self.model_path = os.fspath(model_path)
         self.name = name or os.path.splitext(os.path.basename(self.model_path))[0]
         self.device = device
+        self.fp16 = bool(fp16)
+        self.fp16_tolerance = params.check("fp16_tolerance", fp16_tolerance)
+        self.placement = sessions.Placement(device, provider, bool(cuda_graph), bool(cpu_fallback),
+                                            fp16=self.fp16 and provider == "tensorrt")
         self.batch_backend = params.check("batch_backend", batch_backend)
-        self.session, self.batch_limit = _open_session(self.model_path, device)
+        if self.batch_backend == "auto":
+            self.batch_backend = "composer" if device == "cuda" else "host"
+        if cuda_graph and self.batch_backend != "composer":
+            raise InfolensError("CUDA graphs replay the composer's batches: use --batch-backend composer (or auto)",
+                                "cuda_graph")
+        exact_where = dataclasses.replace(self.placement, fp16=False)  # TensorRT: float32 engines
+        self.session, self.batch_limit = _open_session(self.model_path, exact_where)
         inp = _pick(self.session.get_inputs(), input_name, "input", "input_name")
         out = _pick(self.session.get_outputs(), output_name, "output", "output_name")
         self.input_name = self._feed = inp.name
         self.pre = _resolve_preprocessing(inp, layout, size, channel_order, scale, mean, std, dtype, resize,
                                           interpolation, pad_value, crop_fraction, grayscale)
         if self.pre.channels == 1:  # the session runs the graph behind a grey-level front that takes RGB
-            self.session, self.batch_limit = _open_session(self.model_path, device, self._edit)
             self._feed = graphs.GREY_FRONT_INPUT
+        exact = self.session
+        if self.fp16 and self.pre.channels == 1:
+            exact = _open_session(self.model_path, exact_where, lambda m: self._edit(m, fp16=False))[0]
+        if self.pre.channels == 1 or self.fp16:
+            self.session, self.batch_limit = _open_session(self.model_path, self.placement, self._edit)
+        if cuda_graph and self.batch_limit:
+            raise InfolensError(f"CUDA graphs need a model that takes any batch size; {self.model_path} takes "
+                                f"{self.batch_limit}", "cuda_graph")
         self._lut, self._src = self.pre.lut(), self.pre.src()
         self._with_outputs: dict[tuple, object] = {}  # sessions with intermediate tensors as outputs
+        self._composers: dict[tuple, object] = {}  # composer batches by (capacity, K)
         self.rows_run = 0
         params.check("output_kind", output_kind)
         self.output = _Output(out.name, output_kind)
+        self._exact = exact if self.fp16 else None
         self._probe(labels)
+        # how far --fp16 moved the probe images (each explained image is checked too, by the Explainer)
+        self.fp16_drift = self.check_fp16(self._probes) if self.fp16 else None
 
     @classmethod
     def from_card(cls, model_path=DEFAULT_CLASSIFIER, card_path=None, **overrides) -> "OnnxClassifier":
@@ -230,17 +260,17 @@ class OnnxClassifier:
             import onnx
 
             model = graphs.with_outputs(self._edit(onnx.load(self.model_path)), list(names))
-            self._with_outputs[key] = sessions.open_session(model.SerializeToString(), self.session.get_providers())
+            self._with_outputs[key] = self.placement.open(model.SerializeToString())
         outs = self._with_outputs[key].run(list(names), {self._feed: tensor})
         return dict(zip(names, outs))
 
-    def open_edited(self, edit):
+    def open_edited(self, edit, graph: bool = False):
         """A session on this classifier's graph after `edit` (ModelProto → ModelProto; e.g. taps added), on the same
-        providers, for `predict_with`."""
+        placement, for `predict_with`; graph: capturing CUDA graphs when the placement has them."""
         import onnx
 
         model = edit(self._edit(onnx.load(self.model_path)))
-        return sessions.open_session(model.SerializeToString(), self.session.get_providers())
+        return self.placement.open(model.SerializeToString(), graph)
 
     def predict_with(self, session, tensor: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict]:
         """One forward of an `open_edited` session on a model tensor [B, ...]: float64 probabilities [B, Y] (as
@@ -253,25 +283,21 @@ class OnnxClassifier:
     def perturbation_batch(self, base: np.ndarray, capacity: int, K: int):
         """A batch of `capacity` copies of the normalized image `base` (one row of `normalize`) to write K×K in-fills
         into and classify.  `batch_backend` "host": composited in numpy/C++ (backends/cpu.py); "composer": composed
-        by an ONNX graph on the classifier's device and bound to it (backends/composer.py; a model of fixed batch
-        size uses the host batch)."""
+        by an ONNX graph on the classifier's device and bound to it (backends/composer.py; made once per capacity
+        and K, its device buffers reused image after image; a model of fixed batch size uses the host batch)."""
         if self.batch_backend == "composer" and not self.batch_limit:
             from .backends.composer import ComposerPerturbationBatch
 
-            return ComposerPerturbationBatch(self, base, capacity, K)
+            key = (capacity, K)
+            if key not in self._composers:
+                self._composers[key] = ComposerPerturbationBatch(self, base, capacity, K)
+            return self._composers[key].load(base)
         from .backends.cpu import CpuPerturbationBatch
 
         return CpuPerturbationBatch(self, base, capacity, K)
 
-    def predict_bound(self, batch, m: int) -> np.ndarray:
-        """float64 probabilities [m, Y] of an OrtValue batch [m, ...] already on this classifier's device (IO
-        binding: no copy through numpy on the way in)."""
-        self.rows_run += m
-        bind = self.session.io_binding()
-        bind.bind_ortvalue_input(self._feed, batch)
-        bind.bind_output(self.output.name, "cuda" if self.device == "cuda" else "cpu")
-        self.session.run_with_iobinding(bind)
-        raw = bind.copy_outputs_to_cpu()[0].astype(np.float64).reshape(m, -1)
+    def to_probs(self, raw: np.ndarray) -> np.ndarray:
+        """Raw outputs float64 [m, Y] → probabilities as `predict` gives them."""
         return _to_probs(raw, self.output.kind)
 
     def predict_images(self, images: np.ndarray) -> np.ndarray:
@@ -317,19 +343,28 @@ class OnnxClassifier:
                 "input_name": self.input_name,
                 "output_name": self.output.name, "output_kind": self.output.kind, "n_classes": self.n_classes,
                 "batch_limit": self.batch_limit, "device": self.device,
-                "providers": self.session.get_providers(), **pre}
+                "providers": self.session.get_providers(), "provider": self.placement.provider,
+                "batch_backend": self.batch_backend, "cuda_graph": self.placement.cuda_graph,
+                **({"fp16": True, "fp16_drift": self.fp16_drift} if self.fp16 else {}), **pre}
 
-    def _edit(self, model):
-        """The in-memory graph edit this classifier runs under (the grey front of a single-channel model)."""
-        if self.pre.channels != 1:
-            return model
-        return graphs.grey_front(model, self.input_name, self.pre.layout, self.pre.grayscale, self.pre.scale,
-                                 self.pre.mean[0], self.pre.std[0])
+    @property
+    def _converts_fp16(self) -> bool:
+        return self.fp16 and self.placement.provider != "tensorrt"
+
+    def _edit(self, model, fp16: bool = True):
+        """The in-memory graph edits this classifier runs under: the float16 conversion (unless fp16=False), the grey
+        front of a single-channel model."""
+        if fp16 and self._converts_fp16:  # first: the grey front stays float32, exact as OpenCV's grey levels
+            model = graphs.to_fp16(model)
+        if self.pre.channels == 1:
+            model = graphs.grey_front(model, self.input_name, self.pre.layout, self.pre.grayscale, self.pre.scale,
+                                      self.pre.mean[0], self.pre.std[0])
+        return model
 
     def _probe(self, labels):
         """Forwards on grey, black, white and noise images: checks the model runs, counts classes, detects the output
         kind (see _detect_kind)."""
-        probes = np.stack([np.full((*self.pre.size, 3), v, np.uint8) for v in (128, 0, 255)] +
+        self._probes = probes = np.stack([np.full((*self.pre.size, 3), v, np.uint8) for v in (128, 0, 255)] +
                           [np.random.default_rng(0).integers(0, 256, (*self.pre.size, 3), dtype=np.uint8)])
         try:
             raw = self.forward(self.normalize(probes))
@@ -353,8 +388,35 @@ class OnnxClassifier:
         self.output.labels = [str(x) for x in labels] if labels is not None else [
             f"class {i}" for i in range(self.output.n_classes)]
 
+    def check_fp16(self, images: np.ndarray, classes=None) -> float:
+        """An fp16 classifier against its float32 graph on uint8 RGB images [B, H, W, 3] in input space: the largest
+        change, in bits, of log2 p of `classes` (default: each image's three most probable; a multi-label model: of
+        log2 p and log2(1 − p)), the terms the maps are made of.  Above `fp16_tolerance` bits it is an
+        InfolensError naming --fp16.  One float32 forward per image, counted in `rows_run`."""
+        x = self.normalize(images)
+        self.rows_run += len(x)
+        if self.batch_limit:  # one image per call, repeated to the model's fixed batch
+            y = np.concatenate([self._exact.run([self.output.name], {self._feed: np.repeat(
+                x[i:i + 1], self.batch_limit, 0)})[0][:1] for i in range(len(x))])
+        else:
+            y = self._exact.run([self.output.name], {self._feed: x})[0]
+        full = _to_probs(y.astype(np.float64).reshape(len(x), -1), self.output.kind)
+        half = self.predict(x)
+        self.rows_run -= len(x)  # predict counted the fp16 forwards again
+        top = (np.argsort(-full, axis=1)[:, :3] if classes is None else
+               np.repeat(np.asarray(classes, np.int64)[None], len(x), 0))
+        pick = [np.take_along_axis(p, top, 1) for p in (full, half)]
+        if self.output.bernoulli:
+            pick = [np.concatenate([p, 1 - p], 1) for p in pick]
+        drift = float(np.abs(np.log2(np.maximum(pick[0], 1e-300)) - np.log2(np.maximum(pick[1], 1e-300))).max())
+        if not np.isfinite(drift) or drift > self.fp16_tolerance:
+            raise InfolensError(f"in float16 this model's log2 probabilities move by up to {drift:.3g} bits (more "
+                                f"than --fp16-tolerance {self.fp16_tolerance:g}) on "
+                                f"{'the probe images' if len(x) > 1 else 'this image'}: run it without --fp16", "fp16")
+        return drift
 
-def _open_session(path: str, device: str, edit=None):
+
+def _open_session(path: str, where, edit=None):
     """Session plus batch limit: None when any batch size runs, else the fixed batch size to pad/split to.
     edit: ModelProto → ModelProto applied in memory before opening (the file is not changed).
 
@@ -364,10 +426,9 @@ def _open_session(path: str, device: str, edit=None):
     if not os.path.isfile(path):
         raise InfolensError(f"model file not found: {path} (or name a shipped model: {', '.join(shipped_names())})",
                             "model")
-    providers = sessions.providers(device)
     try:
         source = path if edit is None else edit(_onnx_load(path)).SerializeToString()
-        session = sessions.open_session(source, providers)
+        session = where.open(source)
     except InfolensError:
         raise
     except Exception as e:
@@ -375,7 +436,7 @@ def _open_session(path: str, device: str, edit=None):
     dim0 = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
     if not isinstance(dim0, int):
         return session, None
-    relaxed = _relax_batch(path, providers, session, edit)
+    relaxed = _relax_batch(path, where, session, edit)
     return (relaxed, None) if relaxed is not None else (session, dim0)
 
 
@@ -385,7 +446,7 @@ def _onnx_load(path: str):
     return onnx.load(path)
 
 
-def _relax_batch(path, providers, fixed, edit=None):
+def _relax_batch(path, where, fixed, edit=None):
     model = _onnx_load(path)
     if edit is not None:
         model = edit(model)
@@ -395,7 +456,7 @@ def _relax_batch(path, providers, fixed, edit=None):
             dims[0].dim_param = "batch"
     del model.graph.value_info[:]
     try:
-        session = sessions.open_session(model.SerializeToString(), providers)
+        session = where.open(model.SerializeToString())
         inp = session.get_inputs()[0]
         shape = [2] + [d if isinstance(d, int) else 1 for d in fixed.get_inputs()[0].shape[1:]]
         dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32

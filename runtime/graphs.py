@@ -1,5 +1,5 @@
 """Edits of a classifier's ONNX graph, made in memory before a session opens (the model file is never changed): a
-grey-level front for single-channel models, and intermediate tensors exposed as extra outputs."""
+grey-level front for single-channel models, float16 conversion, and intermediate tensors exposed as extra outputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -65,6 +65,17 @@ def grey_front(model: onnx.ModelProto, input_name: str, layout: str, formula: st
 # ops that carry a tensor's values through unchanged in meaning (shape, type, quantization)
 PASS_THROUGH = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "QuantizeLinear", "DequantizeLinear",
                 "Transpose"}
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph computed in float16 by ONNX Runtime's own converter; its float32 inputs and outputs are kept (a
+    Cast at each end), so feeds and results do not change type."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        return convert_float_to_float16(model, keep_io_types=True)
+    except Exception as e:  # the converter's own failures (e.g. an op it cannot type) as one line
+        raise InfolensError(f"cannot convert the model to float16: {str(e).strip().splitlines()[0]}", "fp16") from None
 
 
 def walk_back(graph: onnx.GraphProto, tensor: str, through=PASS_THROUGH):

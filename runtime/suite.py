@@ -72,7 +72,7 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
         try:
             for method, label, sampler_name, model in todo:
                 if sampler_name and label not in sampler_cache:
-                    sampler_cache[label] = load_sampler(sampler_name, K=K, model=model, device=classifier.device,
+                    sampler_cache[label] = load_sampler(sampler_name, K=K, model=model, device=classifier.placement,
                                                         coupling=coupling)
                 ex = Explainer(classifier, sampler_cache.get(label), batch_size=batch_size, progress=progress)
                 n = rise_masks if method == "rise" else samples

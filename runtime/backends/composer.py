@@ -14,7 +14,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import sessions
 
 _ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.uint8): TensorProto.UINT8}
 
@@ -81,46 +80,75 @@ def composer_model(H: int, W: int, K: int, channels: int, dtype, nchw: bool) -> 
 
 class ComposerPerturbationBatch:
     """The perturbation batch of backends/cpu.py, built by the composer graph on the classifier's device and handed
-    to the classifier by IO binding.  `write` keeps the in-fills and offsets, `run` composes and classifies them,
-    `restore` has nothing to undo: the composer starts from the untouched image every time."""
+    to the classifier by IO binding.  Every buffer is allocated once on the device, at `capacity` rows, and bound
+    once: the normalized image, its lookup tables, the in-fills and offsets (refreshed in place by `write`), the
+    composed batch (the composer's output and the classifier's input) and the classifier's output.  So only
+    in-fills and offsets cross the bus, and the same addresses on every run let CUDA graphs replay (Placement
+    cuda_graph); a short last batch is padded to `capacity` (its extra rows cost forwards but are not counted).
+    One object serves every image of its shape: `load` puts the next image in.  `restore` has nothing to undo: the
+    composer starts from the untouched image every time."""
 
     def __init__(self, classifier, base: np.ndarray, capacity: int, K: int):
         import onnxruntime as ort
 
-        self.classifier, self.K = classifier, K
+        self.classifier, self.K, self.capacity = classifier, K, capacity
         nchw = classifier.nchw
         H, W = base.shape[1:] if nchw else base.shape[:2]
         channels = base.shape[0] if nchw else base.shape[2]
-        device = "cuda" if classifier.device == "cuda" else "cpu"
-        self.device = device
+        where = classifier.placement
+        self.device = where.device
         model = composer_model(H, W, K, channels, base.dtype, nchw)
-        self.composer = sessions.open_session(model.SerializeToString(), classifier.session.get_providers())
-        self.base = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(base[None]), device, 0)
-        self.lut = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(classifier.lut), device, 0)
-        self.src = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(classifier.src), device, 0)
-        self._feeds = None
+        self.composer = where.helper().open(model.SerializeToString(), graph=True)
+        self.session = classifier.open_edited(lambda m: m, graph=True) if where.cuda_graph else classifier.session
+
+        def buffer(array):
+            return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+
+        self.base = buffer(base[None])
+        self.inputs = {"patches": buffer(np.zeros((capacity, K, K, 3), np.uint8)),
+                       "ys": buffer(np.zeros(capacity, np.int64)), "xs": buffer(np.zeros(capacity, np.int64))}
+        self.batch = ort.OrtValue.ortvalue_from_shape_and_type([capacity, *base.shape], base.dtype, self.device, 0)
+        self.compose = self.composer.io_binding()
+        for name, value in (("base", self.base), ("lut", buffer(classifier.lut)), ("src", buffer(classifier.src)),
+                            *self.inputs.items()):
+            self.compose.bind_ortvalue_input(name, value)
+        self.compose.bind_ortvalue_output("batch", self.batch)
+        self.classify = self.session.io_binding()
+        self.classify.bind_ortvalue_input(classifier._feed, self.batch)
+        self.classify.bind_output(classifier.output.name, self.device)
+        self._run()  # the classifier's output buffer, now that its shape is known, bound for good
+        out = self.classify.get_outputs()[0]
+        self.out = ort.OrtValue.ortvalue_from_shape_and_type(out.shape(), _NUMPY[out.data_type()], self.device, 0)
+        self.classify.bind_ortvalue_output(classifier.output.name, self.out)
+
+    def load(self, base: np.ndarray) -> "ComposerPerturbationBatch":
+        """The next image (normalized, the shape this batch was made for) into the same device buffer."""
+        self.base.update_inplace(np.ascontiguousarray(base[None]))
+        return self
 
     def write(self, patches: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
-        """patches uint8 [m, K, K, 3] at top-left corners (ys, xs) [m]."""
-        self._feeds = (np.ascontiguousarray(patches), np.ascontiguousarray(ys, np.int64),
-                       np.ascontiguousarray(xs, np.int64))
+        """patches uint8 [m, K, K, 3] at top-left corners (ys, xs) [m], m ≤ capacity; rows m.. repeat row 0."""
+        m, cap = len(patches), self.capacity
+        pad = np.zeros(cap - m, np.intp)
+        for name, value in (("patches", patches), ("ys", ys), ("xs", xs)):
+            value = np.asarray(value, np.uint8 if name == "patches" else np.int64)
+            if m < cap:
+                value = np.concatenate([value, value[pad]])
+            self.inputs[name].update_inplace(np.ascontiguousarray(value))
 
     def run(self, m: int) -> np.ndarray:
         """float64 [m, Y]: p(Y | composed row) of the m in-fills last written."""
-        import onnxruntime as ort
-
-        clf = self.classifier
-        patches, ys, xs = (a[:m] for a in self._feeds)
-        bind = self.composer.io_binding()
-        bind.bind_ortvalue_input("base", self.base)
-        bind.bind_ortvalue_input("lut", self.lut)
-        bind.bind_ortvalue_input("src", self.src)
-        for name, value in (("patches", patches), ("ys", ys), ("xs", xs)):
-            bind.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self.device, 0))
-        bind.bind_output("batch", self.device)
-        self.composer.run_with_iobinding(bind)
-        batch = bind.get_outputs()[0]
-        return clf.predict_bound(batch, m)
+        self.classifier.rows_run += m
+        self._run()
+        raw = self.classify.copy_outputs_to_cpu()[0][:m].astype(np.float64).reshape(m, -1)
+        return self.classifier.to_probs(raw)
 
     def restore(self, ys: np.ndarray, xs: np.ndarray) -> None:
         """Nothing to undo (the composer never changes the image)."""
+
+    def _run(self) -> None:
+        self.composer.run_with_iobinding(self.compose)
+        self.session.run_with_iobinding(self.classify)
+
+
+_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}

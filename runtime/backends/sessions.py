@@ -1,5 +1,9 @@
-"""Every ONNX Runtime session infolens opens is made here: providers per device and the session options."""
+"""Every ONNX Runtime session infolens opens is made here: where it runs (a `Placement`: device, provider, CUDA
+graphs, CPU fallback) and the session options."""
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
 
 import onnxruntime as ort
 
@@ -7,17 +11,105 @@ from .. import params
 from ..errors import InfolensError
 
 
-def providers(device: str) -> list[str]:
-    """ONNX Runtime execution providers for a device ("cpu" or "cuda", checked)."""
-    if params.check("device", device) == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise InfolensError("device cuda: this onnxruntime has no CUDAExecutionProvider "
-                            "(install infolens[gpu] instead of infolens[cpu])", "device")
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+@dataclass(frozen=True)
+class Placement:
+    """Where sessions run.  device "cpu" | "cuda"; provider "default" (the device's own: CPU or CUDA) | "tensorrt"
+    (TensorRT first, CUDA for what it does not take; the classifier only, helper graphs stay on CUDA);
+    cuda_graph: sessions opened with `graph=True` capture CUDA graphs (their inputs and outputs must be bound to the
+    same device buffers on every run); cpu_fallback: on CUDA, let ops without a CUDA kernel run on the CPU (off:
+    such an op is an error when the session opens, not a silent slowdown); fp16: TensorRT builds fp16 engines (the
+    other providers get a converted graph from the classifier instead)."""
+
+    device: str = "cpu"
+    provider: str = "default"
+    cuda_graph: bool = False
+    cpu_fallback: bool = False
+    fp16: bool = False
+
+    def __post_init__(self):
+        params.check("device", self.device)
+        params.check("provider", self.provider)
+        if self.device == "cpu" and self.provider != "default":
+            raise InfolensError(f"provider {self.provider} needs device cuda", "provider")
+        if self.device == "cpu" and self.cuda_graph:
+            raise InfolensError("CUDA graphs need device cuda", "cuda_graph")
+
+    def helper(self) -> "Placement":
+        """The placement of helper graphs (samplers, the composer, MIP-IN inverses): the same device, CUDA's own
+        provider, no TensorRT fp16 engines."""
+        return replace(self, provider="default", fp16=False)
+
+    def providers(self, graph: bool = False) -> list:
+        """`providers` for ort.InferenceSession, with provider options."""
+        if self.device == "cpu":
+            return ["CPUExecutionProvider"]
+        needed = "TensorrtExecutionProvider" if self.provider == "tensorrt" else "CUDAExecutionProvider"
+        if needed not in ort.get_available_providers():
+            raise InfolensError(f"this onnxruntime ({ort.__version__}) has no {needed}: install infolens[gpu] "
+                                "instead of infolens[cpu] (see the README's GPU section)",
+                                "provider" if self.provider == "tensorrt" else "device")
+        _preload_cuda()
+        cuda = {"device_id": "0"}
+        if graph and self.cuda_graph:
+            cuda["enable_cuda_graph"] = "1"
+        chain = [("CUDAExecutionProvider", cuda)]
+        if self.provider == "tensorrt":
+            cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "infolens", "trt")
+            os.makedirs(cache, exist_ok=True)
+            chain.insert(0, ("TensorrtExecutionProvider", {
+                "device_id": "0", "trt_fp16_enable": "True" if self.fp16 else "False",
+                "trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
+                "trt_cuda_graph_enable": "True" if graph and self.cuda_graph else "False"}))
+        if self.cpu_fallback:
+            chain.append("CPUExecutionProvider")
+        return chain
+
+    def options(self) -> ort.SessionOptions:
+        return session_options(strict=self.device == "cuda" and not self.cpu_fallback)
+
+    def open(self, source, graph: bool = False) -> ort.InferenceSession:
+        """A session on a model path or serialized model bytes.  ONNX Runtime's own exceptions pass through (callers
+        name their model), except an op refused by the strict CUDA placement, which is an InfolensError naming
+        --allow-cpu-fallback, and TensorRT asked for but not loaded."""
+        try:
+            session = ort.InferenceSession(source, self.options(), providers=self.providers(graph))
+        except InfolensError:
+            raise
+        except Exception as e:
+            text = str(e)
+            if self.device == "cuda" and not self.cpu_fallback and "fallback" in text.lower():
+                raise InfolensError(f"some ops have no CUDA kernel and would run on the CPU "
+                                    f"({text.strip().splitlines()[0][:300]}); allow it with --allow-cpu-fallback",
+                                    "cpu_fallback") from None
+            raise
+        if self.provider == "tensorrt" and "TensorrtExecutionProvider" not in session.get_providers():
+            raise InfolensError("TensorRT did not load (its libraries, libnvinfer*, are not on the library path)",
+                                "provider")
+        return session
 
 
-def session_options() -> ort.SessionOptions:
+def _preload_cuda() -> None:
+    """Load CUDA and cuDNN from the nvidia-* pip packages (what infolens[gpu] installs) before the CUDA provider
+    looks for them on the library path, once; where the system provides them instead, this finds nothing and the
+    provider loads them itself."""
+    global _PRELOADED
+    if not _PRELOADED and hasattr(ort, "preload_dlls"):  # onnxruntime-gpu ≥ 1.21
+        _PRELOADED = True
+        try:
+            ort.preload_dlls()
+        except Exception:  # best effort: the provider's own error, if any, comes when the session opens
+            pass
+
+
+_PRELOADED = False
+
+
+def placement(where) -> Placement:
+    """A Placement from a Placement or a device name ("cpu" | "cuda", with the defaults)."""
+    return where if isinstance(where, Placement) else Placement(device=where)
+
+
+def session_options(strict: bool = False) -> ort.SessionOptions:
     """Options for every session infolens opens.
 
     Workers spin-wait inside a run (ONNX Runtime's default, faster than sleeping between ops) but stop when the run
@@ -29,14 +121,18 @@ def session_options() -> ort.SessionOptions:
     declared output shape is off) and its error lines arrive coloured on stderr before, and in place of, infolens's
     own one-line messages — and some errors are expected (a batch-size relaxation tried and refused: seen on the
     densenet121 of onnx's test data).  A real failure still raises, and the caller's error quotes it.
+
+    strict: no op may fall back to the CPU provider (`session.disable_cpu_ep_fallback`; DESIGN §11: on a GPU a
+    CPU op means a device round trip per call).
     """
     so = ort.SessionOptions()
     so.add_session_config_entry("session.force_spinning_stop", "1")
+    if strict:
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     so.log_severity_level = 4
     return so
 
 
-def open_session(source, providers: list[str]) -> ort.InferenceSession:
-    """A session on a model file path or serialized model bytes, with `session_options()`; ONNX Runtime's own
-    exceptions pass through (callers turn them into one-line errors naming their model)."""
-    return ort.InferenceSession(source, session_options(), providers=providers)
+def open_session(source, where="cpu", graph: bool = False) -> ort.InferenceSession:
+    """`placement(where).open(source, graph)`."""
+    return placement(where).open(source, graph)

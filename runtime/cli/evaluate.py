@@ -16,7 +16,7 @@ def _add_saved(p) -> None:
                    "recorded path, nor beside the explanation, nor a shipped model (found by sha256)")
     p.add_argument("--sampler-model", metavar="PATH", help="PatchSampler for a patchsampler fill (default: the "
                    "explanation's, found like --model, else the shipped one for its K)")
-    options.add_run(p, device=None, seed_help="seed of the patchsampler fill")
+    options.add_run(p, device=None, seed_help="seed of the patchsampler fill", gpu_options=False)
 
 
 def register(evsub) -> None:

@@ -114,15 +114,37 @@ def classifier(args):
         channel_order=args.channel_order, scale=args.scale, mean=args.mean, std=args.std, resize=args.resize,
         interpolation=args.interpolation, crop_fraction=args.crop_fraction, pad_value=args.pad_value,
         grayscale=args.grayscale, output_kind=args.output_kind, input_name=args.input_name,
-        output_name=args.output_name, device=args.device, batch_backend=getattr(args, "batch_backend", "host"))
+        output_name=args.output_name, device=args.device, batch_backend=getattr(args, "batch_backend", "auto"),
+        **gpu(args))
 
 
-def add_run(p, device: str | None = "cpu", seed_help: str = "random seed; same seed, same maps") -> None:
-    """--batch-size, --device, --seed."""
+def add_run(p, device: str | None = "cpu", seed_help: str = "random seed; same seed, same maps",
+            gpu_options: bool = True) -> None:
+    """--batch-size, --device, the GPU options (`gpu(args)` reads them), --seed."""
     p.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
     p.add_argument("--device", choices=choices("device"), default=device,
                    help=f"ONNX Runtime device (default {device or 'the explanation’s'})")
     p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
+    if not gpu_options:
+        return
+    p.add_argument("--provider", choices=choices("provider"), default="default",
+                   help="--device cuda: tensorrt runs the classifier on TensorRT (engines cached under "
+                   "~/.cache/infolens/trt), CUDA taking what it does not (default: CUDA)")
+    p.add_argument("--fp16", action="store_true", help="run the classifier in float16 (refused when log2 p of the top "
+                   "3 classes of the probe images, or of the explained classes, moves by more than --fp16-tolerance; "
+                   "the JSON records how far it moved)")
+    p.add_argument("--fp16-tolerance", type=float, default=0.1, metavar="BITS",
+                   help="--fp16: largest change of a log2 probability accepted, in bits (default 0.1)")
+    p.add_argument("--cuda-graph", action="store_true", help="--device cuda: replay each perturbation batch as a "
+                   "CUDA graph (fixed shapes: the last batch is padded)")
+    p.add_argument("--allow-cpu-fallback", dest="cpu_fallback", action="store_true",
+                   help="--device cuda: let ops without a CUDA kernel run on the CPU (default: such an op is an error)")
+
+
+def gpu(args) -> dict:
+    """The OnnxClassifier keywords of add_run's GPU options (their defaults for a command without them)."""
+    return {k: getattr(args, k, d) for k, d in (("provider", "default"), ("fp16", False), ("fp16_tolerance", 0.1),
+                                                 ("cuda_graph", False), ("cpu_fallback", False))}
 
 
 def add_fill(p, default: str) -> None:

@@ -55,7 +55,8 @@ def run(args) -> int:
         if m not in METHOD_DEFAULTS:
             raise InfolensError(f"unknown method {m!r}: choose from {', '.join(METHOD_DEFAULTS)}", "methods")
     prepare_dir(args.out)
-    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device)
+    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device,
+                                   **options.gpu(args))
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     stride = args.K if args.S is None else args.S
     rows = run_suite(clf, args.images, args.out, samplers, methods, args.K, stride, args.N, args.rise_masks,

@@ -57,6 +57,7 @@ class Attribution:
         p0, first = self._predict(base)
         progress.update(1)
         cls = resolve_classes(classes, p0)
+        checked = {"fp16_drift": clf.check_fp16(img[None], cls)} if clf.fp16 else {}
         try:
             maps, stderr, run_params, timing = self._attribute(img, base[0], p0, cls, stride, samples, seed, source,
                                                                progress, first)
@@ -65,7 +66,7 @@ class Attribution:
         timing["total_s"] = time.perf_counter() - t_start
         forwards = clf.rows_run - rows_before  # images the classifier actually ran, p(Y|x) included
         return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], maps=maps,
-                           stderr=stderr, params={"method": self.name, **run_params}, model=clf.describe(),
+                           stderr=stderr, params={"method": self.name, **run_params, **checked}, model=clf.describe(),
                            timing=timing, forwards=forwards, source=source, notes=notes)
 
     def _predict(self, base: np.ndarray):

@@ -43,7 +43,7 @@ class PatchMarginalization(Attribution):
     def sampler(self) -> Sampler:
         """The sampler; the method's default (K=8) when none was given, loaded on first use."""
         if self._sampler is None:
-            self._sampler = load_sampler(self.default_sampler, K=8, device=self.classifier.device)
+            self._sampler = load_sampler(self.default_sampler, K=8, device=self.classifier.placement)
         return self._sampler
 
     def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):

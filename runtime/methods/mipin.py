@@ -48,7 +48,6 @@ class MIPIN(Attribution):
     def __init__(self, classifier: OnnxClassifier, inverse: str | None = None, batch_size: int = 64,
                  progress: bool = False):
         super().__init__(classifier, batch_size, progress)
-        from ..backends import sessions
         from ..mipin.part import for_classifier, taps
 
         self.inverse_path = inverse or default_inverse(classifier)
@@ -65,7 +64,7 @@ class MIPIN(Attribution):
         self.taps = [self.card["logits"], *self.card["taps"]]
         self.session = classifier.open_edited(lambda m: taps(m, part)[0])
         del model
-        self.inverse = sessions.open_session(self.inverse_path, classifier.session.get_providers())
+        self.inverse = classifier.placement.helper().open(self.inverse_path)
 
     def batch_maps(self, images: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Many images at once, one class each: uint8 RGB input-space images [B, H, W, 3] and classes int64 [B]

@@ -113,9 +113,8 @@ class Fitter:
 
     # ---- activations ------------------------------------------------------------------------------------------
     def _record(self, images):
-        from ..backends import sessions
 
-        session = sessions.open_session(self.tapped.SerializeToString(), self.clf.session.get_providers())
+        session = self.clf.placement.open(self.tapped.SerializeToString())
         wanted = [self.part.logits] + [t for t in self.readers] + [n.output[0] for n in self.part.nodes] + \
             list(self.indices.values())
         wanted = [t for t in dict.fromkeys(wanted) if t not in self.inits]

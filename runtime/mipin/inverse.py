@@ -146,5 +146,5 @@ def run(g: Graph, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.n
     from ..backends import sessions
 
     model = g.model([(o, None, None) for o in outputs])
-    session = sessions.open_session(model.SerializeToString(), ["CPUExecutionProvider"])
+    session = sessions.open_session(model.SerializeToString())
     return session.run(outputs, feeds)

@@ -78,7 +78,7 @@ class Upper:
         model, part = for_classifier(clf, map_layer)
         model = onnx.shape_inference.infer_shapes(model)  # the extractor types the new input from value_info
         upper = onnx.utils.Extractor(model).extract_model([map_layer], [clf.output.name])
-        self.session = sessions.open_session(upper.SerializeToString(), ["CPUExecutionProvider"])
+        self.session = sessions.open_session(upper.SerializeToString())
         self.input, self.clf = map_layer, clf
 
     def probs(self, x: np.ndarray) -> np.ndarray:

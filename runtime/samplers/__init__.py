@@ -56,12 +56,13 @@ from .heuristic import HeuristicSampler  # noqa: E402
 from .patchsampler import COUPLINGS, PatchSampler, logistic_mixture_log2prob  # noqa: E402
 
 
-def load_sampler(name: str = "patchsampler", K: int = 8, model: str | None = None, device: str = "cpu",
+def load_sampler(name: str = "patchsampler", K: int = 8, model: str | None = None, device="cpu",
                  coupling: str = "pixel") -> Sampler:
     """A sampler by name (one of SAMPLERS) for K×K patches.
 
     `patchsampler` loads `model` or the shipped `patchsampler_k{K}.onnx`; `gaussian` loads `model` (.npz) or the
-    shipped `gaussian_k{K}.npz`, else fits on the explained image.  `device` places the PatchSampler session.
+    shipped `gaussian_k{K}.npz`, else fits on the explained image.  `device` ("cpu", "cuda" or a
+    backends.sessions.Placement) places the PatchSampler session.
     `coupling` (PatchSampler, categorical head only): "pixel" draws a pixel's three channels with one shared
     uniform, "none" draws every sub-pixel independently as the reference implementation does; the per-sub-pixel
     distributions are the same.  A logistic-mixture PatchSampler couples the channels through its own model

@@ -62,7 +62,7 @@ class PatchSampler:
     name = "patchsampler"
     deterministic = False
 
-    def __init__(self, model_path: str, device: str = "cpu", coupling: str = "pixel"):
+    def __init__(self, model_path: str, device="cpu", coupling: str = "pixel"):
         from ..backends import sessions
 
         self.model_path = os.fspath(model_path)
@@ -71,13 +71,15 @@ class PatchSampler:
         if coupling not in COUPLINGS:
             raise InfolensError(f"unknown coupling {coupling!r}: choose {' or '.join(COUPLINGS)}", "coupling")
         self.coupling = coupling
-        providers = sessions.providers(device)
+        where = sessions.placement(device).helper()
 
         def open_session(source):  # a path or a serialized model
-            return sessions.open_session(source, providers)
+            return where.open(source)
 
         try:
             self.session = open_session(self.model_path)
+        except InfolensError:
+            raise
         except Exception as e:
             raise InfolensError(f"cannot load PatchSampler {self.model_path}: {str(e).splitlines()[0]}",
                                 "sampler_model") from None
