@@ -77,6 +77,55 @@ def read_image(path: str | os.PathLike, background=WHITE, frame: int = 0, notes:
     return _to_rgb8(frames[frame], background, notes)
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, without decoding it (a server checks its pixel limit before
+    any decoder allocates): PNG, JPEG, GIF, BMP, WebP and TIFF; None when the header says nothing we read."""
+    import struct
+
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", data[16:24])
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", data[6:10])
+        if data[:2] == b"BM":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            kind = data[12:16]
+            if kind == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L":
+                b = int.from_bytes(data[21:25], "little")
+                return (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
+            if kind == b"VP8X":
+                return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+        if data[:2] == b"\xff\xd8":
+            i = 2
+            while i + 9 < len(data):
+                if data[i] != 0xFF:
+                    return None
+                marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+                if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                    return w, h
+                i += 2 + length
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            e = "<" if data[:2] == b"II" else ">"
+            (off,) = struct.unpack(e + "I", data[4:8])
+            (n,) = struct.unpack(e + "H", data[off:off + 2])
+            dims = {}
+            for k in range(n):
+                tag, typ, _, value = struct.unpack(e + "HHI4s", data[off + 2 + 12 * k:off + 14 + 12 * k])
+                if tag in (256, 257):
+                    dims[tag] = struct.unpack(e + ("H" if typ == 3 else "I"), value[:2 if typ == 3 else 4])[0]
+            if len(dims) == 2:
+                return dims[256], dims[257]
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
 def rgb_value(v, param: str) -> tuple[int, int, int]:
     """One value or R, G, B, integers in 0..255 → (R, G, B); InfolensError naming `param` otherwise."""
     vals = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]

@@ -5,7 +5,7 @@ import sys
 
 from .. import params
 from ..errors import InfolensError
-from . import bench, evaluate, explain, mipin, models, sanity, suite
+from . import bench, evaluate, explain, mipin, models, sanity, serve, suite
 from .options import Parser
 
 
@@ -24,6 +24,7 @@ def build_parser() -> Parser:
     mipin.register(sub)
     bench.register(sub)
     models.register(sub)
+    serve.register(sub)
     return top
 
 

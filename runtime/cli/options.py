@@ -122,9 +122,14 @@ def add_run(p, device: str | None = "cpu", seed_help: str = "random seed; same s
             gpu_options: bool = True) -> None:
     """--batch-size, --device, the GPU options (`gpu(args)` reads them), --seed."""
     p.add_argument("--batch-size", type=int, default=64, help="classifier images per call (default 64)")
+    p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
+    add_device(p, device, gpu_options)
+
+
+def add_device(p, device: str | None = "cpu", gpu_options: bool = True) -> None:
+    """--device and the GPU options (`gpu(args)` reads them)."""
     p.add_argument("--device", choices=choices("device"), default=device,
                    help=f"ONNX Runtime device (default {device or 'the explanation’s'})")
-    p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
     if not gpu_options:
         return
     p.add_argument("--provider", choices=choices("provider"), default="default",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,6 +14,27 @@ from ..classifier import OnnxClassifier
 from ..errors import InfolensError
 from ..explanation import Explanation
 from ..progress import Progress
+
+
+@dataclass
+class Plan:
+    """What `Attribution.plan` computed once per image: img uint8 [H, W, 3] in input space, base its normalized
+    tensor, p0 float64 [Y] = p(Y|x), classes int64 [k], first (what the method keeps of that forward), the
+    requested stride/samples/seed, source, notes, checked (fp16 drift), forwards and seconds so far."""
+
+    img: np.ndarray
+    base: np.ndarray
+    p0: np.ndarray
+    classes: np.ndarray
+    first: object
+    stride: int | None
+    samples: int
+    seed: int
+    source: str | None
+    notes: list
+    checked: dict
+    forwards: int
+    seconds: float
 
 
 class Attribution:
@@ -44,6 +66,23 @@ class Attribution:
         recorded with the notes of the resize.
         Returns an Explanation with this method's maps (and their standard errors); probs float64 [Y].
         """
+        plan = self.plan(image, classes, stride, samples, seed, source, notes)
+        progress = Progress(os.path.basename(plan.source) if plan.source else self.name, self.progress)
+        progress.add(1)
+        progress.update(1)
+        t0, rows = time.perf_counter(), self.classifier.rows_run
+        try:
+            maps, stderr, run_params, timing = self._attribute(plan.img, plan.base, plan.p0, plan.classes, stride,
+                                                               samples, seed, plan.source, progress, plan.first)
+        finally:
+            progress.close()
+        return self.finish(plan, maps, stderr, run_params, timing, self.classifier.rows_run - rows,
+                           time.perf_counter() - t0)
+
+    def plan(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
+             source: str | None = None, notes: list[str] | None = None) -> "Plan":
+        """The part of an explanation every method shares: the image in input space, p(Y|x) (one forward), the
+        classes (and the fp16 check); arguments as `attribute`."""
         t_start = time.perf_counter()
         clf = self.classifier
         if isinstance(image, (str, os.PathLike)):
@@ -51,23 +90,25 @@ class Attribution:
         notes = list(notes or [])
         img = clf.load_image(image, notes)
         rows_before = clf.rows_run
-        progress = Progress(os.path.basename(source) if source else self.name, self.progress)
-        progress.add(1)
         base = clf.normalize(img[None])
         p0, first = self._predict(base)
-        progress.update(1)
         cls = resolve_classes(classes, p0)
         checked = {"fp16_drift": clf.check_fp16(img[None], cls)} if clf.fp16 else {}
-        try:
-            maps, stderr, run_params, timing = self._attribute(img, base[0], p0, cls, stride, samples, seed, source,
-                                                               progress, first)
-        finally:
-            progress.close()
-        timing["total_s"] = time.perf_counter() - t_start
-        forwards = clf.rows_run - rows_before  # images the classifier actually ran, p(Y|x) included
-        return Explanation(image=img, probs=p0, classes=cls, labels=[clf.labels[c] for c in cls], maps=maps,
-                           stderr=stderr, params={"method": self.name, **run_params, **checked}, model=clf.describe(),
-                           timing=timing, forwards=forwards, source=source, notes=notes)
+        return Plan(img=img, base=base[0], p0=p0, classes=cls, first=first, stride=stride, samples=samples,
+                    seed=seed, source=source, notes=notes, checked=checked, forwards=clf.rows_run - rows_before,
+                    seconds=time.perf_counter() - t_start)
+
+    def finish(self, plan: "Plan", maps: dict, stderr: dict, run_params: dict, timing: dict, forwards: int,
+               seconds: float) -> Explanation:
+        """The Explanation of `plan` with the method's maps, run parameters and timings; forwards and seconds: the
+        method's own, after the plan's."""
+        clf = self.classifier
+        timing = {**timing, "total_s": plan.seconds + seconds}
+        return Explanation(image=plan.img, probs=plan.p0, classes=plan.classes,
+                           labels=[clf.labels[c] for c in plan.classes], maps=maps, stderr=stderr,
+                           params={"method": self.name, **run_params, **plan.checked}, model=clf.describe(),
+                           timing=timing, forwards=plan.forwards + (forwards or 0), source=plan.source,
+                           notes=plan.notes)
 
     def _predict(self, base: np.ndarray):
         """The first forward, p(Y|x) of the normalized image `base` [1, ...] → (p0 float64 [Y], what else the method

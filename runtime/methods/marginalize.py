@@ -6,16 +6,54 @@ from __future__ import annotations
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 from .. import kernels, measures, params
 from ..classifier import OnnxClassifier
+from ..errors import InfolensError
+from ..explanation import Explanation
+from ..progress import Progress
 from ..samplers import Sampler, load_sampler
 from ..samplers.rng import streams
-from .base import Attribution
+from .base import Attribution, Plan
 from .grid import check_grid, patch_grid
 
 SAMPLER_POSITIONS = 32  # positions per sampler call when that exceeds one classifier batch: amortizes the call
+
+
+@dataclass
+class Shard:
+    """The results of some positions of one image's grid (PatchMarginalization.run): positions int64 [m] (grid
+    indices), values and stderr: map name → float64 [..., m] per-patch values and their standard errors (before
+    averaging onto pixels; bits for PMI/IG), counts int64 [m] in-fills used, forwards run, seconds, timing."""
+
+    positions: np.ndarray
+    values: dict
+    stderr: dict
+    counts: np.ndarray
+    forwards: int = 0
+    seconds: float = 0.0
+    timing: dict = field(default_factory=dict)
+
+    def save(self, file) -> None:
+        """As an .npz into `file` (a path or a binary file object, e.g. outfiles.write_atomic's)."""
+        arrays = {"positions": self.positions, "counts": self.counts,
+                  "meta": np.array([self.forwards, self.seconds]),
+                  "timing_keys": np.array(list(self.timing), dtype=str),
+                  "timing_values": np.array(list(self.timing.values()), dtype=np.float64),
+                  **{f"value_{k}": v for k, v in self.values.items()},
+                  **{f"stderr_{k}": v for k, v in self.stderr.items()}}
+        np.savez(file, **arrays)
+
+    @classmethod
+    def load(cls, file) -> "Shard":
+        with np.load(file) as z:
+            names = [k[len("value_"):] for k in z.files if k.startswith("value_")]
+            return cls(positions=z["positions"], counts=z["counts"], forwards=int(z["meta"][0]),
+                       seconds=float(z["meta"][1]), timing=dict(zip(z["timing_keys"].tolist(),
+                                                                     z["timing_values"].tolist())),
+                       values={k: z[f"value_{k}"] for k in names}, stderr={k: z[f"stderr_{k}"] for k in names})
 
 
 class PatchMarginalization(Attribution):
@@ -46,12 +84,41 @@ class PatchMarginalization(Attribution):
             self._sampler = load_sampler(self.default_sampler, K=8, device=self.classifier.placement)
         return self._sampler
 
+    def run(self, plan: Plan, positions=None, progress: Progress | None = None) -> "Shard":
+        """The per-position values of `positions` (int64 indices into the grid, see `positions`; default all) of
+        the image `plan` (Attribution.plan) describes.  Each position's in-fills come from its own counter-based
+        stream, so shards of any split `merge` into exactly the maps of one `attribute` call."""
+        return self._run(plan.img, plan.base, plan.p0, plan.classes, plan.stride, plan.samples, plan.seed, positions,
+                         progress or Progress("", False))
+
+    def positions(self, plan: Plan) -> int:
+        """How many patch positions the grid of `plan` has (shards index them 0..positions−1)."""
+        return len(self._geometry(plan.img, plan.stride, plan.samples, plan.seed)[0])
+
+    def merge(self, plan: Plan, shards: list["Shard"]) -> Explanation:
+        """The Explanation of `plan` from shards that cover every position once (InfolensError otherwise)."""
+        maps, stderr, run_params, timing = self._assemble(plan.img, plan.stride, plan.samples, plan.seed, shards)
+        return self.finish(plan, maps, stderr, run_params, timing, sum(s.forwards for s in shards),
+                           sum(s.seconds for s in shards))
+
     def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
+        shard = self._run(img, base, p0, cls, stride, samples, seed, None, progress)
+        return self._assemble(img, stride, samples, seed, [shard])
+
+    def _geometry(self, img, stride, samples, seed):
         H, W = img.shape[:2]
         K = self.sampler.K
         S = K if stride is None else stride
         check_grid(K, S, samples, seed, H, W)
         ys, xs = patch_grid(H, W, K, S)
+        return ys, xs, K, S
+
+    def _run(self, img, base, p0, cls, stride, samples, seed, positions, progress) -> "Shard":
+        t_start, rows = time.perf_counter(), self.classifier.rows_run
+        ys, xs, K, S = self._geometry(img, stride, samples, seed)
+        todo = np.arange(len(ys)) if positions is None else np.asarray(positions, np.int64)
+        if todo.size and (todo.min() < 0 or todo.max() >= len(ys) or len(np.unique(todo)) != len(todo)):
+            raise InfolensError(f"positions must be distinct indices in [0, {len(ys)})", "positions")
         deterministic = self.sampler.deterministic
         n = 1 if deterministic else samples
         adaptive = self.target_se is not None and not deterministic
@@ -78,20 +145,49 @@ class PatchMarginalization(Attribution):
                 more.append(again)
 
         timing: dict[str, float] = {}
-        todo, start, n_pass = np.arange(len(ys)), 0, n
+        done, start, n_pass = todo, 0, n
         while todo.size:
             t = self._marginalize(img, base, ys, xs, todo, n_pass, start, seed, reduce, progress)
             timing = {k: timing.get(k, 0.0) + v for k, v in t.items()}
             todo, more[:] = (np.concatenate(more) if more else np.empty(0, np.int64)), []
             start += n_pass
             n_pass = min(start, cap - start)  # double each pass, up to the cap
-        maps = {name: measures.patches_to_pixels(v, ys, xs, K, (H, W)) for name, (v, _) in per_patch.items()}
-        stderr = {name: measures.patches_to_pixels_stderr(se, ys, xs, K, (H, W)) for name, (_, se) in per_patch.items()}
+        return Shard(positions=done, values={k: v[..., done] for k, (v, _) in per_patch.items()},
+                     stderr={k: se[..., done] for k, (_, se) in per_patch.items()}, counts=counts[done],
+                     forwards=self.classifier.rows_run - rows, seconds=time.perf_counter() - t_start, timing=timing)
+
+    def _assemble(self, img, stride, samples, seed, shards):
+        """Maps, standard errors, run parameters and timings from shards covering every position once."""
+        ys, xs, K, S = self._geometry(img, stride, samples, seed)
+        P = len(ys)
+        every = np.concatenate([s.positions for s in shards]) if shards else np.empty(0, np.int64)
+        if len(every) != P or not np.array_equal(np.sort(every), np.arange(P)):
+            raise InfolensError(f"the shards cover {len(np.unique(every))} of {P} positions"
+                                f"{' (some twice)' if len(np.unique(every)) != len(every) else ''}", "positions")
+        names = [k for s in shards for k in s.values] if shards else []
+        values, errors = {}, {}
+        for name in dict.fromkeys(names):
+            first = next(s for s in shards if name in s.values)
+            values[name] = np.empty(first.values[name].shape[:-1] + (P,))
+            errors[name] = np.empty(first.values[name].shape[:-1] + (P,))
+            for s in shards:
+                values[name][..., s.positions], errors[name][..., s.positions] = s.values[name], s.stderr[name]
+        counts = np.empty(P, np.int64)
+        for s in shards:
+            counts[s.positions] = s.counts
+        H, W = img.shape[:2]
+        maps = {name: measures.patches_to_pixels(v, ys, xs, K, (H, W)) for name, v in values.items()}
+        stderr = {name: measures.patches_to_pixels_stderr(se, ys, xs, K, (H, W)) for name, se in errors.items()}
+        n = 1 if self.sampler.deterministic else samples
         run_params = {"K": K, "S": S, "N": samples, "N_used": n, "seed": seed, "batch_size": self.batch_size,
-                      "positions": len(ys), **self.sampler.describe(), "kernels": kernels.backend()}
-        if adaptive:
-            run_params.update(target_se=self.target_se, max_samples=cap, samples_per_position={
-                int(c): int(k) for c, k in zip(*np.unique(counts, return_counts=True))})
+                      "positions": P, **self.sampler.describe(), "kernels": kernels.backend()}
+        if self.target_se is not None and not self.sampler.deterministic:
+            run_params.update(target_se=self.target_se, max_samples=max(n, self.max_samples or 8 * n),
+                              samples_per_position={int(c): int(k) for c, k in zip(*np.unique(counts,
+                                                                                             return_counts=True))})
+        timing: dict[str, float] = {}
+        for s in shards:
+            timing = {k: timing.get(k, 0.0) + v for k, v in s.timing.items()}
         return maps, stderr, run_params, timing
 
     def _marginalize(self, img, base, ys, xs, todo, n, start, seed, reduce, progress) -> dict:

@@ -1,0 +1,344 @@
+"""The HTTP API (FastAPI): KServe V1 explain route for small work, jobs for the rest, health, models, metrics
+(DESIGN §10).  Every error is JSON {"error": one line, "field": the request field at fault}; bad input never
+reaches a traceback.  The classifier runs in-process, in the worker thread (serve/worker.py).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import InfolensError
+from .jobs import JobStore
+from .metrics import Metrics
+from .models import ServedModels, check_params, field_of
+from .worker import RESULT, Worker
+
+FORMATS = {"json": "application/json", "npz": "application/octet-stream", "png": "image/png"}
+
+
+@dataclass
+class ServeConfig:
+    """state_dir: jobs database and job folders; models_dir: the served classifiers (default: the shipped ones);
+    tokens: accepted bearer tokens (empty: no auth); queue_size: active jobs at most (then 429); max_body_mb:
+    request body limit (413); max_pixels: decoded image pixels at most, read from the header (413);
+    max_forwards: forwards a job may need at most (422); sync_forwards: the synchronous route's budget per request
+    (422 beyond: use the jobs API); retention_hours: ended jobs are deleted after this; chunk_forwards: forwards
+    per chunk before the next job's turn; placement: OnnxClassifier keywords (device, …)."""
+
+    state_dir: str = "infolens-state"
+    models_dir: str | None = None
+    tokens: list[str] = field(default_factory=list)
+    queue_size: int = 64
+    max_body_mb: float = 20.0
+    max_pixels: int = 50_000_000
+    max_forwards: int = 5_000_000
+    sync_forwards: int = 20_000
+    retention_hours: float = 168.0
+    chunk_forwards: int = 4096
+    placement: dict = field(default_factory=dict)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.field, self.headers = status, field, headers
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """The app; its worker starts with it (FastAPI lifespan) and stops with it."""
+    from contextlib import asynccontextmanager
+
+    store = JobStore(config.state_dir)
+    models = ServedModels(config.models_dir, **config.placement)
+    metrics = Metrics(store)
+    worker = Worker(store, models, config.chunk_forwards, config.retention_hours * 3600, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        worker.start()
+        yield
+        worker.stop()
+        worker.join(timeout=30)
+
+    app = FastAPI(title="infolens", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.store, app.state.models, app.state.worker, app.state.config = store, models, worker, config
+    max_body = int(config.max_body_mb * 1024 * 1024)
+    open_paths = ("/v2/health/live", "/v2/health/ready")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        """Auth (constant-time), then the body limit, before any route reads the request."""
+        if config.tokens and request.url.path not in open_paths:
+            given = request.headers.get("authorization", "")
+            token = given[7:].encode() if given.lower().startswith("bearer ") else b""
+            if not any(hmac.compare_digest(token, t.encode()) for t in config.tokens):
+                metrics.rejections.labels("auth").inc()
+                return _error(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", "authorization",
+                              {"WWW-Authenticate": "Bearer"})
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_body):
+            metrics.rejections.labels("body").inc()
+            return _error(413, f"request body over {config.max_body_mb:g} MB (the server's --max-body-mb)", "body")
+        if length is None and request.method in ("POST", "PUT"):
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_body:
+                    metrics.rejections.labels("body").inc()
+                    return _error(413, f"request body over {config.max_body_mb:g} MB (the server's --max-body-mb)",
+                                  "body")
+            request._body = body  # the route reads it from here
+        return await call_next(request)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, exc: ApiError):
+        return _error(exc.status, str(exc), exc.field, exc.headers)
+
+    @app.exception_handler(InfolensError)
+    async def infolens_error(request, exc: InfolensError):
+        return _error(422, str(exc), exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+        return _error(422, f"{first.get('msg', 'invalid request')}", where)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), None)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc: Exception):
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", None)
+
+    # ---- health, models, metrics -----------------------------------------------------------------------------
+    @app.get("/v2/health/live")
+    async def live():
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        if not worker.ready.is_set():
+            return JSONResponse({"ready": False}, status_code=503)
+        return {"ready": True}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"models": models.describe()}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    # ---- jobs --------------------------------------------------------------------------------------------------
+    @app.post("/v1/jobs", status_code=202)
+    async def submit(request: Request):
+        body = await _json(request)
+        job = _create(body.get("model"), body.get("image"), body.get("params"), "image", "model")
+        return JSONResponse({"id": job.id, "state": job.state, "forwards_total": job.forwards_total},
+                            status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @app.get("/v1/jobs/{job_id}")
+    async def status(job_id: str):
+        job = _job(job_id)
+        eta = worker.eta(job)
+        out = job.public() | {"eta_s": None if eta is None else round(eta, 1)}
+        if job.state == "done":
+            out["result"] = {f: f"/v1/jobs/{job.id}/result?format={f}" for f in FORMATS}
+        return out
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def cancel(job_id: str):
+        job = _job(job_id)
+        if not store.cancel(job.id):
+            raise ApiError(409, f"job {job_id} has already ended ({job.state})", "id")
+        worker.submit()
+        return store.get(job_id).public()
+
+    @app.get("/v1/jobs/{job_id}/result")
+    async def result(job_id: str, format: str = "json", map: str | None = None, cls: int | None = None):
+        job = _job(job_id)
+        if job.state != "done":
+            raise ApiError(409, f"job {job_id} is {job.state}: its result comes when it is done", "id")
+        if format not in FORMATS:
+            raise ApiError(422, f"format must be one of {', '.join(FORMATS)}", "format")
+        folder = store.folder(job_id)
+        if format != "png":
+            return FileResponse(os.path.join(folder, f"{RESULT}.{format}"), media_type=FORMATS[format],
+                                filename=f"{job_id}.{format}")
+        import json
+
+        with open(os.path.join(folder, f"{RESULT}.json")) as f:
+            files = json.load(f)["files"]
+        key = map or next(k for k in files if k not in ("npz", "json"))
+        if cls is not None:
+            key = f"{map or 'pmi'}_{cls}"
+        if key not in files or key in ("npz", "json"):
+            pngs = [k for k in files if k not in ("npz", "json")]
+            raise ApiError(404, f"no map {key!r} in this result: it has {', '.join(pngs)}", "map")
+        return FileResponse(os.path.join(folder, files[key]), media_type="image/png", filename=files[key])
+
+    # ---- KServe V1, synchronous --------------------------------------------------------------------------------
+    @app.post("/v1/models/{name}:explain")
+    async def explain(name: str, request: Request):
+        import asyncio
+
+        body = await _json(request)
+        instances = body.get("instances")
+        if not isinstance(instances, list) or not instances:
+            raise ApiError(422, "instances must be a non-empty list of images (base64 strings, {\"b64\": ...} or "
+                           "[H][W][3] uint8 arrays)", "instances")
+        params = body.get("parameters", body.get("params"))
+        models.check(name)
+        images = [_instance(x, f"instances.{i}") for i, x in enumerate(instances)]
+        p = _params(params)
+        total = sum(_forwards(name, p, params) for _ in images)
+        if total > config.sync_forwards:
+            metrics.rejections.labels("sync_budget").inc()
+            raise ApiError(422, f"{total} forwards is over the synchronous budget of {config.sync_forwards}: submit "
+                           "it to POST /v1/jobs and poll GET /v1/jobs/{id}", "instances")
+        jobs = [_create(name, data, params, f"instances.{i}", "model", sync=True, decoded=True)
+                for i, data in enumerate(images)]
+        while any(store.get(j.id).state in ("queued", "running") for j in jobs):
+            await asyncio.sleep(0.02)
+        predictions = []
+        for j in jobs:
+            j = store.get(j.id)
+            if j.state != "done":
+                raise ApiError(422, j.error or f"the explanation was {j.state}", "instances")
+            predictions.append(_prediction(store.folder(j.id)))
+        return {"predictions": predictions}
+
+    # ---- helpers -----------------------------------------------------------------------------------------------
+    def _job(job_id: str):
+        job = store.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id} (ended jobs are deleted after {config.retention_hours:g} h)", "id")
+        return job
+
+    def _params(raw) -> dict:
+        return check_params(raw)
+
+    def _forwards(name, p, raw) -> int:
+        try:
+            return models.forwards(name, p)
+        except InfolensError as e:
+            raise InfolensError(str(e), field_of(e.param, raw)) from None
+
+    def _create(name, image, raw_params, image_field, model_field, sync=False, decoded=False):
+        if not isinstance(name, str):
+            raise ApiError(422, "model is required: the name of a served model (GET /v1/models)", model_field)
+        try:
+            models.check(name)
+        except InfolensError as e:
+            raise ApiError(404 if not sync else 422, str(e), model_field) from None
+        data = image if decoded else _base64(image, image_field)
+        _check_pixels(data, image_field)
+        p = _params(raw_params)
+        forwards = _forwards(name, p, raw_params)
+        if forwards > config.max_forwards:
+            metrics.rejections.labels("forwards").inc()
+            raise ApiError(422, f"this job needs {forwards} forwards, over the server's limit of "
+                           f"{config.max_forwards} (raise K, S or lower N)", "params")
+        if not sync and len(store.active()) >= config.queue_size:
+            metrics.rejections.labels("queue_full").inc()
+            retry = max(1, int(min((worker.eta(j) or 0) for j in store.active()) or 1))
+            raise ApiError(429, f"the queue is full ({config.queue_size} jobs): retry later", None,
+                           {"Retry-After": str(retry)})
+        job = store.create(name, p, data, "image" + _extension(data), forwards, sync=sync)
+        worker.submit()
+        return job
+
+    def _check_pixels(data: bytes, where: str):
+        from ..images import image_size
+
+        size = image_size(data)
+        if size is None:
+            raise ApiError(422, "not an image this server reads (PNG, JPEG, GIF, BMP, WebP or TIFF)", where)
+        if size[0] * size[1] > config.max_pixels:
+            metrics.rejections.labels("pixels").inc()
+            raise ApiError(413, f"image of {size[0]}x{size[1]} pixels is over the server's limit of "
+                           f"{config.max_pixels} pixels", where)
+
+    return app
+
+
+def _error(status: int, message: str, field: str | None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message.splitlines()[0] if message else "error", "field": field},
+                        status_code=status, headers=headers)
+
+
+async def _json(request: Request) -> dict:
+    import json
+
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(422, f"the body is not JSON: {e}", "body") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "the body must be a JSON object", "body")
+    return body
+
+
+def _base64(value, where: str) -> bytes:
+    if isinstance(value, dict) and "b64" in value:
+        value = value["b64"]
+    if not isinstance(value, str) or not value:
+        raise ApiError(422, "image must be the image file's bytes in base64", where)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "image is not valid base64", where) from None
+
+
+def _instance(value, where: str) -> bytes:
+    """A KServe instance → image file bytes: base64 (a string or {"b64": …}, possibly under "image"), or an
+    [H][W][3] array of 0..255 (encoded as PNG, which decodes to exactly that array)."""
+    if isinstance(value, dict) and "image" in value:
+        value = value["image"]
+    if isinstance(value, list):
+        import cv2
+
+        try:
+            arr = np.asarray(value)
+        except ValueError:
+            raise ApiError(422, "an array instance must be [H][W][3] numbers", where) from None
+        if arr.ndim != 3 or arr.shape[2] != 3 or not np.issubdtype(arr.dtype, np.number) or arr.size == 0 or \
+                arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr)):
+            raise ApiError(422, f"an array instance must be [H][W][3] integers in 0..255, got shape "
+                           f"{list(arr.shape)}", where)
+        return cv2.imencode(".png", arr.astype(np.uint8)[:, :, ::-1])[1].tobytes()
+    return _base64(value, where)
+
+
+def _extension(data: bytes) -> str:
+    for magic, ext in ((b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
+                       (b"RIFF", ".webp"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif")):
+        if data.startswith(magic):
+            return ext
+    return ".img"
+
+
+def _prediction(folder: str) -> dict:
+    """One instance's answer: classes, labels, probabilities and the maps (float32 as lists), from its result."""
+    import json
+
+    with open(os.path.join(folder, f"{RESULT}.json")) as f:
+        summary = json.load(f)
+    with np.load(os.path.join(folder, f"{RESULT}.npz")) as z:
+        maps = {k: z[k].tolist() for k in z.files if k not in ("image", "probs", "classes")}
+        classes = z["classes"].tolist()
+        probs = z["probs"][z["classes"]].tolist()
+    return {"classes": classes, "labels": [c["label"] for c in summary["classes"]], "probs": probs, "maps": maps,
+            "forwards": summary["forwards"], "params": summary["params"]}

@@ -1,0 +1,152 @@
+"""The device's worker (DESIGN §10): one thread runs every job, a chunk of patch positions at a time, round-robin
+across the active jobs, so a short job is not stuck behind a long one.  Each finished chunk is a shard file in the
+job's folder (written atomically) and its forwards are recorded; the counter-based streams make the chunking
+invisible in the maps (methods/marginalize.py: run/merge), and a job found again after a restart skips the
+shards it already has.  Methods that are not patch marginalizations (RISE, MIP-IN) run as one chunk.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from .. import outfiles
+from ..errors import InfolensError
+from ..methods.marginalize import PatchMarginalization, Shard
+from .jobs import JobStore
+
+log = logging.getLogger("infolens.serve")
+RESULT = "result"  # stem of a job's result files
+
+
+class Worker(threading.Thread):
+    """Runs the jobs of `store` on the models of `models`; chunk_forwards: about how many forwards a chunk runs
+    before the next job gets its turn; retention_s: ended jobs older than this are deleted; metrics: a
+    serve.metrics.Metrics or None."""
+
+    def __init__(self, store: JobStore, models, chunk_forwards: int = 4096, retention_s: float = 7 * 86400,
+                 metrics=None):
+        super().__init__(name="infolens-worker", daemon=True)
+        self.store, self.models, self.chunk_forwards = store, models, chunk_forwards
+        self.retention_s, self.metrics = retention_s, metrics
+        self.wake = threading.Condition()
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.rate = 0.0  # forwards per second, smoothed over recent chunks (for ETAs)
+        self._plans: dict[str, tuple] = {}  # job id → (method, plan), while the job is active
+        self._last = ""  # id of the job served last (round-robin)
+        self._expired_at = 0.0
+
+    def submit(self) -> None:
+        with self.wake:
+            self.wake.notify()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.submit()
+
+    def run(self) -> None:
+        requeued = self.store.recover()
+        if requeued:
+            log.warning("restart: %d running job(s) queued again; their finished chunks are kept", requeued)
+        for name in self.models.names():  # ready = every model loaded and one forward run
+            clf = self.models.classifier(name)
+            clf.predict_images(np.zeros((1, *clf.pre.size, 3), np.uint8))
+        self.ready.set()
+        while not self.stopping.is_set():
+            self._expire()
+            job = self._next()
+            if job is None:
+                with self.wake:
+                    self.wake.wait(timeout=1.0)
+                continue
+            try:
+                self._chunk(job)
+            except InfolensError as e:
+                self._end(job, "failed", str(e))
+            except Exception as e:  # a bug, not bad input: the job fails with the reason, the server goes on
+                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                self._end(job, "failed", f"internal error: {type(e).__name__}: {e}")
+
+    def eta(self, job) -> float | None:
+        """Seconds until `job` is done at the current rate, sharing the device round-robin with the active jobs."""
+        if not self.rate or job.state not in ("queued", "running"):
+            return None
+        return (job.forwards_total - job.forwards_done) / self.rate * max(1, len(self.store.active()))
+
+    def _next(self):
+        active = self.store.active()
+        if not active:
+            return None
+        ids = [j.id for j in active]
+        # round-robin in creation order: the job after the one served last, else the oldest
+        job = active[(ids.index(self._last) + 1) % len(ids) if self._last in ids else 0]
+        self._last = job.id
+        return job
+
+    def _chunk(self, job) -> None:
+        folder = self.store.folder(job.id)
+        if job.state == "queued":
+            self.store.start(job.id)
+            if self.metrics:
+                self.metrics.waited(time.time() - job.created)
+        if job.id not in self._plans:
+            method = self.models.method(job.model, job.params)
+            p = job.params
+            plan = method.plan(os.path.join(folder, job.image_name), p["classes"], p["stride"], p["samples"],
+                               p["seed"])
+            self._plans[job.id] = (method, plan)
+        method, plan = self._plans[job.id]
+        t0, rows = time.perf_counter(), method.classifier.rows_run
+        if not isinstance(method, PatchMarginalization):
+            p = job.params
+            e = method.attribute(os.path.join(folder, job.image_name), p["classes"], p["stride"], p["samples"],
+                                 p["seed"])
+            self._account(rows, t0, method)
+            return self._done(job, e)
+        shards = [Shard.load(f) for f in sorted(glob.glob(os.path.join(folder, "shard_*.npz")))]
+        have = np.concatenate([s.positions for s in shards]) if shards else np.empty(0, np.int64)
+        todo = np.setdiff1d(np.arange(method.positions(plan)), have)
+        if todo.size:
+            n = plan.samples if not method.sampler.deterministic else 1
+            shard = method.run(plan, todo[:max(1, self.chunk_forwards // n)])
+            outfiles.write_atomic(os.path.join(folder, f"shard_{len(shards):06d}.npz"), shard.save)
+            shards.append(shard)
+            self._account(rows, t0, method)
+            todo = todo[len(shard.positions):]
+        done = plan.forwards + sum(s.forwards for s in shards)
+        if self.store.get(job.id).state != "running":  # cancelled while the chunk ran
+            self._plans.pop(job.id, None)
+            return
+        self.store.progress(job.id, done)
+        if not todo.size:
+            self._done(job, method.merge(plan, shards))
+
+    def _account(self, rows: int, t0: float, method) -> None:
+        forwards, seconds = method.classifier.rows_run - rows, time.perf_counter() - t0
+        if seconds > 0:
+            self.rate = forwards / seconds if not self.rate else 0.7 * self.rate + 0.3 * forwards / seconds
+        if self.metrics:
+            self.metrics.forwards.inc(forwards)
+
+    def _done(self, job, e) -> None:
+        e.save(self.store.folder(job.id), stem=RESULT, overwrite=True)
+        self._end(job, "done", forwards=e.forwards)
+
+    def _end(self, job, state: str, error: str | None = None, forwards: int | None = None) -> None:
+        self._plans.pop(job.id, None)
+        if self.store.finish(job.id, state, error, forwards) and self.metrics:
+            job = self.store.get(job.id)
+            if job.started:
+                self.metrics.ran(job.finished - job.started)
+
+    def _expire(self) -> None:
+        if time.time() - self._expired_at > 60:
+            self._expired_at = time.time()
+            for job_id in self.store.expire(self.retention_s):
+                self._plans.pop(job_id, None)
