@@ -110,6 +110,7 @@ PARAMS: dict[str, Param] = {
     "sync_forwards": Param("--sync-forwards", int, low=0, meaning="the synchronous route's forwards budget"),
     "retention_hours": Param("--retention-hours", float, low=0.0, low_open=True,
                              meaning="hours an ended job's files are kept"),
+    "examples": Param("--examples", meaning="photos the web viewer offers"),
     "chunk_forwards": Param("--chunk-forwards", int, low=1, meaning="forwards per chunk before the next job's turn"),
     # files and evaluation
     "out": Param("--out", meaning="output folder"),

@@ -33,6 +33,8 @@ def register(sub) -> None:
                    "after this (default 168: a week)")
     p.add_argument("--chunk-forwards", type=int, default=4096, help="forwards a job runs before the next job's "
                    "turn (default 4096)")
+    p.add_argument("--examples", metavar="DIR", help="photos the web viewer offers (default: examples/ of the source "
+                   "tree, when infolens runs from one)")
     options.add_device(p)
     p.set_defaults(run=run)
 
@@ -73,10 +75,12 @@ def config_from(args):
                             "INFOLENS_TOKENS), or listen on 127.0.0.1", "token_file")
     if args.models and not os.path.isdir(args.models):
         raise InfolensError(f"models folder not found: {args.models}", "models")
+    if args.examples and not os.path.isdir(args.examples):
+        raise InfolensError(f"examples folder not found: {args.examples}", "examples")
     return ServeConfig(state_dir=args.state_dir, models_dir=args.models, tokens=accepted, queue_size=args.queue_size,
                        max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, max_forwards=args.max_forwards,
                        sync_forwards=args.sync_forwards, retention_hours=args.retention_hours,
-                       chunk_forwards=args.chunk_forwards, placement={"device": args.device, **options.gpu(args)})
+                       chunk_forwards=args.chunk_forwards, examples_dir=args.examples, placement={"device": args.device, **options.gpu(args)})
 
 
 def run(args) -> int:

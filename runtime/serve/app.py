@@ -23,6 +23,7 @@ from .models import ServedModels, check_params, field_of
 from .worker import RESULT, Worker
 
 FORMATS = {"json": "application/json", "npz": "application/octet-stream", "png": "image/png"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -32,7 +33,8 @@ class ServeConfig:
     request body limit (413); max_pixels: decoded image pixels at most, read from the header (413);
     max_forwards: forwards a job may need at most (422); sync_forwards: the synchronous route's budget per request
     (422 beyond: use the jobs API); retention_hours: ended jobs are deleted after this; chunk_forwards: forwards
-    per chunk before the next job's turn; placement: OnnxClassifier keywords (device, …)."""
+    per chunk before the next job's turn; examples_dir: photos the web viewer offers (default: the source tree's
+    examples/ when there is one); placement: OnnxClassifier keywords (device, …)."""
 
     state_dir: str = "infolens-state"
     models_dir: str | None = None
@@ -44,6 +46,7 @@ class ServeConfig:
     sync_forwards: int = 20_000
     retention_hours: float = 168.0
     chunk_forwards: int = 4096
+    examples_dir: str | None = None
     placement: dict = field(default_factory=dict)
 
 
@@ -72,7 +75,10 @@ def create_app(config: ServeConfig) -> FastAPI:
     app = FastAPI(title="infolens", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store, app.state.models, app.state.worker, app.state.config = store, models, worker, config
     max_body = int(config.max_body_mb * 1024 * 1024)
-    open_paths = ("/v2/health/live", "/v2/health/ready")
+    open_paths = ("/", "/v2/health/live", "/v2/health/ready")
+    examples_dir = config.examples_dir or default_examples()
+    examples = sorted(f for f in os.listdir(examples_dir) if f.lower().endswith(IMAGE_SUFFIXES)) if examples_dir \
+        else []
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -120,6 +126,31 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal_error(request, exc: Exception):
         return _error(500, f"internal error: {type(exc).__name__}: {exc}", None)
+
+    # ---- the web viewer ----------------------------------------------------------------------------------------
+    @app.get("/")
+    async def viewer():
+        import json
+        from importlib.resources import files
+
+        from ..methods import METHODS
+        from ..samplers import SAMPLERS
+
+        page = files("infolens.serve").joinpath("viewer.html").read_text()
+        for key, value in (("methods", [m for m in METHODS if m != "ig"]), ("samplers", list(SAMPLERS)),
+                           ("examples", examples)):
+            page = page.replace("{{" + key + "}}", json.dumps(value))
+        return Response(page, media_type="text/html")
+
+    @app.get("/v1/examples")
+    async def list_examples():
+        return {"examples": examples}
+
+    @app.get("/v1/examples/{name}")
+    async def example(name: str):
+        if name not in examples:
+            raise ApiError(404, f"no example {name!r}: there are {', '.join(examples) or 'none'}", "name")
+        return FileResponse(os.path.join(examples_dir, name))
 
     # ---- health, models, metrics -----------------------------------------------------------------------------
     @app.get("/v2/health/live")
@@ -271,6 +302,12 @@ def create_app(config: ServeConfig) -> FastAPI:
                            f"{config.max_pixels} pixels", where)
 
     return app
+
+
+def default_examples() -> str | None:
+    """The source tree's examples/ folder (an editable install or a clone), if there is one."""
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples")
+    return folder if os.path.isdir(folder) else None
 
 
 def _error(status: int, message: str, field: str | None, headers: dict | None = None) -> JSONResponse:
