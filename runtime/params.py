@@ -97,6 +97,8 @@ PARAMS: dict[str, Param] = {
     "inverse": Param("--inverse", meaning="MIP-IN: a fitted inverse .onnx"),
     "crops": Param("--crops", int, low=2, meaning="MIP-IN: random-resized crops to fit on"),
     "data": Param("--data", meaning="folders of photos"),
+    "images": Param("IMAGE", meaning="image files or folders"),
+    "ray": Param("--ray", meaning="Ray cluster address"),
     # the server
     "host": Param("--host", meaning="address the server listens on"),
     "port": Param("--port", int, low=1, high=65535, meaning="TCP port"),

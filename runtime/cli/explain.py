@@ -45,7 +45,8 @@ def register(sub) -> None:
     ex = sub.add_parser("explain", help="PMI and IG maps for images", description=EXPLAIN_HELP,
                         epilog=EXPLAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.set_defaults(run=run)
-    ex.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything OpenCV decodes)")
+    ex.add_argument("images", nargs="*", metavar="IMAGE", help="image files (anything OpenCV decodes) or folders of "
+                    "them")
     g = ex.add_argument_group("method")
     options.add_method(g, "pmi/ig (default; one run gives both maps, bits); occlusion: p(c|x) − p(c|x, patch grey); "
                        "pda: weight of evidence in bits with the gaussian sampler; rise: random-mask saliency; mipin: "
@@ -76,6 +77,10 @@ def register(sub) -> None:
                    help="host: in-fills composited in C++ into a host batch; composer: an ONNX graph composes the "
                    "batch on the classifier's device and IO binding hands it over, so only in-fills cross the bus "
                    "(on the CPU about 7 %% slower, same maps); auto (default): composer on cuda, host on the cpu")
+    r.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray (the ray extra): several images are spread over one actor per CPU slot (per GPU "
+                   "with --device cuda); one image is split by patch positions across them and merged, the same "
+                   "maps as one process. ADDRESS: an existing cluster (auto, ray://host:port); default: a local one")
     r.add_argument("--out", default="out", help="output folder (default ./out)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace existing files in --out that an earlier infolens run did not write")
@@ -85,34 +90,79 @@ def register(sub) -> None:
     options.add_quiet(r, "no progress bar, no per-image summary")
 
 
-def run(args) -> int:
-    from ..catalog import file_sha256
-    from ..explanation import check_outputs, result_pattern
-    from ..images import read_image
+def build_explainer(args):
+    """The Explainer the flags describe (classifier, sampler, method settings): a Ray actor calls it too."""
     from ..methods import Explainer, method_class
-    from ..outfiles import prepare_dir, result_lock
     from ..samplers import load_sampler
 
-    try:  # every problem with --out shows before anything is computed
-        out = prepare_dir(args.out)
-    except InfolensError as err:
-        print(f"infolens: error: {params.with_flag(err)}", file=sys.stderr)
-        return 2
     clf = options.classifier(args)
     default_sampler = method_class(args.method).default_sampler
     sampler = None if default_sampler is None else load_sampler(args.sampler or default_sampler, K=args.K,
                                                                 model=args.sampler_model, device=clf.placement,
                                                                 coupling=args.coupling)
-    explainer = Explainer(clf, sampler, batch_size=args.batch_size, progress=not args.quiet, rise_grid=args.rise_grid,
-                          rise_p=args.rise_p, target_se=args.target_se, max_samples=args.max_samples,
-                          inverse=args.inverse)
-    n = args.N if args.N is not None else (1000 if args.method == "rise" else 8)
+    return Explainer(clf, sampler, batch_size=args.batch_size, progress=not args.quiet and args.ray is None,
+                     rise_grid=args.rise_grid, rise_p=args.rise_p, target_se=args.target_se,
+                     max_samples=args.max_samples, inverse=args.inverse)
+
+
+def samples(args) -> int:
+    return args.N if args.N is not None else (1000 if args.method == "rise" else 8)
+
+
+def explain_one(args, explainer, path: str, stem: str, out: str, by_content: dict | None = None, compute=None):
+    """Explain one image file into `out` under `stem` (with the result lock, refusing foreign files) → (the
+    Explanation, its files).  by_content: sha256 → explanation, to reuse one for a file of identical bytes.
+    compute(image, notes) → Explanation replaces the explainer's own run (the Ray split)."""
+    from ..catalog import file_sha256
+    from ..explanation import check_outputs
+    from ..images import read_image
+    from ..outfiles import result_lock
+
+    by_content = {} if by_content is None else by_content
+    with result_lock(out, stem):
+        check_outputs(out, stem, args.overwrite)
+        digest = file_sha256(path) if os.path.isfile(path) else None
+        e = by_content.get(digest)
+        if e is not None:
+            _notice(args, f"{path}: same file content as {e.source}; its explanation is reused")
+            e = dataclasses.replace(e, source=path)
+        else:
+            notes: list[str] = []
+            image = read_image(path, background=args.background, frame=args.frame, notes=notes)
+            if compute is not None:
+                e = compute(image, notes)
+            else:
+                e = explainer.explain(image, classes=args.classes, stride=args.S, samples=samples(args),
+                                      seed=args.seed, method=args.method, source=path, notes=notes)
+            for note in e.notes:
+                _notice(args, f"{path}: {note}")
+            if digest:
+                by_content[digest] = e
+        files = e.save(out, stem, overwrite=args.overwrite, render=not args.no_png,
+                       mask_insignificant=args.mask_insignificant)
+    return e, files
+
+
+def run(args) -> int:
+    from ..explanation import result_pattern
+    from ..outfiles import prepare_dir
+
+    if args.ray is not None and os.path.exists(args.ray):  # `--ray FOLDER`: the folder is an input, Ray is local
+        args.images.insert(0, args.ray)
+        args.ray = "local"
+    try:  # every problem with --out shows before anything is computed
+        if not args.images:
+            raise InfolensError("no image given: name image files or folders", "images")
+        out = prepare_dir(args.out)
+        args.images = expand(args.images)
+    except InfolensError as err:
+        print(f"infolens: error: {params.with_flag(err)}", file=sys.stderr)
+        return 2
     inputs = {os.path.realpath(p) for p in args.images}
     out_real = os.path.realpath(out)
     stems: dict[str, int] = {}
     done_paths: set[str] = set()
-    by_content: dict[str, object] = {}  # sha256 of an image file → its explanation: identical files computed once
-    failed = 0
+    todo = []
     for path in args.images:
         real = os.path.realpath(path)
         if real in done_paths:
@@ -123,39 +173,111 @@ def run(args) -> int:
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:  # two images with one name in one call must not overwrite each other's maps
             stem = f"{stem}-{stems[stem]}"
+        pattern = result_pattern(stem)
+        clash = [p for p in inputs if os.path.dirname(p) == out_real and pattern.fullmatch(os.path.basename(p))]
+        todo.append((path, stem, clash[0] if clash else None))
+    if args.ray is not None:
+        return _run_ray(args, out, todo)
+    explainer = build_explainer(args)
+    by_content: dict[str, object] = {}  # sha256 of an image file → its explanation: identical files computed once
+    failed = 0
+    for path, stem, clash in todo:
         try:
             t0 = time.perf_counter()
-            pattern = result_pattern(stem)
-            clash = [p for p in inputs if os.path.dirname(p) == out_real and pattern.fullmatch(os.path.basename(p))]
             if clash:
-                raise InfolensError(f"the results of {path} would overwrite the input image {clash[0]}", "out")
-            with result_lock(out, stem):
-                check_outputs(out, stem, args.overwrite)
-                digest = file_sha256(path) if os.path.isfile(path) else None
-                e = by_content.get(digest)
-                if e is not None:
-                    _notice(args, f"{path}: same file content as {e.source}; its explanation is reused")
-                    e = dataclasses.replace(e, source=path)
-                else:
-                    notes: list[str] = []
-                    image = read_image(path, background=args.background, frame=args.frame, notes=notes)
-                    e = explainer.explain(image, classes=args.classes, stride=args.S, samples=n, seed=args.seed,
-                                          method=args.method, source=path, notes=notes)
-                    for note in e.notes:
-                        _notice(args, f"{path}: {note}")
-                    if digest:
-                        by_content[digest] = e
-                files = e.save(out, stem, overwrite=args.overwrite, render=not args.no_png,
-                               mask_insignificant=args.mask_insignificant)
+                raise InfolensError(f"the results of {path} would overwrite the input image {clash}", "out")
+            e, files = explain_one(args, explainer, path, stem, out, by_content)
         except InfolensError as err:
             print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
             failed += 1
             continue
-        if not args.quiet:
-            top = ", ".join(f"{lab} ({c}) p={e.probs[c]:.3f}" for c, lab in zip(e.classes, e.labels))
-            print(f"{path}: {top}\n  {e.forwards} forwards in {time.perf_counter() - t0:.1f} s → "
-                  f"{os.path.join(out, stem)}.* ({len(files)} files)")
+        _report(args, path, e, time.perf_counter() - t0, out, stem, len(files))
     return 2 if failed else 0
+
+
+def expand(paths: list[str]) -> list[str]:
+    """Folders become their image files (sorted, not recursive); files stay as they are."""
+    from ..images import IMAGE_SUFFIXES
+
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise InfolensError(f"no image files in the folder {p}", "images")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def _report(args, path, e, seconds, out, stem, n_files) -> None:
+    if not args.quiet:
+        top = ", ".join(f"{lab} ({c}) p={e.probs[c]:.3f}" for c, lab in zip(e.classes, e.labels))
+        print(f"{path}: {top}\n  {e.forwards} forwards in {seconds:.1f} s → {os.path.join(out, stem)}.* "
+              f"({n_files} files)")
+
+
+def _run_ray(args, out: str, todo: list) -> int:
+    """--ray: one image is split by patch positions across the actors and merged here; several images are spread
+    over the actors (Ray Data), each written by its actor into --out."""
+    import functools
+
+    import numpy as np
+
+    from ..distributed import ray as engine
+
+    setup = functools.partial(build_explainer, args)
+    failed = [t for t in todo if t[2]]
+    for path, _, clash in failed:
+        print(f"infolens: error: {path}: the results would overwrite the input image {clash} (--out)", file=sys.stderr)
+    todo = [t for t in todo if not t[2]]
+    if len(todo) == 1:
+        (path, stem, _), t0 = todo[0], time.perf_counter()
+        explainer = setup()
+        ray = engine.connect(args.ray)
+        n_slots, _ = engine.slots(ray, args.device)
+
+        def compute(image, notes):
+            n = explainer.positions(image, args.S, args.method)
+            parts = [(image, idx) for idx in np.array_split(np.arange(n), n_slots) if idx.size]
+            shards = engine.run_parts(parts, setup, functools.partial(_shard, args), args.ray, args.device)
+            return explainer.merge(image, shards, args.classes, args.S, samples(args), args.seed, path, args.method,
+                                   notes)
+
+        try:
+            e, files = explain_one(args, explainer, path, stem, out, compute=compute)
+        except InfolensError as err:
+            print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
+            return 2
+        _report(args, path, e, time.perf_counter() - t0, out, stem, len(files))
+        return 2 if failed else 0
+    rows = engine.map_items([{"path": p, "stem": s} for p, s, _ in todo], setup,
+                            functools.partial(_ray_item, args, out), args.ray, args.device)
+    for row in sorted(rows, key=lambda r: r["path"]):
+        if row["error"]:
+            print(f"infolens: error: {row['path']}: {row['error']}", file=sys.stderr)
+        elif not args.quiet:
+            print(row["line"])
+    return 2 if failed or any(r["error"] for r in rows) else 0
+
+
+def _shard(args, explainer, part):
+    image, positions = part
+    return explainer.explain_shard(image, positions, args.classes, args.S, samples(args), args.seed, args.method)
+
+
+def _ray_item(args, out, explainer, item) -> dict:
+    """One image on a Ray actor: its files written into --out; a line for the driver to print."""
+    path, stem = str(item["path"]), str(item["stem"])
+    t0 = time.perf_counter()
+    try:
+        e, files = explain_one(args, explainer, path, stem, out)
+    except InfolensError as err:
+        return {"path": path, "error": params.with_flag(err), "line": ""}
+    top = ", ".join(f"{lab} ({c}) p={e.probs[c]:.3f}" for c, lab in zip(e.classes, e.labels))
+    return {"path": path, "error": "", "line": f"{path}: {top}\n  {e.forwards} forwards in "
+            f"{time.perf_counter() - t0:.1f} s → {os.path.join(out, stem)}.* ({len(files)} files)"}
 
 
 def _notice(args, text: str) -> None:

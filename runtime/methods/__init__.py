@@ -12,7 +12,7 @@ from ..explanation import Explanation
 from ..samplers import Sampler
 from .base import Attribution, resolve_classes
 from .grid import patch_grid
-from .marginalize import PatchMarginalization
+from .marginalize import PatchMarginalization, Shard
 from .mipin import MIPIN
 from .occlusion import Occlusion
 from .pda import PDA
@@ -65,6 +65,33 @@ class Explainer:
         """`attribute()` of the method `name` (see Attribution.attribute; "ig" is PMI: one run gives both maps)."""
         return self.method(method).attribute(image, classes, stride, samples, seed, source, notes)
 
+    # ---- one explanation split by patch positions (DESIGN §12): any engine runs the shards, `merge` joins them ----
+    def positions(self, image, stride: int | None = None, method: str = "pmi") -> int:
+        """How many patch positions an explanation of `image` has (shards index them 0..positions−1)."""
+        m = self._splittable(method)
+        return m.positions(m.plan(image, "top1", stride, 1, 0))
 
-__all__ = ["METHODS", "Attribution", "PatchMarginalization", "PMI", "PDA", "Occlusion", "RISE", "MIPIN", "Explainer",
+    def explain_shard(self, image, positions, classes="top3", stride: int | None = None, samples: int = 8,
+                      seed: int = 0, method: str = "pmi") -> Shard:
+        """The per-position results of `positions` (grid indices) of the explanation `explain` would give with the
+        same arguments; a shard's forwards exclude p(Y|x), which `merge` runs once."""
+        m = self._splittable(method)
+        return m.run(m.plan(image, classes, stride, samples, seed), positions)
+
+    def merge(self, image, shards: list[Shard], classes="top3", stride: int | None = None, samples: int = 8,
+              seed: int = 0, source: str | None = None, method: str = "pmi",
+              notes: list[str] | None = None) -> Explanation:
+        """The Explanation from shards covering every position once: exactly `explain`'s maps."""
+        m = self._splittable(method)
+        return m.merge(m.plan(image, classes, stride, samples, seed, source, notes), shards)
+
+    def _splittable(self, method: str) -> PatchMarginalization:
+        m = self.method(method)
+        if not isinstance(m, PatchMarginalization):
+            raise InfolensError(f"method {method} is not a patch marginalization: it cannot be split by positions",
+                                "method")
+        return m
+
+
+__all__ = ["METHODS", "Attribution", "PatchMarginalization", "Shard", "PMI", "PDA", "Occlusion", "RISE", "MIPIN", "Explainer",
            "method_class", "patch_grid", "resolve_classes"]

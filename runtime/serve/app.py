@@ -17,13 +17,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InfolensError
+from ..images import IMAGE_SUFFIXES
 from .jobs import JobStore
 from .metrics import Metrics
 from .models import ServedModels, check_params, field_of
 from .worker import RESULT, Worker
 
 FORMATS = {"json": "application/json", "npz": "application/octet-stream", "png": "image/png"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
