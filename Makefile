@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := pyproject.toml setup.py cpp_ext/sampling.cpp
 
-.PHONY: demo test bench models clean
+.PHONY: demo test bench loadtest models clean
 
 # runtime only (numpy, onnxruntime, opencv, tqdm, onnx) + the compiled sampler: what a user installs
 $(VENV)/.runtime: $(DEPS)
@@ -28,6 +28,10 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.runtime
 	$(BIN)/python -m infolens.bench
+
+# the server under load on 127.0.0.1: 8 clients, 48 small jobs on the shipped model, one SIGKILL and restart
+loadtest: $(VENV)/.dev
+	$(BIN)/python -m infolens.serve.loadtest
 
 # Rebuild every shipped model from installed packages and the photo sets in $(DATA) (../shared/data: BSDS500, COCO128;
 # about 3 h 12 min on 2 cores, the two PatchSamplers training side by side for 175 min each, the MIP-IN inverse 85 s;

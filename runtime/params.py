@@ -97,7 +97,6 @@ PARAMS: dict[str, Param] = {
     "inverse": Param("--inverse", meaning="MIP-IN: a fitted inverse .onnx"),
     "crops": Param("--crops", int, low=2, meaning="MIP-IN: random-resized crops to fit on"),
     "data": Param("--data", meaning="folders of photos"),
-    "images": Param("IMAGE", meaning="image files or folders"),
     "ray": Param("--ray", meaning="Ray cluster address"),
     # the server
     "host": Param("--host", meaning="address the server listens on"),

@@ -265,3 +265,31 @@ def test_synchronous_kserve_route(tmp_path, models_dir, photo):
         status, err, _ = call(f"{url}/v1/models/toy:explain", {"instances": [[[1, 2]]]})
         assert status == 422 and err["field"] == "instances.0"
         assert call(f"{url}/v1/models/nope:explain", {"instances": [b64(photo)]})[1]["field"] == "model"
+
+
+def test_ended_jobs_are_deleted_after_the_retention_time(tmp_path):
+    from infolens.serve.jobs import JobStore
+
+    store = JobStore(tmp_path / "state")
+    old, new, active = (store.create("toy", {}, b"\x89PNG", "a.png", 10) for _ in range(3))
+    store.finish(old.id, "done")
+    store.finish(new.id, "failed", "why")
+    store._db().execute("UPDATE jobs SET finished = finished - 7200 WHERE id = ?", (old.id,))
+    assert store.expire(3600) == [old.id]
+    assert store.get(old.id) is None and not os.path.exists(store.folder(old.id))
+    assert store.get(new.id).state == "failed" and store.get(active.id).state == "queued"
+    assert store.counts() == {"queued": 1, "running": 0, "done": 0, "failed": 1, "cancelled": 0}
+    store.start(active.id)
+    assert JobStore(tmp_path / "state").recover() == 1 and store.get(active.id).state == "queued"
+
+
+def test_other_methods_run_as_jobs_and_their_forwards_are_estimated_exactly(tmp_path, models_dir, photo):
+    with server(tmp_path, "--models", models_dir) as (url, _):
+        for params in ({"method": "rise", "N": 20, "classes": "top1"}, {"method": "occlusion", "K": 4, "S": 4},
+                       {"method": "pmi", "K": 4, "S": 4, "sampler": "gray"}):
+            job = call(f"{url}/v1/jobs", {"model": "toy", "image": b64(photo), "params": params})[1]
+            job = wait(url, job["id"])
+            assert job["state"] == "done" and job["forwards_done"] == job["forwards_total"], job
+        job = wait(url, call(f"{url}/v1/jobs", {"model": "toy", "image": b64(photo),
+                                                "params": {"method": "mipin"}})[1]["id"])
+        assert job["state"] == "failed" and "inverse" in job["error"]  # the toy model has no fitted inverse

@@ -80,7 +80,8 @@ def config_from(args):
     return ServeConfig(state_dir=args.state_dir, models_dir=args.models, tokens=accepted, queue_size=args.queue_size,
                        max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, max_forwards=args.max_forwards,
                        sync_forwards=args.sync_forwards, retention_hours=args.retention_hours,
-                       chunk_forwards=args.chunk_forwards, examples_dir=args.examples, placement={"device": args.device, **options.gpu(args)})
+                       chunk_forwards=args.chunk_forwards, examples_dir=args.examples,
+                       placement={"device": args.device, **options.gpu(args)})
 
 
 def run(args) -> int:

@@ -129,14 +129,15 @@ class ServedModels:
         return ex.method(p["method"])
 
     def forwards(self, name: str, p: dict) -> int:
-        """The forwards a job will run at most (the budget checks use it): positions × N (adaptive N: × its cap)
-        + 1 for the patch methods, N + 1 for RISE, 2 for MIP-IN."""
+        """The forwards a job will run at most (the budget checks use it): positions × N (adaptive N: × its cap;
+        a deterministic sampler: × 1) + 1 for the patch methods, N + 1 for RISE, 1 for MIP-IN (its tapped
+        forward)."""
         from ..methods import MIPIN, RISE, method_class
         from ..methods.grid import check_grid, patch_grid
 
         cls = method_class(p["method"])
         if cls is MIPIN:
-            return 2
+            return 1
         if cls is RISE:
             return p["samples"] + 1
         H, W = self.classifier(name).pre.size
@@ -144,6 +145,8 @@ class ServedModels:
         S = p["stride"] or K
         check_grid(K, S, p["samples"], p["seed"], H, W)
         ys, _ = patch_grid(H, W, K, S)
+        if self.method(name, p).sampler.deterministic:
+            return len(ys) + 1
         n = p["samples"]
         if p["target_se"] is not None:
             n = max(n, p["max_samples"] or 8 * n)
