@@ -126,6 +126,10 @@ PARAMS: dict[str, Param] = {
     "maps": Param("--maps", meaning="suite maps"),
     "json": Param("--json", meaning="where the evaluation record goes"),
     "resume": Param("--resume", meaning="continue a suite"),
+    "images": Param("--images", meaning="folder of labelled photos"),
+    "labels": Param("--labels", meaning="CSV of file and class_index"),
+    "limit": Param("--limit", int, low=1, meaning="photos to use, evenly spaced over the labels"),
+    "fills": Param("--fills", meaning="deletion/insertion fills"),
 }
 
 

@@ -5,7 +5,7 @@ import sys
 
 from .. import params
 from ..errors import InfolensError
-from . import bench, evaluate, explain, mipin, models, sanity, serve, suite
+from . import bench, benchmark, evaluate, explain, mipin, models, sanity, serve, suite
 from .options import Parser
 
 
@@ -20,6 +20,7 @@ def build_parser() -> Parser:
     evsub = ev.add_subparsers(dest="eval_command", required=True, parser_class=Parser)
     evaluate.register(evsub)
     suite.register(evsub)
+    benchmark.register(evsub)
     sanity.register(evsub)
     mipin.register(sub)
     bench.register(sub)

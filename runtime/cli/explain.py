@@ -152,7 +152,7 @@ def run(args) -> int:
         args.ray = "local"
     try:  # every problem with --out shows before anything is computed
         if not args.images:
-            raise InfolensError("no image given: name image files or folders", "images")
+            raise InfolensError("no image given: name image files or folders")
         out = prepare_dir(args.out)
         args.images = expand(args.images)
     except InfolensError as err:
@@ -204,7 +204,7 @@ def expand(paths: list[str]) -> list[str]:
         if os.path.isdir(p):
             found = sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_SUFFIXES))
             if not found:
-                raise InfolensError(f"no image files in the folder {p}", "images")
+                raise InfolensError(f"no image files in the folder {p}")
             out += found
         else:
             out.append(p)

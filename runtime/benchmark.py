@@ -1,0 +1,362 @@
+"""`infolens eval benchmark`: the paper's faithfulness evaluation (Figs. 12, 13) at scale on labelled photos.
+
+Per photo: the classifier's top-1/top-5 against the label; then PMI and IG under every sampler, and each
+comparison method (occlusion, PDA, RISE, MIP-IN) and a random map, each explained for the predicted top-1 class
+and the true class; every map scored by deletion and insertion AUC (evaluate.py's protocol) under each fill, for
+both classes.  One JSON per photo under OUT/images/ (written atomically): a restart skips the photos it has.  The
+report (OUT/report.md, OUT/results.csv, plots) is rebuilt from all of them at the end of every run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import outfiles, params
+from .errors import InfolensError
+from .evaluate import FILLS, auc, fill_image, pixel_order, pyplot, replace_progressively, step_counts
+from .methods import METHODS, Explainer
+from .samplers import load_sampler
+from .suite import parse_sampler
+
+METHOD_DEFAULTS = ("occlusion", "pda", "rise", "mipin", "random")
+TARGETS = ("pred", "true")
+REFERENCE = ("pmi", "patchsampler")  # the paired comparisons are against PMI with the (new) PatchSampler
+
+
+def default_samplers(K: int) -> list[str]:
+    """PMI/IG samplers: the PatchSampler (logistic mixture, issue #7), the first, categorical PatchSampler, then
+    gaussian, mean, noise and black."""
+    from .catalog import shipped
+
+    return ["patchsampler", "patchsampler=" + shipped(f"patchsampler_k{K}_categorical.onnx", "samplers"), "gaussian",
+            "mean", "noise", "black"]
+
+
+def read_labels(labels_csv: str, images_dir: str, limit: int | None = None) -> list[tuple[str, int, str]]:
+    """(image path, true class index, class name) from a CSV with columns file, class_index (and name); `limit`
+    picks that many rows evenly spaced over the file (e.g. every 5th class of 1000 for 200)."""
+    try:
+        with open(labels_csv, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise InfolensError(f"cannot read the labels {labels_csv}: {e.strerror or e}", "labels") from None
+    if not rows or not {"file", "class_index"} <= set(rows[0]):
+        raise InfolensError(f"{labels_csv} needs the columns file and class_index", "labels")
+    out = []
+    for r in rows:
+        path = os.path.join(images_dir, r["file"])
+        if not os.path.isfile(path):
+            raise InfolensError(f"{labels_csv} names {r['file']}, which is not in {images_dir}", "images")
+        out.append((path, int(r["class_index"]), r.get("name", "")))
+    if limit is not None:
+        params.check("limit", limit)
+        if limit < len(out):
+            out = [out[i] for i in np.linspace(0, len(out) - 1, limit).round().astype(int)]
+    return out
+
+
+class Benchmark:
+    """The runs of one benchmark on one classifier.  samplers: --samplers entries (suite.parse_sampler);
+    methods: comparison methods and "random"; K, stride, samples: the grid; rise_masks; steps: deletion and
+    insertion steps; fills: evaluate.FILLS entries; seed."""
+
+    def __init__(self, classifier, samplers, methods=METHOD_DEFAULTS, K=16, stride=16, samples=8, rise_masks=1000,
+                 steps=50, fills=("blur", "black"), seed=0, batch_size=64):
+        self.classifier, self.K, self.stride, self.samples = classifier, K, stride, samples
+        self.rise_masks, self.steps, self.fills, self.seed, self.batch_size = rise_masks, steps, fills, seed, batch_size
+        for f in fills:
+            if f not in FILLS or f == "patchsampler":
+                raise InfolensError(f"unknown fill {f!r}: choose from blur, black, mean", "fills")
+        for m in methods:
+            if m != "random" and m not in METHODS:
+                raise InfolensError(f"unknown method {m!r}: choose from {', '.join(list(METHODS) + ['random'])}",
+                                    "methods")
+        self.specs = [parse_sampler(s) for s in samplers]
+        self.methods = list(methods)
+        where = classifier.placement
+        samplers = {label: load_sampler(name, K=K, model=model, device=where) for label, name, model in self.specs}
+        # each run's Explainer, made once: MIP-IN's inverse session and the samplers stay open across photos
+        self.explainers = {("pmi", label): Explainer(classifier, s, batch_size=batch_size)
+                           for label, s in samplers.items()}
+        for m in self.methods:
+            if m != "random":
+                own = METHODS[m].default_sampler
+                self.explainers[(m, "-")] = Explainer(classifier, own and load_sampler(own, K=K, device=where),
+                                                      batch_size=batch_size)
+
+    def settings(self) -> dict:
+        return {"model": os.path.basename(self.classifier.model_path), "K": self.K, "S": self.stride,
+                "N": self.samples, "rise_masks": self.rise_masks, "steps": self.steps, "fills": list(self.fills),
+                "seed": self.seed, "samplers": [label for label, *_ in self.specs], "methods": self.methods}
+
+    def photo(self, path: str, true_class: int) -> dict:
+        """Everything the benchmark records of one photo (see the module docstring)."""
+        clf, t_photo = self.classifier, time.perf_counter()
+        image = clf.load_image(path)
+        probs = clf.predict_images(image[None])[0]
+        top5 = [int(c) for c in np.argsort(-probs, kind="stable")[:5]]
+        targets = {"pred": top5[0], "true": int(true_class)}
+        classes = list(dict.fromkeys(targets.values()))
+        replacements = {f: fill_image(image, f) for f in self.fills}
+        rows = []
+        runs = [("pmi", label) for label, *_ in self.specs] + [(m, "-") for m in self.methods]
+        for method, label in runs:
+            t0, before = time.perf_counter(), clf.rows_run
+            if method == "random":  # a baseline: uniform noise, seeded by the photo's class
+                maps = {"random": {None: np.random.default_rng([self.seed, true_class]).random(image.shape[:2])}}
+            else:
+                n = self.rise_masks if method == "rise" else self.samples
+                e = self.explainers[(method, label)].explain(
+                    image, classes=classes, stride=self.stride if method != "mipin" else None, samples=n,
+                    seed=self.seed, method=method)
+                maps = {name: ({None: e.maps[name]} if e.maps[name].ndim == 2 else
+                               {c: e.map_for(name, c) for c in classes}) for name in e.maps}
+            explain_forwards, explain_s = clf.rows_run - before, time.perf_counter() - t0
+            for name, per_class in maps.items():
+                for fill in self.fills:
+                    scored = self._score(image, replacements[fill], per_class, targets)
+                    for target, (dele, ins, forwards) in scored.items():
+                        rows.append({"map": name, "sampler": label, "target": target, "class": targets[target],
+                                     "fill": fill, "deletion_auc": dele, "insertion_auc": ins,
+                                     "explain_forwards": explain_forwards, "explain_seconds": round(explain_s, 3),
+                                     "eval_forwards": forwards})
+        return {"image": os.path.basename(path), "true_class": int(true_class), "top5": top5,
+                "top5_probs": [float(probs[c]) for c in top5], "top1_correct": top5[0] == true_class,
+                "top5_correct": true_class in top5, "rows": rows, "seconds": round(time.perf_counter() - t_photo, 2)}
+
+    def _score(self, image, replacement, per_class, targets) -> dict:
+        """{target: (deletion AUC, insertion AUC, forwards)} of one map (per class, or None: class-independent);
+        a class-independent map's curves serve both targets from the same forwards."""
+        H, W = image.shape[:2]
+        counts = step_counts(H * W, self.steps)
+        fr = np.arange(self.steps + 1) / self.steps
+        out, cache = {}, {}
+        for target, cls in targets.items():
+            key = None if None in per_class else cls
+            if key not in cache:
+                order = pixel_order(per_class[key])
+                cache[key] = [replace_progressively(self.classifier, a, b, order, counts, self.batch_size)
+                              for a, b in ((image, replacement), (replacement, image))]
+                forwards = 2 * (self.steps + 1)
+            else:
+                forwards = 0
+            dele, ins = cache[key]
+            out[target] = (auc(fr, dele[:, cls]), auc(fr, ins[:, cls]), forwards)
+        return out
+
+
+def run_benchmark(bench: Benchmark, photos: list[tuple[str, int, str]], out_dir: str, progress: bool = True,
+                  command: str = "", ray: str | None = None) -> dict:
+    """Every photo not yet in OUT/images/ (each JSON written as soon as it is done), then the report; returns the
+    report's figures.  ray: spread the photos over Ray actors (distributed.ray) at that address."""
+    folder = os.path.join(out_dir, "images")
+    os.makedirs(folder, exist_ok=True)
+    settings_path = os.path.join(out_dir, "settings.json")
+    settings = bench.settings()
+    if os.path.exists(settings_path):
+        with open(settings_path) as f:
+            earlier = json.load(f)
+        if earlier != settings:
+            changed = sorted(k for k in settings if earlier.get(k) != settings.get(k))
+            raise InfolensError(f"{out_dir} holds a benchmark with other settings ({', '.join(changed)}): resume it "
+                                "with the same ones, or choose another --out", "out")
+    else:
+        outfiles.write_atomic(settings_path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
+    todo = [p for p in photos if not os.path.exists(_record_path(folder, p[0]))]
+    if todo and ray is not None:
+        _on_ray(bench, todo, folder, ray)
+    elif todo:
+        from tqdm import tqdm
+
+        bar = tqdm(todo, unit="photo", disable=not progress, desc="benchmark", file=sys.stderr)
+        for path, cls, _ in bar:
+            try:
+                record = bench.photo(path, cls)
+            except InfolensError as err:
+                print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
+                continue
+            outfiles.write_atomic(_record_path(folder, path),
+                                  lambda f, r=record: f.write(json.dumps(r).encode()))
+    records = [_load(_record_path(folder, p)) for p, _, _ in photos if os.path.exists(_record_path(folder, p))]
+    if not records:
+        raise InfolensError("no photo could be evaluated")
+    return write_report(records, settings, out_dir, command)
+
+
+def _record_path(folder: str, path: str) -> str:
+    return os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".json")
+
+
+def _load(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _on_ray(bench: Benchmark, todo, folder: str, address: str) -> None:
+    import functools
+
+    from .distributed import ray as engine
+
+    setup = functools.partial(_same_benchmark, bench)
+    rows = engine.map_items([{"path": p, "cls": c} for p, c, _ in todo], setup,
+                            functools.partial(_photo_on_actor, folder), address, bench.classifier.device)
+    for r in rows:
+        if r["error"]:
+            print(f"infolens: error: {r['path']}: {r['error']}", file=sys.stderr)
+
+
+def _same_benchmark(bench: Benchmark) -> Benchmark:
+    """A Ray actor's own Benchmark with the same settings (its own sessions)."""
+    from .classifier import OnnxClassifier
+
+    clf = OnnxClassifier.from_description(bench.classifier.describe(), bench.classifier.device)
+    return Benchmark(clf, [f"{n}={m}" if m else n for _, n, m in bench.specs], bench.methods, bench.K, bench.stride,
+                     bench.samples, bench.rise_masks, bench.steps, bench.fills, bench.seed, bench.batch_size)
+
+
+def _photo_on_actor(folder: str, bench: Benchmark, item: dict) -> dict:
+    path = str(item["path"])
+    try:
+        record = bench.photo(path, int(item["cls"]))
+    except InfolensError as err:
+        return {"path": path, "error": params.with_flag(err)}
+    outfiles.write_atomic(_record_path(folder, path), lambda f: f.write(json.dumps(record).encode()))
+    return {"path": path, "error": ""}
+
+
+# ---- the report ---------------------------------------------------------------------------------------------------
+
+def _groups(rows) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((r["map"], r["sampler"]) for r in rows))
+
+
+def _ci(values) -> tuple[float, float, float]:
+    """Mean and its 95 % t confidence interval."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.sem(v) * stats.t.ppf(0.975, len(v) - 1))
+    return m, m - h, m + h
+
+
+def table(records: list[dict]) -> list[dict]:
+    """One row per photo × map × sampler × target × fill (what results.csv holds)."""
+    return [{"image": r["image"], "true_class": r["true_class"], "top1_correct": r["top1_correct"], **row}
+            for r in records for row in r["rows"]]
+
+
+def compare(rows: list[dict], metric: str, fill: str, target: str) -> dict:
+    """Per (map, sampler) group: mean and 95 % CI of `metric`, and against the reference (PMI/PatchSampler) on the
+    same photos: the mean paired difference and the Wilcoxon signed-rank p-value (two-sided; scipy.stats).
+    {group: {"mean", "low", "high", "n", "diff", "p"}}."""
+    from scipy import stats
+
+    sel = [r for r in rows if r["fill"] == fill and r["target"] == target]
+    value = {(r["map"], r["sampler"], r["image"]): r[metric] for r in sel}
+    out = {}
+    for key in _groups(sel):
+        v = [r[metric] for r in sel if (r["map"], r["sampler"]) == key]
+        mean, low, high = _ci(v)
+        entry = {"mean": mean, "low": low, "high": high, "n": len(v), "diff": float("nan"), "p": float("nan")}
+        common = sorted(i for (m, s, i) in value if (m, s) == key and (*REFERENCE, i) in value)
+        if key != REFERENCE and common:
+            a = np.array([value[(*key, i)] for i in common])
+            b = np.array([value[(*REFERENCE, i)] for i in common])
+            entry["diff"] = float(np.mean(a - b))
+            if len(common) >= 2 and np.any(a != b):
+                entry["p"] = float(stats.wilcoxon(a, b).pvalue)
+        out[key] = entry
+    return out
+
+
+def write_report(records: list[dict], settings: dict, out_dir: str, command: str = "") -> dict:
+    """OUT/results.csv, OUT/report.md and OUT/auc_<fill>_<target>.png from the photos' records; returns
+    {"photos", "top1", "top5", "tables": {(fill, target, metric): compare(...)}}."""
+    rows = table(records)
+    fields = list(rows[0])
+    outfiles.write_atomic(os.path.join(out_dir, "results.csv"), lambda f: f.write(_csv(rows, fields).encode()))
+    n = len(records)
+    top1 = float(np.mean([r["top1_correct"] for r in records]))
+    top5 = float(np.mean([r["top5_correct"] for r in records]))
+    tables = {(fill, target, metric): compare(rows, metric, fill, target)
+              for fill in settings["fills"] for target in TARGETS for metric in ("deletion_auc", "insertion_auc")}
+    lines = ["# Faithfulness benchmark", "", f"Regenerate: `{command}`" if command else "", "",
+             "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), "",
+             f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %.",
+             "", "Deletion AUC (lower is better: the map finds first what the class needs) and insertion AUC (higher "
+             "is better), of p(class) as pixels go in the map's order, highest first. Class: the predicted top-1 "
+             "(`pred`) or the label (`true`). Mean and 95 % confidence interval (t) over photos; Δ: the paired "
+             f"mean difference against {REFERENCE[0]} / {REFERENCE[1]} on the same photos, p: Wilcoxon "
+             "signed-rank, two-sided.", ""]
+    for fill in settings["fills"]:
+        for target in TARGETS:
+            dele, ins = tables[(fill, target, "deletion_auc")], tables[(fill, target, "insertion_auc")]
+            lines += [f"## Fill {fill}, class {target}", "",
+                      "| map | sampler | deletion AUC [95 % CI] | Δ | p | insertion AUC [95 % CI] | Δ | p |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for key in dele:
+                d, i = dele[key], ins[key]
+                lines.append(f"| {key[0]} | {key[1]} | {d['mean']:.4f} [{d['low']:.4f}, {d['high']:.4f}] | "
+                             f"{_signed(d['diff'])} | {_p(d['p'])} | {i['mean']:.4f} [{i['low']:.4f}, "
+                             f"{i['high']:.4f}] | {_signed(i['diff'])} | {_p(i['p'])} |")
+            lines.append("")
+            _plot(dele, ins, fill, target, os.path.join(out_dir, f"auc_{fill}_{target}.png"))
+    lines += ["## Cost on this machine", "", "| map | sampler | explain forwards / photo | explain s / photo |",
+              "|---|---|---|---|"]
+    first = [r for r in rows if r["fill"] == settings["fills"][0] and r["target"] == "pred"]
+    for key in _groups(first):
+        sel = [r for r in first if (r["map"], r["sampler"]) == key]
+        lines.append(f"| {key[0]} | {key[1]} | {np.mean([r['explain_forwards'] for r in sel]):.0f} | "
+                     f"{np.mean([r['explain_seconds'] for r in sel]):.2f} |")
+    lines += ["", f"Total: {sum(r['seconds'] for r in records) / 3600:.2f} h for {n} photos "
+              f"({np.mean([r['seconds'] for r in records]):.0f} s per photo, curves included). PMI and IG share one "
+              "explanation, so their cost rows are the same run.", "",
+              "Per photo, map, class and fill: `results.csv`; per photo: `images/*.json`.", ""]
+    outfiles.write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(lines).encode()))
+    return {"photos": n, "top1": top1, "top5": top5, "tables": tables}
+
+
+def _csv(rows, fields) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _signed(v: float) -> str:
+    return "" if np.isnan(v) else f"{v:+.4f}"
+
+
+def _p(p: float) -> str:
+    return "" if np.isnan(p) else (f"{p:.2g}" + (" *" if p < 0.05 else ""))
+
+
+def _plot(dele: dict, ins: dict, fill: str, target: str, path: str) -> None:
+    plt = pyplot()
+    keys = list(dele)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
+    colours = {"pmi": "tab:red", "ig": "tab:blue"}
+    for ax, stats, title in ((axes[0], dele, "deletion AUC (lower is better)"),
+                             (axes[1], ins, "insertion AUC (higher is better)")):
+        means = [stats[k]["mean"] for k in keys]
+        err = np.array([[m - stats[k]["low"], stats[k]["high"] - m] for k, m in zip(keys, means)]).T
+        ax.bar(range(len(keys)), means, yerr=np.nan_to_num(err), capsize=2,
+               color=[colours.get(k[0], "tab:gray") for k in keys])
+        ax.set_xticks(range(len(keys)), [f"{m}\n{s[:14]}" for m, s in keys], fontsize=6, rotation=90)
+        ax.set_title(f"{title}; fill {fill}, class {target}; 95 % CI", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    outfiles.save_figure(fig, path)
+    plt.close(fig)
