@@ -145,7 +145,14 @@ class ServedModels:
         S = p["stride"] or K
         check_grid(K, S, p["samples"], p["seed"], H, W)
         ys, _ = patch_grid(H, W, K, S)
-        if self.method(name, p).sampler.deterministic:
+        try:
+            sampler = self.method(name, p).sampler
+        except InfolensError as e:
+            if e.param != "sampler_model":
+                raise
+            raise InfolensError(f"this server has no {p['sampler'] or cls.default_sampler} sampler for K={K} (the "
+                                "shipped PatchSamplers have K=8 and K=16): choose another K or sampler", "K") from None
+        if sampler.deterministic:
             return len(ys) + 1
         n = p["samples"]
         if p["target_se"] is not None:
