@@ -266,6 +266,8 @@ def test_synchronous_kserve_route(tmp_path, models_dir, photo):
         status, err, _ = call(f"{url}/v1/models/toy:explain", {"instances": [[[1, 2]]]})
         assert status == 422 and err["field"] == "instances.0"
         assert call(f"{url}/v1/models/nope:explain", {"instances": [b64(photo)]})[1]["field"] == "model"
+        status, err, _ = call(f"{url}/v1/models/toy:explain", {"instances": [b64(photo)], "parameters": {"K": 0}})
+        assert status == 422 and err["field"] == "parameters.K"
 
 
 def test_ended_jobs_are_deleted_after_the_retention_time(tmp_path):

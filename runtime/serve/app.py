@@ -232,8 +232,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         params = body.get("parameters", body.get("params"))
         models.check(name)
         images = [_instance(x, f"instances.{i}") for i, x in enumerate(instances)]
-        p = _params(params)
-        total = sum(_forwards(name, p, params) for _ in images)
+        try:
+            p = check_params(params)
+            total = sum(_forwards(name, p, params) for _ in images)
+        except InfolensError as e:  # KServe calls the object "parameters"
+            field = e.param.replace("params", "parameters", 1) if "parameters" in body and e.param else e.param
+            raise InfolensError(str(e), field) from None
         if total > config.sync_forwards:
             metrics.rejections.labels("sync_budget").inc()
             raise ApiError(422, f"{total} forwards is over the synchronous budget of {config.sync_forwards}: submit "
@@ -257,9 +261,6 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise ApiError(404, f"no job {job_id} (ended jobs are deleted after {config.retention_hours:g} h)", "id")
         return job
 
-    def _params(raw) -> dict:
-        return check_params(raw)
-
     def _forwards(name, p, raw) -> int:
         try:
             return models.forwards(name, p)
@@ -275,7 +276,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise ApiError(404 if not sync else 422, str(e), model_field) from None
         data = image if decoded else _base64(image, image_field)
         _check_pixels(data, image_field)
-        p = _params(raw_params)
+        p = check_params(raw_params)
         forwards = _forwards(name, p, raw_params)
         if forwards > config.max_forwards:
             metrics.rejections.labels("forwards").inc()
