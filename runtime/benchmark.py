@@ -151,9 +151,10 @@ class Benchmark:
 
 
 def run_benchmark(bench: Benchmark, photos: list[tuple[str, int, str]], out_dir: str, progress: bool = True,
-                  command: str = "", ray: str | None = None) -> dict:
-    """Every photo not yet in OUT/images/ (each JSON written as soon as it is done), then the report; returns the
-    report's figures.  ray: spread the photos over Ray actors (distributed.ray) at that address."""
+                  command: str = "", ray: str | None = None, report_dir: str | None = None) -> dict:
+    """Every photo not yet in OUT/images/ (each JSON written as soon as it is done), then the report (into
+    report_dir, default OUT); returns the report's figures.  ray: spread the photos over Ray actors
+    (distributed.ray) at that address."""
     folder = os.path.join(out_dir, "images")
     os.makedirs(folder, exist_ok=True)
     settings_path = os.path.join(out_dir, "settings.json")
@@ -185,7 +186,8 @@ def run_benchmark(bench: Benchmark, photos: list[tuple[str, int, str]], out_dir:
     records = [_load(_record_path(folder, p)) for p, _, _ in photos if os.path.exists(_record_path(folder, p))]
     if not records:
         raise InfolensError("no photo could be evaluated")
-    return write_report(records, settings, out_dir, command)
+    os.makedirs(report_dir or out_dir, exist_ok=True)
+    return write_report(records, settings, report_dir or out_dir, command)
 
 
 def _record_path(folder: str, path: str) -> str:
@@ -319,7 +321,7 @@ def write_report(records: list[dict], settings: dict, out_dir: str, command: str
     lines += ["", f"Total: {sum(r['seconds'] for r in records) / 3600:.2f} h for {n} photos "
               f"({np.mean([r['seconds'] for r in records]):.0f} s per photo, curves included). PMI and IG share one "
               "explanation, so their cost rows are the same run.", "",
-              "Per photo, map, class and fill: `results.csv`; per photo: `images/*.json`.", ""]
+              "Per photo, map, class and fill: `results.csv`; per photo: `images/*.json` of the run's --out.", ""]
     outfiles.write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(lines).encode()))
     return {"photos": n, "top1": top1, "top5": top5, "tables": tables}
 

@@ -130,6 +130,7 @@ PARAMS: dict[str, Param] = {
     "labels": Param("--labels", meaning="CSV of file and class_index"),
     "limit": Param("--limit", int, low=1, meaning="photos to use, evenly spaced over the labels"),
     "fills": Param("--fills", meaning="deletion/insertion fills"),
+    "report": Param("--report", meaning="where the benchmark's report goes"),
 }
 
 

@@ -44,8 +44,10 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
     assert "top-1 33.3 %" in report and "## Fill blur, class true" in report and "Wilcoxon" in report
     assert (out / "auc_blur_pred.png").stat().st_size > 1000
     stamps = {p: os.stat(out / "images" / p).st_mtime_ns for p in records}
-    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *FLAGS)
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *FLAGS, "--report",
+                tmp_path / "docs")
     assert r.returncode == 0 and {p: os.stat(out / "images" / p).st_mtime_ns for p in records} == stamps
+    assert (tmp_path / "docs" / "report.md").read_text().split("\n")[4:] == report.split("\n")[4:]
     r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *FLAGS[:-3], "--steps", "8", "-q")
     assert r.returncode == 2 and "other settings (steps)" in r.stderr
 

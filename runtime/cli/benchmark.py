@@ -19,7 +19,8 @@ def register(evsub) -> None:
     p.set_defaults(run=run)
     p.add_argument("--images", required=True, metavar="DIR", help="the photos")
     p.add_argument("--labels", required=True, metavar="CSV", help="file,class_index[,name] per photo")
-    p.add_argument("--out", required=True, metavar="DIR", help="results and report")
+    p.add_argument("--out", required=True, metavar="DIR", help="the per-photo results (DIR/images/*.json)")
+    p.add_argument("--report", metavar="DIR", help="where report.md, results.csv and the plots go (default: --out)")
     p.add_argument("--limit", type=int, help="this many photos, evenly spaced over the labels file (default: all)")
     options.add_model(p, card=False)
     p.add_argument("--samplers", help="PMI/IG samplers, each NAME or NAME=MODEL_FILE; PMI with the first is the "
@@ -55,7 +56,9 @@ def run(args) -> int:
                       args.K if args.S is None else args.S, args.N, args.rise_masks, args.steps,
                       tuple(f for f in args.fills.split(",") if f), args.seed, args.batch_size)
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
-    report = run_benchmark(bench, photos, args.out, not args.quiet, command, args.ray)
+    if args.report:
+        prepare_dir(args.report)
+    report = run_benchmark(bench, photos, args.out, not args.quiet, command, args.ray, args.report)
     print(f"{report['photos']} photos: top-1 {100 * report['top1']:.1f} %, top-5 {100 * report['top5']:.1f} %; "
-          f"report: {os.path.join(args.out, 'report.md')}")
+          f"report: {os.path.join(args.report or args.out, 'report.md')}")
     return 0 if report["photos"] == len(photos) else 2
