@@ -95,20 +95,17 @@ class Worker(threading.Thread):
             self.store.start(job.id)
             if self.metrics:
                 self.metrics.waited(time.time() - job.created)
+        p, image = job.params, os.path.join(folder, job.image_name)
         if job.id not in self._plans:
-            method = self.models.method(job.model, job.params)
-            p = job.params
-            plan = method.plan(os.path.join(folder, job.image_name), p["classes"], p["stride"], p["samples"],
-                               p["seed"])
-            self._plans[job.id] = (method, plan)
+            method = self.models.method(job.model, p)
+            if not isinstance(method, PatchMarginalization):  # RISE, MIP-IN: one chunk, the whole explanation
+                t0, rows = time.perf_counter(), method.classifier.rows_run
+                e = method.attribute(image, p["classes"], p["stride"], p["samples"], p["seed"])
+                self._account(rows, t0, method)
+                return self._done(job, e)
+            self._plans[job.id] = (method, method.plan(image, p["classes"], p["stride"], p["samples"], p["seed"]))
         method, plan = self._plans[job.id]
         t0, rows = time.perf_counter(), method.classifier.rows_run
-        if not isinstance(method, PatchMarginalization):
-            p = job.params
-            e = method.attribute(os.path.join(folder, job.image_name), p["classes"], p["stride"], p["samples"],
-                                 p["seed"])
-            self._account(rows, t0, method)
-            return self._done(job, e)
         shards = [Shard.load(f) for f in sorted(glob.glob(os.path.join(folder, "shard_*.npz")))]
         have = np.concatenate([s.positions for s in shards]) if shards else np.empty(0, np.int64)
         todo = np.setdiff1d(np.arange(method.positions(plan)), have)
