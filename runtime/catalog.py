@@ -46,10 +46,11 @@ def shipped_names() -> list[str]:
     return [os.path.splitext(os.path.basename(p))[0] for p, card in list_cards() if "input" in card]
 
 
-def list_cards() -> list[tuple[str, dict]]:
-    """(onnx path, card dict) of every shipped model that has a card, sorted by file name."""
+def list_cards(folder: str | None = None) -> list[tuple[str, dict]]:
+    """(onnx path, card dict — {} without one) of every model in `folder` (default: the shipped models), sorted by
+    file name."""
     out = []
-    for path in sorted(glob.glob(os.path.join(models_dir(), "*.onnx"))):
+    for path in sorted(glob.glob(os.path.join(folder or models_dir(), "*.onnx"))):
         card_path = os.path.splitext(path)[0] + ".json"
         card = {}
         if os.path.exists(card_path):

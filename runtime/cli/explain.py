@@ -213,9 +213,14 @@ def expand(paths: list[str]) -> list[str]:
 
 def _report(args, path, e, seconds, out, stem, n_files) -> None:
     if not args.quiet:
-        top = ", ".join(f"{lab} ({c}) p={e.probs[c]:.3f}" for c, lab in zip(e.classes, e.labels))
-        print(f"{path}: {top}\n  {e.forwards} forwards in {seconds:.1f} s → {os.path.join(out, stem)}.* "
-              f"({n_files} files)")
+        print(_summary(path, e, seconds, out, stem, n_files))
+
+
+def _summary(path, e, seconds, out, stem, n_files) -> str:
+    """The two lines printed for an explained image."""
+    top = ", ".join(f"{lab} ({c}) p={e.probs[c]:.3f}" for c, lab in zip(e.classes, e.labels))
+    return (f"{path}: {top}\n  {e.forwards} forwards in {seconds:.1f} s → {os.path.join(out, stem)}.* "
+            f"({n_files} files)")
 
 
 def _run_ray(args, out: str, todo: list) -> int:
@@ -275,9 +280,7 @@ def _ray_item(args, out, explainer, item) -> dict:
         e, files = explain_one(args, explainer, path, stem, out)
     except InfolensError as err:
         return {"path": path, "error": params.with_flag(err), "line": ""}
-    top = ", ".join(f"{lab} ({c}) p={e.probs[c]:.3f}" for c, lab in zip(e.classes, e.labels))
-    return {"path": path, "error": "", "line": f"{path}: {top}\n  {e.forwards} forwards in "
-            f"{time.perf_counter() - t0:.1f} s → {os.path.join(out, stem)}.* ({len(files)} files)"}
+    return {"path": path, "error": "", "line": _summary(path, e, time.perf_counter() - t0, out, stem, len(files))}
 
 
 def _notice(args, text: str) -> None:

@@ -2,8 +2,6 @@
 against the same constraint table as the CLI and the Python API (params.py)."""
 from __future__ import annotations
 
-import glob
-import json
 import os
 import threading
 
@@ -66,19 +64,14 @@ class ServedModels:
     x.mipin.onnx).  Sessions open on first use and stay open; `placement` keywords go to OnnxClassifier."""
 
     def __init__(self, folder: str | None = None, **placement):
-        from ..catalog import models_dir
+        from ..catalog import list_cards, models_dir
 
         self.folder = os.path.abspath(folder or models_dir())
         self.placement = placement
         self.files: dict[str, str] = {}
         self.cards: dict[str, dict] = {}
-        for path in sorted(glob.glob(os.path.join(self.folder, "*.onnx"))):
+        for path, card in list_cards(self.folder):
             stem = os.path.splitext(os.path.basename(path))[0]
-            card_path = os.path.join(self.folder, stem + ".json")
-            card = {}
-            if os.path.isfile(card_path):
-                with open(card_path) as f:
-                    card = json.load(f)
             if "input" in card or (not card and "." not in stem):
                 self.files[stem], self.cards[stem] = path, card
         if not self.files:
