@@ -9,7 +9,7 @@ import pytest
 import onnx_builders
 from conftest import run_cli
 from infolens import Explanation, OnnxClassifier
-from infolens.evaluate import auc, curve, fill_image, pixel_order, step_counts
+from infolens.evaluate.curves import auc, curve, fill_image, pixel_order, step_counts
 
 H = W = 16
 REGION = (4, 8, 6, 12)

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnx_builders
 from conftest import run_cli
-from infolens.sanity import layer_table, layers, randomize, schedule, step_model
+from infolens.evaluate.sanity import layer_table, layers, randomize, schedule, step_model
 
 
 def _chain(path=None, seed=0):

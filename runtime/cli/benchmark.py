@@ -39,7 +39,7 @@ def register(evsub) -> None:
 
 
 def run(args) -> int:
-    from ..benchmark import Benchmark, default_samplers, read_labels, run_benchmark
+    from ..evaluate.benchmark import Benchmark, default_samplers, read_labels, run_benchmark
     from ..catalog import DEFAULT_CLASSIFIER, shipped
     from ..classifier import OnnxClassifier
     from ..errors import InfolensError

@@ -20,7 +20,7 @@ def _add_saved(p) -> None:
 
 
 def register(evsub) -> None:
-    from ..evaluate import __doc__ as protocol
+    from ..evaluate.curves import __doc__ as protocol
     from ..explanation import MAPS
 
     for mode, what in (("deletion", "removes the highest-ranked pixels first: a faithful map makes p(class) fall "
@@ -54,7 +54,7 @@ def register(evsub) -> None:
 
 
 def run_curve(args) -> int:
-    from ..evaluate import evaluate
+    from ..evaluate.curves import evaluate
 
     if args.json:  # before any computation: where the record goes
         if os.path.abspath(args.json) in {os.path.abspath(os.path.splitext(args.explanation)[0] + e)
@@ -75,7 +75,7 @@ def run_curve(args) -> int:
 
 
 def run_negative(args) -> int:
-    from ..evaluate import negative_evidence, plot_negative
+    from ..evaluate.curves import negative_evidence, plot_negative
 
     out = _writable_dir(args.out or os.path.dirname(os.path.abspath(args.explanation)), "out")
     rec = negative_evidence(args.explanation, args.steps, args.fill, args.seed, args.batch_size, args.sampler_model,

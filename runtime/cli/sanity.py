@@ -9,7 +9,7 @@ from . import options
 
 
 def register(evsub) -> None:
-    from ..sanity import __doc__ as sanity_protocol
+    from ..evaluate.sanity import __doc__ as sanity_protocol
 
     sa = evsub.add_parser("sanity", help="cascading weight randomization (Adebayo et al.): map correlations",
                           description=sanity_protocol,
@@ -33,7 +33,7 @@ def register(evsub) -> None:
 def run(args) -> int:
     from ..methods import method_class
     from ..samplers import load_sampler
-    from ..sanity import cascade, save, table_lines
+    from ..evaluate.sanity import cascade, save, table_lines
 
     from ..outfiles import prepare_dir
 

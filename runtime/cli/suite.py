@@ -42,7 +42,7 @@ def run(args) -> int:
     from ..catalog import DEFAULT_CLASSIFIER, shipped
     from ..classifier import OnnxClassifier
     from ..outfiles import prepare_dir
-    from ..suite import METHOD_DEFAULTS, parse_sampler, run_suite
+    from ..evaluate.suite import METHOD_DEFAULTS, parse_sampler, run_suite
 
     samplers = [s for s in args.samplers.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]

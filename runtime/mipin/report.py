@@ -38,7 +38,8 @@ from tqdm import tqdm
 from .. import outfiles
 from ..catalog import DEFAULT_CLASSIFIER
 from ..classifier import OnnxClassifier
-from ..evaluate import auc, curve, fill_image, pyplot
+from ..evaluate.curves import auc, curve, fill_image
+from ..evaluate.plots import pyplot
 from ..methods import Explainer
 from ..methods.mipin import MIPIN, upsample
 from ..samplers import load_sampler
@@ -167,7 +168,7 @@ def sanity(clf, photo_list, files, crops_n, seed, steps_layers=(1, 2)) -> list[d
     """Top layers randomized, the inverse refitted, maps compared by Spearman with the original model's."""
     from scipy import stats
 
-    from ..sanity import layers, randomize
+    from ..evaluate.sanity import layers, randomize
     from .fit import fit, random_crops, save
 
     model = onnx.load(clf.model_path)

@@ -10,12 +10,13 @@ import time
 
 import numpy as np
 
-from . import outfiles, params
-from .methods import METHODS, Explainer
-from .errors import InfolensError
-from .evaluate import auc, curve, fill_image, pyplot
-from .explanation import MAPS
-from .samplers import SAMPLERS, load_sampler
+from .. import outfiles, params
+from ..methods import METHODS, Explainer
+from ..errors import InfolensError
+from .curves import auc, curve, fill_image
+from .plots import pyplot
+from ..explanation import MAPS
+from ..samplers import SAMPLERS, load_sampler
 
 SAMPLER_DEFAULTS = ("patchsampler", "gaussian", "mean", "noise", "black")
 METHOD_DEFAULTS = ("occlusion", "pda", "rise")  # comparison methods (methods.METHODS: their maps and samplers)

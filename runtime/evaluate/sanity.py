@@ -33,13 +33,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from . import outfiles
-from .classifier import OnnxClassifier
-from .methods import Explainer
-from .errors import InfolensError
-from .explanation import MAPS
-from .evaluate import pyplot
-from .samplers import Sampler
+from .. import outfiles
+from ..classifier import OnnxClassifier
+from ..methods import Explainer
+from ..errors import InfolensError
+from ..explanation import MAPS
+from .plots import pyplot
+from ..samplers import Sampler
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 INT_WEIGHT_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32}  # quantized weights and biases (QDQ)

@@ -19,14 +19,15 @@ import time
 import cv2
 import numpy as np
 
-from . import outfiles
-from .catalog import find_model
-from .classifier import OnnxClassifier
-from .methods import patch_grid
-from .samplers.rng import streams
-from .errors import InfolensError
-from .explanation import Explanation
-from .samplers import load_sampler
+from .. import outfiles
+from ..catalog import find_model
+from ..classifier import OnnxClassifier
+from ..methods import patch_grid
+from ..samplers.rng import streams
+from ..errors import InfolensError
+from ..explanation import Explanation
+from ..samplers import load_sampler
+from .plots import pyplot
 
 FILLS = ("blur", "black", "mean", "patchsampler")
 MODES = ("deletion", "insertion")
@@ -187,15 +188,3 @@ def plot_negative(record: dict, path: str) -> None:
     fig.tight_layout()
     outfiles.save_figure(fig, path)
     plt.close(fig)
-
-
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend; a one-line error naming the extra when it is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InfolensError("plots need matplotlib: pip install 'infolens[eval]'") from None
-    return plt

@@ -2,7 +2,7 @@
 
 Per photo: the classifier's top-1/top-5 against the label; then PMI and IG under every sampler, and each
 comparison method (occlusion, PDA, RISE, MIP-IN) and a random map, each explained for the predicted top-1 class
-and the true class; every map scored by deletion and insertion AUC (evaluate.py's protocol) under each fill, for
+and the true class; every map scored by deletion and insertion AUC (curves.py's protocol) under each fill, for
 both classes.  One JSON per photo under OUT/images/ (written atomically): a restart skips the photos it has.  The
 report (OUT/report.md, OUT/results.csv, plots) is rebuilt from all of them at the end of every run.
 """
@@ -16,11 +16,12 @@ import time
 
 import numpy as np
 
-from . import outfiles, params
-from .errors import InfolensError
-from .evaluate import FILLS, auc, fill_image, pixel_order, pyplot, replace_progressively, step_counts
-from .methods import METHODS, Explainer
-from .samplers import load_sampler
+from .. import outfiles, params
+from ..errors import InfolensError
+from .curves import FILLS, auc, fill_image, pixel_order, replace_progressively, step_counts
+from .plots import pyplot
+from ..methods import METHODS, Explainer
+from ..samplers import load_sampler
 from .suite import parse_sampler
 
 METHOD_DEFAULTS = ("occlusion", "pda", "rise", "mipin", "random")
@@ -31,7 +32,7 @@ REFERENCE = ("pmi", "patchsampler")  # the paired comparisons are against PMI wi
 def default_samplers(K: int) -> list[str]:
     """PMI/IG samplers: the PatchSampler (logistic mixture, issue #7), the first, categorical PatchSampler, then
     gaussian, mean, noise and black."""
-    from .catalog import shipped
+    from ..catalog import shipped
 
     return ["patchsampler", "patchsampler=" + shipped(f"patchsampler_k{K}_categorical.onnx", "samplers"), "gaussian",
             "mean", "noise", "black"]
@@ -202,7 +203,7 @@ def _load(path: str) -> dict:
 def _on_ray(bench: Benchmark, todo, folder: str, address: str) -> None:
     import functools
 
-    from .distributed import ray as engine
+    from ..distributed import ray as engine
 
     setup = functools.partial(_same_benchmark, bench)
     rows = engine.map_items([{"path": p, "cls": c} for p, c, _ in todo], setup,
@@ -214,7 +215,7 @@ def _on_ray(bench: Benchmark, todo, folder: str, address: str) -> None:
 
 def _same_benchmark(bench: Benchmark) -> Benchmark:
     """A Ray actor's own Benchmark with the same settings (its own sessions)."""
-    from .classifier import OnnxClassifier
+    from ..classifier import OnnxClassifier
 
     clf = OnnxClassifier.from_description(bench.classifier.describe(), bench.classifier.device)
     return Benchmark(clf, [f"{n}={m}" if m else n for _, n, m in bench.specs], bench.methods, bench.K, bench.stride,
