@@ -131,6 +131,12 @@ PARAMS: dict[str, Param] = {
     "limit": Param("--limit", int, low=1, meaning="photos to use, evenly spaced over the labels"),
     "fills": Param("--fills", meaning="deletion/insertion fills"),
     "report": Param("--report", meaning="where the benchmark's report goes"),
+    "studies": Param("--studies", meaning="which benchmark studies"),
+    "study_photos": Param("--study-photos", int, low=1, meaning="photos of the sanity, N and K studies"),
+    "sanity_every": Param("--sanity-every", int, low=1, meaning="layers randomized per benchmark sanity step"),
+    "sample_counts": Param("--sample-counts", meaning="the N values of the benchmark's N study"),
+    "patch_sizes": Param("--patch-sizes", meaning="the K values of the benchmark's K study"),
+    "negative_steps": Param("--negative-steps", int, low=1, meaning="negative-evidence removal steps"),
 }
 
 

@@ -9,12 +9,16 @@ from . import options
 
 
 def register(evsub) -> None:
-    p = evsub.add_parser("benchmark", help="deletion/insertion AUC of every method on labelled photos (Figs. 12, 13)",
-                         description="For each photo of the --labels CSV (columns file, class_index): the "
-                         "classifier's top-1/top-5; PMI and IG under each --samplers entry and each --methods entry, "
-                         "explained for the predicted and the true class; deletion and insertion AUC of every map "
-                         "under each fill. One JSON per photo in DIR/images/ — run the same command again to resume; "
-                         "DIR/report.md, DIR/results.csv and plots are rebuilt at the end.",
+    p = evsub.add_parser("benchmark", help="the paper's evaluation of every method on labelled photos",
+                         description="For the photos of the --labels CSV (columns file, class_index), the classifier's "
+                         "top-1/top-5 and these studies (--studies): auc — PMI and IG under each --samplers entry and "
+                         "each --methods entry, explained for the predicted and the true class, deletion and insertion "
+                         "AUC under each fill (Figs. 12, 13); negative — p(class) as negative-PMI pixels are removed "
+                         "(Fig. 10); sanity — cascading randomization for every method (Figs. 15, 24); samples — the "
+                         "effect of N (Fig. 23); patch — the effect of K (Fig. 22). auc and negative run on every "
+                         "photo, the others on --study-photos of them. One JSON per photo and study in DIR/<study>/ — "
+                         "run the same command again to resume; the report (report.md, CSVs, plots) is rebuilt at the "
+                         "end.",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=run)
     p.add_argument("--images", required=True, metavar="DIR", help="the photos")
@@ -32,6 +36,16 @@ def register(evsub) -> None:
     p.add_argument("--rise-masks", type=int, default=1000, help="RISE masks (default 1000)")
     options.add_steps(p, 50, "deletion/insertion steps")
     p.add_argument("--fills", default="blur,black", help="what removed pixels become (default %(default)s)")
+    p.add_argument("--studies", help="which studies, comma-separated (default: all — auc, negative, sanity, samples, "
+                   "patch)")
+    p.add_argument("--study-photos", type=int, default=20, metavar="N",
+                   help="photos of the sanity, samples and patch studies, evenly spaced (default %(default)s)")
+    p.add_argument("--sanity-every", type=int, default=10, metavar="L",
+                   help="sanity: layers randomized per cascade step after the first (default %(default)s)")
+    p.add_argument("--sample-counts", default="1,2,4,8,16", metavar="N,N,…",
+                   help="samples: the N values (default %(default)s)")
+    p.add_argument("--patch-sizes", default="8,16,32", metavar="K,K,…", help="patch: the K values (default %(default)s)")
+    p.add_argument("--negative-steps", type=int, default=10, help="negative: removal steps (default %(default)s)")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the photos over Ray actors "
                    "(the ray extra; default a local cluster)")
     options.add_run(p)
@@ -39,26 +53,44 @@ def register(evsub) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate.benchmark import Benchmark, default_samplers, read_labels, run_benchmark
+    from ..evaluate.benchmark import default_samplers, read_labels, run_benchmark
+    from ..evaluate.studies import STUDIES, build
     from ..catalog import DEFAULT_CLASSIFIER, shipped
     from ..classifier import OnnxClassifier
+    from .. import params
     from ..errors import InfolensError
     from ..outfiles import prepare_dir
 
     if not os.path.isdir(args.images):
         raise InfolensError(f"images folder not found: {args.images}", "images")
+    params.check("study_photos", args.study_photos)
     photos = read_labels(args.labels, args.images, args.limit)
     prepare_dir(args.out)
     clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device,
                                    **options.gpu(args))
     samplers = args.samplers.split(",") if args.samplers else default_samplers(args.K)
-    bench = Benchmark(clf, samplers, [m for m in args.methods.split(",") if m], args.K,
-                      args.K if args.S is None else args.S, args.N, args.rise_masks, args.steps,
-                      tuple(f for f in args.fills.split(",") if f), args.seed, args.batch_size)
+    studies = build([s for s in args.studies.split(",") if s] if args.studies else STUDIES, clf, samplers,
+                    [m for m in args.methods.split(",") if m], args.K, args.K if args.S is None else args.S, args.N,
+                    args.rise_masks, args.steps, tuple(f for f in args.fills.split(",") if f), args.seed,
+                    args.batch_size, args.sanity_every, _ints(args.sample_counts, "sample_counts"),
+                    _ints(args.patch_sizes, "patch_sizes"), args.negative_steps)
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     if args.report:
         prepare_dir(args.report)
-    report = run_benchmark(bench, photos, args.out, not args.quiet, command, args.ray, args.report)
+    report = run_benchmark(studies, photos, args.out, not args.quiet, command, args.ray, args.report,
+                           args.study_photos)
     print(f"{report['photos']} photos: top-1 {100 * report['top1']:.1f} %, top-5 {100 * report['top5']:.1f} %; "
           f"report: {os.path.join(args.report or args.out, 'report.md')}")
-    return 0 if report["photos"] == len(photos) else 2
+    return 0 if report["complete"] else 2
+
+
+def _ints(text: str, param: str) -> list[int]:
+    from ..errors import InfolensError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise InfolensError(f"{param} takes positive integers separated by commas, got {text!r}", param)
+    return values

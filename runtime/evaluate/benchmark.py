@@ -1,10 +1,11 @@
-"""`infolens eval benchmark`: the paper's faithfulness evaluation (Figs. 12, 13) at scale on labelled photos.
+"""`infolens eval benchmark`: the paper's evaluation at scale on labelled photos, one study per section.
 
-Per photo: the classifier's top-1/top-5 against the label; then PMI and IG under every sampler, and each
-comparison method (occlusion, PDA, RISE, MIP-IN) and a random map, each explained for the predicted top-1 class
-and the true class; every map scored by deletion and insertion AUC (curves.py's protocol) under each fill, for
-both classes.  One JSON per photo under OUT/images/ (written atomically): a restart skips the photos it has.  The
-report (OUT/report.md, OUT/results.csv, plots) is rebuilt from all of them at the end of every run.
+A Study measures one photo at a time (`measure`); the runner writes one JSON per photo and study under
+OUT/<study>/ (atomically), so a restart skips what is done and refuses other settings; the report (report.md, CSVs,
+plots) is rebuilt from all records at the end of every run.  This file: the runner, the report's frame and the
+AUC study (Figs. 12, 13: PMI and IG under every sampler, the comparison methods and a random map, for the
+predicted and the true class, deletion and insertion under each fill); studies.py: negative evidence, sanity,
+N and K.
 """
 from __future__ import annotations
 
@@ -56,52 +57,124 @@ def read_labels(labels_csv: str, images_dir: str, limit: int | None = None) -> l
         out.append((path, int(r["class_index"]), r.get("name", "")))
     if limit is not None:
         params.check("limit", limit)
-        if limit < len(out):
-            out = [out[i] for i in np.linspace(0, len(out) - 1, limit).round().astype(int)]
+    return evenly(out, limit)
+
+
+def evenly(items: list, n: int | None) -> list:
+    """`n` of `items` evenly spaced over the list (all of them when n is None or not smaller)."""
+    if n is None or n >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+class Study:
+    """One section of the benchmark, measured photo by photo (Captum-style: `photo` owns the loop's common part,
+    a study overrides `measure`, `settings` and `section`).  every_photo: runs on every photo (else on the
+    --study-photos subset).  Constructor keywords are kept (`kwargs`, plain values), so a Ray actor builds the same study."""
+
+    name, every_photo = "", True
+
+    def __init__(self, classifier, **kwargs):
+        self.classifier, self.kwargs = classifier, kwargs
+        self.batch_size = kwargs.get("batch_size", 64)
+
+    def settings(self) -> dict:
+        """What the records depend on: a resumed run must have the same."""
+        raise NotImplementedError
+
+    def measure(self, image: np.ndarray, pred: int, true_class: int) -> dict:
+        """The study's record of one photo (uint8 [H, W, 3] in the input space), beyond the prediction."""
+        raise NotImplementedError
+
+    def section(self, records: list[dict], out_dir: str) -> list[str]:
+        """The report's Markdown lines for this study; writes its CSV and plots into out_dir."""
+        raise NotImplementedError
+
+    def photo(self, path: str, true_class: int) -> dict:
+        clf, t_photo = self.classifier, time.perf_counter()
+        image = clf.load_image(path)
+        probs = clf.predict_images(image[None])[0]
+        top5 = [int(c) for c in np.argsort(-probs, kind="stable")[:5]]
+        record = {"image": os.path.basename(path), "true_class": int(true_class), "top5": top5,
+                  "top5_probs": [float(probs[c]) for c in top5], "top1_correct": top5[0] == true_class,
+                  "top5_correct": true_class in top5}
+        record.update(self.measure(image, top5[0], int(true_class)))
+        record["seconds"] = round(time.perf_counter() - t_photo, 2)
+        return record
+
+    def explainer(self, sampler: str | None, K: int, model: str | None = None) -> Explainer:
+        """An Explainer with the named sampler at patch size K (None: no sampler), opened once per study."""
+        cache = self.__dict__.setdefault("_explainers", {})
+        if (sampler, K, model) not in cache:
+            s = sampler and load_sampler(sampler, K=K, model=model, device=self.classifier.placement)
+            cache[(sampler, K, model)] = Explainer(self.classifier, s, batch_size=self.batch_size)
+        return cache[(sampler, K, model)]
+
+
+def score(classifier, image: np.ndarray, replacement: np.ndarray, per_class: dict, targets: dict, steps: int,
+          batch_size: int = 64) -> dict:
+    """{target: (deletion AUC, insertion AUC, forwards)} of one map (per class, or None: class-independent) with
+    `replacement` as the fill, `steps` steps (curves.py's protocol); a class-independent map's curves serve every
+    target from the same forwards."""
+    H, W = image.shape[:2]
+    counts = step_counts(H * W, steps)
+    fr = np.arange(steps + 1) / steps
+    out, cache = {}, {}
+    for target, cls in targets.items():
+        key = None if None in per_class else cls
+        if key not in cache:
+            order = pixel_order(per_class[key])
+            cache[key] = [replace_progressively(classifier, a, b, order, counts, batch_size)
+                          for a, b in ((image, replacement), (replacement, image))]
+            forwards = 2 * (steps + 1)
+        else:
+            forwards = 0
+        dele, ins = cache[key]
+        out[target] = (auc(fr, dele[:, cls]), auc(fr, ins[:, cls]), forwards)
     return out
 
 
-class Benchmark:
-    """The runs of one benchmark on one classifier.  samplers: --samplers entries (suite.parse_sampler);
-    methods: comparison methods and "random"; K, stride, samples: the grid; rise_masks; steps: deletion and
-    insertion steps; fills: evaluate.FILLS entries; seed."""
+def check_fills(fills) -> None:
+    for f in fills:
+        if f not in FILLS or f == "patchsampler":
+            raise InfolensError(f"unknown fill {f!r}: choose from blur, black, mean", "fills")
+
+
+class AucStudy(Study):
+    """Deletion and insertion AUC (Figs. 12, 13) of PMI and IG under every sampler and of each comparison method
+    and a random map, each explained for the predicted top-1 class and the true class, under each fill.
+    samplers: --samplers entries (suite.parse_sampler); methods: comparison methods and "random"; K, stride,
+    samples: the grid; rise_masks; steps: deletion and insertion steps; fills: curves.FILLS entries; seed."""
+
+    name = "auc"
 
     def __init__(self, classifier, samplers, methods=METHOD_DEFAULTS, K=16, stride=16, samples=8, rise_masks=1000,
                  steps=50, fills=("blur", "black"), seed=0, batch_size=64):
-        self.classifier, self.K, self.stride, self.samples = classifier, K, stride, samples
-        self.rise_masks, self.steps, self.fills, self.seed, self.batch_size = rise_masks, steps, fills, seed, batch_size
-        for f in fills:
-            if f not in FILLS or f == "patchsampler":
-                raise InfolensError(f"unknown fill {f!r}: choose from blur, black, mean", "fills")
+        super().__init__(classifier, samplers=samplers, methods=methods, K=K, stride=stride, samples=samples,
+                         rise_masks=rise_masks, steps=steps, fills=fills, seed=seed, batch_size=batch_size)
+        self.K, self.stride, self.samples = K, stride, samples
+        self.rise_masks, self.steps, self.fills, self.seed = rise_masks, steps, fills, seed
+        check_fills(fills)
         for m in methods:
             if m != "random" and m not in METHODS:
                 raise InfolensError(f"unknown method {m!r}: choose from {', '.join(list(METHODS) + ['random'])}",
                                     "methods")
         self.specs = [parse_sampler(s) for s in samplers]
         self.methods = list(methods)
-        where = classifier.placement
-        samplers = {label: load_sampler(name, K=K, model=model, device=where) for label, name, model in self.specs}
         # each run's Explainer, made once: MIP-IN's inverse session and the samplers stay open across photos
-        self.explainers = {("pmi", label): Explainer(classifier, s, batch_size=batch_size)
-                           for label, s in samplers.items()}
+        self.explainers = {("pmi", label): self.explainer(name, K, model) for label, name, model in self.specs}
         for m in self.methods:
             if m != "random":
-                own = METHODS[m].default_sampler
-                self.explainers[(m, "-")] = Explainer(classifier, own and load_sampler(own, K=K, device=where),
-                                                      batch_size=batch_size)
+                self.explainers[(m, "-")] = self.explainer(METHODS[m].default_sampler, K)
 
     def settings(self) -> dict:
         return {"model": os.path.basename(self.classifier.model_path), "K": self.K, "S": self.stride,
                 "N": self.samples, "rise_masks": self.rise_masks, "steps": self.steps, "fills": list(self.fills),
                 "seed": self.seed, "samplers": [label for label, *_ in self.specs], "methods": self.methods}
 
-    def photo(self, path: str, true_class: int) -> dict:
-        """Everything the benchmark records of one photo (see the module docstring)."""
-        clf, t_photo = self.classifier, time.perf_counter()
-        image = clf.load_image(path)
-        probs = clf.predict_images(image[None])[0]
-        top5 = [int(c) for c in np.argsort(-probs, kind="stable")[:5]]
-        targets = {"pred": top5[0], "true": int(true_class)}
+    def measure(self, image, pred, true_class) -> dict:
+        clf = self.classifier
+        targets = {"pred": pred, "true": true_class}
         classes = list(dict.fromkeys(targets.values()))
         replacements = {f: fill_image(image, f) for f in self.fills}
         rows = []
@@ -120,75 +193,68 @@ class Benchmark:
             explain_forwards, explain_s = clf.rows_run - before, time.perf_counter() - t0
             for name, per_class in maps.items():
                 for fill in self.fills:
-                    scored = self._score(image, replacements[fill], per_class, targets)
+                    scored = score(clf, image, replacements[fill], per_class, targets, self.steps, self.batch_size)
                     for target, (dele, ins, forwards) in scored.items():
                         rows.append({"map": name, "sampler": label, "target": target, "class": targets[target],
                                      "fill": fill, "deletion_auc": dele, "insertion_auc": ins,
                                      "explain_forwards": explain_forwards, "explain_seconds": round(explain_s, 3),
                                      "eval_forwards": forwards})
-        return {"image": os.path.basename(path), "true_class": int(true_class), "top5": top5,
-                "top5_probs": [float(probs[c]) for c in top5], "top1_correct": top5[0] == true_class,
-                "top5_correct": true_class in top5, "rows": rows, "seconds": round(time.perf_counter() - t_photo, 2)}
+        return {"rows": rows}
 
-    def _score(self, image, replacement, per_class, targets) -> dict:
-        """{target: (deletion AUC, insertion AUC, forwards)} of one map (per class, or None: class-independent);
-        a class-independent map's curves serve both targets from the same forwards."""
-        H, W = image.shape[:2]
-        counts = step_counts(H * W, self.steps)
-        fr = np.arange(self.steps + 1) / self.steps
-        out, cache = {}, {}
-        for target, cls in targets.items():
-            key = None if None in per_class else cls
-            if key not in cache:
-                order = pixel_order(per_class[key])
-                cache[key] = [replace_progressively(self.classifier, a, b, order, counts, self.batch_size)
-                              for a, b in ((image, replacement), (replacement, image))]
-                forwards = 2 * (self.steps + 1)
-            else:
-                forwards = 0
-            dele, ins = cache[key]
-            out[target] = (auc(fr, dele[:, cls]), auc(fr, ins[:, cls]), forwards)
-        return out
+    def section(self, records, out_dir) -> list[str]:
+        return auc_section(records, self.settings(), out_dir)
 
 
-def run_benchmark(bench: Benchmark, photos: list[tuple[str, int, str]], out_dir: str, progress: bool = True,
-                  command: str = "", ray: str | None = None, report_dir: str | None = None) -> dict:
-    """Every photo not yet in OUT/images/ (each JSON written as soon as it is done), then the report (into
-    report_dir, default OUT); returns the report's figures.  ray: spread the photos over Ray actors
+def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_dir: str, progress: bool = True,
+                  command: str = "", ray: str | None = None, report_dir: str | None = None,
+                  study_photos: int = 20) -> dict:
+    """Each study on its photos (every photo, or `study_photos` of them evenly spaced), skipping the photos it
+    has in OUT/<study>/ (each JSON written as soon as it is done), then the report (into report_dir, default OUT)
+    from every study's records; returns the report's figures.  ray: spread the photos over Ray actors
     (distributed.ray) at that address."""
-    folder = os.path.join(out_dir, "images")
-    os.makedirs(folder, exist_ok=True)
-    settings_path = os.path.join(out_dir, "settings.json")
-    settings = bench.settings()
-    if os.path.exists(settings_path):
-        with open(settings_path) as f:
-            earlier = json.load(f)
-        if earlier != settings:
-            changed = sorted(k for k in settings if earlier.get(k) != settings.get(k))
-            raise InfolensError(f"{out_dir} holds a benchmark with other settings ({', '.join(changed)}): resume it "
-                                "with the same ones, or choose another --out", "out")
-    else:
-        outfiles.write_atomic(settings_path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
-    todo = [p for p in photos if not os.path.exists(_record_path(folder, p[0]))]
-    if todo and ray is not None:
-        _on_ray(bench, todo, folder, ray)
-    elif todo:
-        from tqdm import tqdm
+    params.check("study_photos", study_photos)
+    records = {}
+    for study in studies:
+        folder = os.path.join(out_dir, study.name)
+        os.makedirs(folder, exist_ok=True)
+        settings_path = os.path.join(folder, "settings.json")
+        settings = study.settings()
+        if os.path.exists(settings_path):
+            with open(settings_path) as f:
+                earlier = json.load(f)
+            if earlier != settings:
+                changed = sorted(k for k in {**settings, **earlier} if earlier.get(k) != settings.get(k))
+                raise InfolensError(f"{folder} holds the {study.name} study with other settings "
+                                    f"({', '.join(changed)}): resume it with the same ones, or choose another --out",
+                                    "out")
+        else:
+            outfiles.write_atomic(settings_path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
+        mine = photos if study.every_photo else evenly(photos, study_photos)
+        todo = [p for p in mine if not os.path.exists(_record_path(folder, p[0]))]
+        if todo and ray is not None:
+            _on_ray(study, todo, folder, ray)
+        elif todo:
+            from tqdm import tqdm
 
-        bar = tqdm(todo, unit="photo", disable=not progress, desc="benchmark", file=sys.stderr)
-        for path, cls, _ in bar:
-            try:
-                record = bench.photo(path, cls)
-            except InfolensError as err:
-                print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
-                continue
-            outfiles.write_atomic(_record_path(folder, path),
-                                  lambda f, r=record: f.write(json.dumps(r).encode()))
-    records = [_load(_record_path(folder, p)) for p, _, _ in photos if os.path.exists(_record_path(folder, p))]
-    if not records:
-        raise InfolensError("no photo could be evaluated")
-    os.makedirs(report_dir or out_dir, exist_ok=True)
-    return write_report(records, settings, report_dir or out_dir, command)
+            bar = tqdm(todo, unit="photo", disable=not progress, desc=study.name, file=sys.stderr)
+            for path, cls, _ in bar:
+                try:
+                    record = study.photo(path, cls)
+                except InfolensError as err:
+                    print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
+                    continue
+                outfiles.write_atomic(_record_path(folder, path),
+                                      lambda f, r=record: f.write(json.dumps(r).encode()))
+        records[study.name] = [_load(_record_path(folder, p)) for p, _, _ in mine
+                               if os.path.exists(_record_path(folder, p))]
+        if not records[study.name]:
+            raise InfolensError(f"no photo could be evaluated in the {study.name} study")
+    report_dir = report_dir or out_dir
+    os.makedirs(report_dir, exist_ok=True)
+    report = write_report(studies, records, report_dir, command)
+    report["complete"] = all(len(records[s.name]) == len(photos if s.every_photo else evenly(photos, study_photos))
+                             for s in studies)
+    return report
 
 
 def _record_path(folder: str, path: str) -> str:
@@ -200,32 +266,32 @@ def _load(path: str) -> dict:
         return json.load(f)
 
 
-def _on_ray(bench: Benchmark, todo, folder: str, address: str) -> None:
+def _on_ray(study: Study, todo, folder: str, address: str) -> None:
     import functools
 
     from ..distributed import ray as engine
 
-    setup = functools.partial(_same_benchmark, bench)
+    # sessions do not pickle: an actor gets the study's class and settings and opens its own
+    setup = functools.partial(_same_study, type(study), study.kwargs, study.classifier.describe(),
+                              study.classifier.device)
     rows = engine.map_items([{"path": p, "cls": c} for p, c, _ in todo], setup,
-                            functools.partial(_photo_on_actor, folder), address, bench.classifier.device)
+                            functools.partial(_photo_on_actor, folder), address, study.classifier.device)
     for r in rows:
         if r["error"]:
             print(f"infolens: error: {r['path']}: {r['error']}", file=sys.stderr)
 
 
-def _same_benchmark(bench: Benchmark) -> Benchmark:
-    """A Ray actor's own Benchmark with the same settings (its own sessions)."""
+def _same_study(kind: type, kwargs: dict, description: dict, device: str) -> Study:
+    """A Ray actor's own study with the same settings (its own sessions)."""
     from ..classifier import OnnxClassifier
 
-    clf = OnnxClassifier.from_description(bench.classifier.describe(), bench.classifier.device)
-    return Benchmark(clf, [f"{n}={m}" if m else n for _, n, m in bench.specs], bench.methods, bench.K, bench.stride,
-                     bench.samples, bench.rise_masks, bench.steps, bench.fills, bench.seed, bench.batch_size)
+    return kind(OnnxClassifier.from_description(description, device), **kwargs)
 
 
-def _photo_on_actor(folder: str, bench: Benchmark, item: dict) -> dict:
+def _photo_on_actor(folder: str, study: Study, item: dict) -> dict:
     path = str(item["path"])
     try:
-        record = bench.photo(path, int(item["cls"]))
+        record = study.photo(path, int(item["cls"]))
     except InfolensError as err:
         return {"path": path, "error": params.with_flag(err)}
     outfiles.write_atomic(_record_path(folder, path), lambda f: f.write(json.dumps(record).encode()))
@@ -238,7 +304,7 @@ def _groups(rows) -> list[tuple[str, str]]:
     return list(dict.fromkeys((r["map"], r["sampler"]) for r in rows))
 
 
-def _ci(values) -> tuple[float, float, float]:
+def ci(values) -> tuple[float, float, float]:
     """Mean and its 95 % t confidence interval."""
     from scipy import stats
 
@@ -267,7 +333,7 @@ def compare(rows: list[dict], metric: str, fill: str, target: str) -> dict:
     out = {}
     for key in _groups(sel):
         v = [r[metric] for r in sel if (r["map"], r["sampler"]) == key]
-        mean, low, high = _ci(v)
+        mean, low, high = ci(v)
         entry = {"mean": mean, "low": low, "high": high, "n": len(v), "diff": float("nan"), "p": float("nan")}
         common = sorted(i for (m, s, i) in value if (m, s) == key and (*REFERENCE, i) in value)
         if key != REFERENCE and common:
@@ -280,54 +346,64 @@ def compare(rows: list[dict], metric: str, fill: str, target: str) -> dict:
     return out
 
 
-def write_report(records: list[dict], settings: dict, out_dir: str, command: str = "") -> dict:
-    """OUT/results.csv, OUT/report.md and OUT/auc_<fill>_<target>.png from the photos' records; returns
-    {"photos", "top1", "top5", "tables": {(fill, target, metric): compare(...)}}."""
-    rows = table(records)
-    fields = list(rows[0])
-    outfiles.write_atomic(os.path.join(out_dir, "results.csv"), lambda f: f.write(_csv(rows, fields).encode()))
-    n = len(records)
-    top1 = float(np.mean([r["top1_correct"] for r in records]))
-    top5 = float(np.mean([r["top5_correct"] for r in records]))
-    tables = {(fill, target, metric): compare(rows, metric, fill, target)
-              for fill in settings["fills"] for target in TARGETS for metric in ("deletion_auc", "insertion_auc")}
+def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: str, command: str = "") -> dict:
+    """OUT/report.md: the header (command, settings, the classifier's accuracy on the photos of the study with the
+    most), then each study's section (which writes its CSV and plots into OUT); returns {"photos", "top1",
+    "top5"}."""
+    most = max(records.values(), key=len)
+    n = len(most)
+    top1 = float(np.mean([r["top1_correct"] for r in most]))
+    top5 = float(np.mean([r["top5_correct"] for r in most]))
     lines = ["# Faithfulness benchmark", "", f"Regenerate: `{command}`" if command else "", "",
-             "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), "",
              f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %.",
-             "", "Deletion AUC (lower is better: the map finds first what the class needs) and insertion AUC (higher "
+             "", "Sections: " + ", ".join(f"{s.name} ({len(records[s.name])} photos)" for s in studies) + ".", ""]
+    for study in studies:
+        lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in study.settings().items()), ""]
+        lines += study.section(records[study.name], out_dir)
+        lines.append(f"Time: {sum(r['seconds'] for r in records[study.name]) / 3600:.2f} h "
+                     f"({np.mean([r['seconds'] for r in records[study.name]]):.0f} s per photo).")
+        lines.append("")
+    outfiles.write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(lines).encode()))
+    return {"photos": n, "top1": top1, "top5": top5}
+
+
+def auc_section(records: list[dict], settings: dict, out_dir: str) -> list[str]:
+    """The AUC study's tables and cost (and OUT/results.csv, OUT/auc_<fill>_<target>.png)."""
+    rows = table(records)
+    outfiles.write_atomic(os.path.join(out_dir, "results.csv"), lambda f: f.write(csv_text(rows, list(rows[0])).encode()))
+    lines = ["## Deletion and insertion (Figs. 12, 13)", "",
+             "Deletion AUC (lower is better: the map finds first what the class needs) and insertion AUC (higher "
              "is better), of p(class) as pixels go in the map's order, highest first. Class: the predicted top-1 "
              "(`pred`) or the label (`true`). Mean and 95 % confidence interval (t) over photos; Δ: the paired "
              f"mean difference against {REFERENCE[0]} / {REFERENCE[1]} on the same photos, p: Wilcoxon "
-             "signed-rank, two-sided.", ""]
+             "signed-rank, two-sided. Per photo, map, class and fill: `results.csv`.", ""]
     for fill in settings["fills"]:
         for target in TARGETS:
-            dele, ins = tables[(fill, target, "deletion_auc")], tables[(fill, target, "insertion_auc")]
-            lines += [f"## Fill {fill}, class {target}", "",
+            dele = compare(rows, "deletion_auc", fill, target)
+            ins = compare(rows, "insertion_auc", fill, target)
+            lines += [f"### Fill {fill}, class {target}", "",
                       "| map | sampler | deletion AUC [95 % CI] | Δ | p | insertion AUC [95 % CI] | Δ | p |",
                       "|---|---|---|---|---|---|---|---|"]
             for key in dele:
                 d, i = dele[key], ins[key]
                 lines.append(f"| {key[0]} | {key[1]} | {d['mean']:.4f} [{d['low']:.4f}, {d['high']:.4f}] | "
-                             f"{_signed(d['diff'])} | {_p(d['p'])} | {i['mean']:.4f} [{i['low']:.4f}, "
-                             f"{i['high']:.4f}] | {_signed(i['diff'])} | {_p(i['p'])} |")
+                             f"{fmt_signed(d['diff'])} | {fmt_p(d['p'])} | {i['mean']:.4f} [{i['low']:.4f}, "
+                             f"{i['high']:.4f}] | {fmt_signed(i['diff'])} | {fmt_p(i['p'])} |")
             lines.append("")
             _plot(dele, ins, fill, target, os.path.join(out_dir, f"auc_{fill}_{target}.png"))
-    lines += ["## Cost on this machine", "", "| map | sampler | explain forwards / photo | explain s / photo |",
+    lines += ["### Cost on this machine", "", "| map | sampler | explain forwards / photo | explain s / photo |",
               "|---|---|---|---|"]
     first = [r for r in rows if r["fill"] == settings["fills"][0] and r["target"] == "pred"]
     for key in _groups(first):
         sel = [r for r in first if (r["map"], r["sampler"]) == key]
         lines.append(f"| {key[0]} | {key[1]} | {np.mean([r['explain_forwards'] for r in sel]):.0f} | "
                      f"{np.mean([r['explain_seconds'] for r in sel]):.2f} |")
-    lines += ["", f"Total: {sum(r['seconds'] for r in records) / 3600:.2f} h for {n} photos "
-              f"({np.mean([r['seconds'] for r in records]):.0f} s per photo, curves included). PMI and IG share one "
-              "explanation, so their cost rows are the same run.", "",
-              "Per photo, map, class and fill: `results.csv`; per photo: `images/*.json` of the run's --out.", ""]
-    outfiles.write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(lines).encode()))
-    return {"photos": n, "top1": top1, "top5": top5, "tables": tables}
+    lines += ["", "PMI and IG share one explanation, so their cost rows are the same run; the time below includes the "
+              "deletion and insertion curves.", ""]
+    return lines
 
 
-def _csv(rows, fields) -> str:
+def csv_text(rows, fields) -> str:
     import io
 
     buf = io.StringIO()
@@ -338,11 +414,11 @@ def _csv(rows, fields) -> str:
     return buf.getvalue()
 
 
-def _signed(v: float) -> str:
+def fmt_signed(v: float) -> str:
     return "" if np.isnan(v) else f"{v:+.4f}"
 
 
-def _p(p: float) -> str:
+def fmt_p(p: float) -> str:
     return "" if np.isnan(p) else (f"{p:.2g}" + (" *" if p < 0.05 else ""))
 
 

@@ -154,17 +154,21 @@ def correlations(a: np.ndarray, b: np.ndarray) -> dict:
 
 def cascade(classifier: OnnxClassifier, image, sampler: Sampler | None = None, *, stride: int | None = None,
             samples: int = 2, method: str = "pmi", seed: int = 0, steps_every: int | None = None,
-            batch_size: int = 64, progress: bool = False, source: str | None = None) -> dict:
+            batch_size: int = 64, progress: bool = False, source: str | None = None,
+            runs: list[tuple[str, Sampler | None, int]] | None = None) -> dict:
     """Run the cascade (module doc) for one image.
 
     image: path or uint8 RGB [h, w, 3].  sampler, stride, samples, method, seed: the Explainer settings, kept for
-    every step; seed also keys the weight randomization.  Returns the JSON-ready record (per step: randomized nodes,
-    correlations per map, top class, forwards, seconds) plus, under ARRAY_KEYS, "image" (uint8 [H, W, 3]) and
-    "maps" (per step, map name → float32 [H, W] for the fixed class).
+    every step; seed also keys the weight randomization.  runs: several methods at once instead, each (method,
+    sampler, samples), all on the same randomized models (their map names must differ); MIP-IN applies the
+    original classifier's inverse to the randomized weights' activations.  Returns the JSON-ready record (per step:
+    randomized nodes, correlations per map, top class, forwards, seconds) plus, under ARRAY_KEYS, "image" (uint8
+    [H, W, 3]) and "maps" (per step, map name → float32 [H, W] for the fixed class).
     """
     t_start = time.perf_counter()
     if isinstance(image, (str, os.PathLike)):
         source = source or os.fspath(image)
+    runs = runs or [(method, sampler, samples)]
     model = onnx.load(classifier.model_path)
     table = layer_table(model)
     every = default_every(len(table)) if steps_every is None else steps_every
@@ -173,36 +177,51 @@ def cascade(classifier: OnnxClassifier, image, sampler: Sampler | None = None, *
     record = {"sanity_check": 1, "source": source, "protocol": __doc__, "model": classifier.describe(),
               "randomization_seed": seed, "steps_every": every, "n_layers": len(table), "layers": table,
               "steps": []}
-    step_maps, cls, first = [], None, None
+    step_maps, cls, first = [], None, {}
     with tempfile.TemporaryDirectory(prefix="infolens-sanity-") as tmp:
         for i, count in enumerate(counts):
             t0 = time.perf_counter()
-            clf = classifier if count == 0 else _twin(classifier, step_model(model, layer_list, count, seed),
+            clf = classifier if count == 0 else twin(classifier, step_model(model, layer_list, count, seed),
                                                       os.path.join(tmp, f"step{i}.onnx"))
-            e = Explainer(clf, sampler, batch_size=batch_size, progress=progress).explain(
-                image, classes="top1" if cls is None else [cls], stride=stride, samples=samples, seed=seed,
-                source=source, method=method)
-            if cls is None:
-                cls, first = int(e.classes[0]), e
-                record["params"], record["image_size"] = e.params, list(e.image.shape[:2])
-                record["class"] = {"index": cls, "label": e.labels[0], "prob": float(e.probs[cls])}
-            maps = {name: e.map_for(name, cls) for name in e.maps}
+            maps, forwards = {}, 0
+            for name, run_sampler, n in runs:
+                e = _method(clf, classifier, name, run_sampler, batch_size, progress).attribute(
+                    image, "top1" if cls is None else [cls], stride, n, seed, source)
+                if cls is None:
+                    cls = int(e.classes[0])
+                    record["params"], record["image_size"] = e.params, list(e.image.shape[:2])
+                    record["class"] = {"index": cls, "label": e.labels[0], "prob": float(e.probs[cls])}
+                maps.update({m: e.map_for(m, cls) for m in e.maps})
+                forwards += e.forwards
+            if i == 0:
+                first, image_used = maps, e.image
             step_maps.append(maps)
             top = int(np.argmax(e.probs))
             record["steps"].append({
                 "step": i, "layers_randomized": count,
                 "nodes": [row["node"] for row in reversed(table[len(table) - count:])] if count else [],
-                "correlation": {name: correlations(first.map_for(name, cls), m) for name, m in maps.items()},
+                "correlation": {name: correlations(first[name], m) for name, m in maps.items()},
                 "constant_maps": [name for name, m in maps.items() if np.ptp(m) == 0],
                 "top1": {"index": top, "label": clf.labels[top], "prob": float(e.probs[top])},
-                "p_class": float(e.probs[cls]), "forwards": e.forwards, "seconds": time.perf_counter() - t0})
+                "p_class": float(e.probs[cls]), "forwards": forwards, "seconds": time.perf_counter() - t0})
     record["forwards"] = sum(s["forwards"] for s in record["steps"])
     record["seconds"] = time.perf_counter() - t_start
-    record["image"], record["maps"] = first.image, step_maps
+    record["image"], record["maps"] = image_used, step_maps
     return record
 
 
-def _twin(classifier: OnnxClassifier, model: onnx.ModelProto, path: str) -> OnnxClassifier:
+def _method(clf: OnnxClassifier, original: OnnxClassifier, name: str, sampler, batch_size: int, progress: bool):
+    """The attribution method on `clf` (a step's model); MIP-IN keeps the inverse fitted for `original`."""
+    if name == "mipin":
+        from ..catalog import file_sha256
+        from ..methods.mipin import MIPIN, default_inverse
+
+        return MIPIN(clf, default_inverse(original), batch_size, progress,
+                     fitted_for=file_sha256(original.model_path))
+    return Explainer(clf, sampler, batch_size=batch_size, progress=progress).method(name)
+
+
+def twin(classifier: OnnxClassifier, model: onnx.ModelProto, path: str) -> OnnxClassifier:
     """A classifier for `model` with exactly `classifier`'s preprocessing, output handling and labels."""
     onnx.save(model, path)
     pre = classifier.pre

@@ -40,13 +40,14 @@ class MIPIN(Attribution):
     positive: the activation agrees with the class's), resized bilinearly to the input.  Units: activation².
 
     inverse : path of a fitted inverse (`infolens mipin fit`; default: default_inverse).  Its card must name this
-    classifier's sha256.
+    classifier's sha256, or `fitted_for` when given: the sanity check applies the trained model's inverse to a
+    randomized copy of it.
     """
 
     name, maps, default_sampler = "mipin", ("mipin",), None
 
     def __init__(self, classifier: OnnxClassifier, inverse: str | None = None, batch_size: int = 64,
-                 progress: bool = False):
+                 progress: bool = False, fitted_for: str | None = None):
         super().__init__(classifier, batch_size, progress)
         from ..mipin.part import for_classifier, taps
 
@@ -57,7 +58,7 @@ class MIPIN(Attribution):
                 self.card = json.load(f)
         except (OSError, ValueError) as e:
             raise InfolensError(f"cannot read the inverse's card {card_path}: {e}", "inverse") from None
-        if self.card.get("classifier_sha256") not in (None, file_sha256(classifier.model_path)):
+        if self.card.get("classifier_sha256") not in (None, fitted_for or file_sha256(classifier.model_path)):
             raise InfolensError(f"{self.inverse_path} was fitted for another classifier (sha256 "
                                 f"{self.card['classifier_sha256'][:12]}…); fit one for this model", "inverse")
         model, part = for_classifier(classifier, self.card["map_layer"])
