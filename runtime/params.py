@@ -132,7 +132,7 @@ PARAMS: dict[str, Param] = {
     "fills": Param("--fills", meaning="deletion/insertion fills"),
     "report": Param("--report", meaning="where the benchmark's report goes"),
     "studies": Param("--studies", meaning="which benchmark studies"),
-    "study_photos": Param("--study-photos", int, low=1, meaning="photos of the sanity, N and K studies"),
+    "study_photos": Param("--study-photos", int, low=1, meaning="photos of the sanity, cause, N and K studies"),
     "sanity_every": Param("--sanity-every", int, low=1, meaning="layers randomized per benchmark sanity step"),
     "sample_counts": Param("--sample-counts", meaning="the N values of the benchmark's N study"),
     "patch_sizes": Param("--patch-sizes", meaning="the K values of the benchmark's K study"),

@@ -65,7 +65,14 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
         assert all(c["spearman"] == pytest.approx(1) for c in rec["steps"][0]["correlation"].values())
         # PMI passes the check on this model (docs/sanity): its map on the fully random model is another map
         assert abs(rec["steps"][-1]["correlation"]["pmi"]["spearman"]) < 0.5
+    # cause: every sampler, both maps, every covariate
+    cause = records(out / "cause")
+    assert len(cause) == 2
+    for rec in cause.values():
         assert set(rec["cause"]) == {"patchsampler", "gray", "mean", "black", "noise", "gaussian"}
+        for per_map in rec["cause"].values():
+            for values in per_map.values():
+                assert len(values) == 11 and all(v is None or -1 <= v <= 1 for v in values.values())
     # N: two independent runs per N; K: the PatchSampler only where one is shipped
     for rec in records(out / "samples").values():
         rows = {(r["map"], r["N"]): r for r in rec["rows"]}
@@ -77,11 +84,11 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
                                                                          ("patchsampler", 16)]
     report = (out / "report.md").read_text()
     assert "top-1 33.3 %" in report and "### Fill blur, class true" in report and "Wilcoxon" in report
-    for heading in ("## Negative evidence", "## Sanity checks", "### Why IG stays", "## The number of in-fills N",
+    for heading in ("## Negative evidence", "## Sanity checks", "## Why IG stays", "## The number of in-fills N",
                     "## Patch size K"):
         assert heading in report
     for name in ("auc_blur_pred.png", "negative.png", "sanity.png", "samples.png", "negative.csv", "sanity.csv",
-                 "samples.csv", "patch.csv"):
+                 "cause.csv", "samples.csv", "patch.csv"):
         assert (out / name).stat().st_size > 100, name
 
     stamps = {p: os.stat(p).st_mtime_ns for p in out.glob("*/*.json")}
@@ -140,6 +147,9 @@ def test_partial_spearman_removes_a_shared_cause():
     shared = rng.random(4000)
     assert partial_spearman(a + 3 * shared, b + 3 * shared, cause) > 0.8
     assert partial_spearman(cause, b, cause) is None
+    c, o, n1, n2 = rng.standard_normal((4, 4000))  # two shared causes: one partialled out is not enough
+    assert partial_spearman(c + o + n1, c + o + n2, c) > 0.4
+    assert abs(partial_spearman(c + o + n1, c + o + n2, c, o)) < 0.1
 
 
 def test_change_map_is_the_in_fills_distance_from_the_patch():

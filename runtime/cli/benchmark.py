@@ -14,7 +14,8 @@ def register(evsub) -> None:
                          "top-1/top-5 and these studies (--studies): auc — PMI and IG under each --samplers entry and "
                          "each --methods entry, explained for the predicted and the true class, deletion and insertion "
                          "AUC under each fill (Figs. 12, 13); negative — p(class) as negative-PMI pixels are removed "
-                         "(Fig. 10); sanity — cascading randomization for every method (Figs. 15, 24); samples — the "
+                         "(Fig. 10); sanity — cascading randomization for every method (Figs. 15, 24); cause — why IG stays "
+                         "correlated on a fully random model; samples — the "
                          "effect of N (Fig. 23); patch — the effect of K (Fig. 22). auc and negative run on every "
                          "photo, the others on --study-photos of them. One JSON per photo and study in DIR/<study>/ — "
                          "run the same command again to resume; the report (report.md, CSVs, plots) is rebuilt at the "
@@ -36,10 +37,10 @@ def register(evsub) -> None:
     p.add_argument("--rise-masks", type=int, default=1000, help="RISE masks (default 1000)")
     options.add_steps(p, 50, "deletion/insertion steps")
     p.add_argument("--fills", default="blur,black", help="what removed pixels become (default %(default)s)")
-    p.add_argument("--studies", help="which studies, comma-separated (default: all — auc, negative, sanity, samples, "
-                   "patch)")
+    p.add_argument("--studies", help="which studies, comma-separated (default: all — auc, negative, sanity, cause, "
+                   "samples, patch)")
     p.add_argument("--study-photos", type=int, default=20, metavar="N",
-                   help="photos of the sanity, samples and patch studies, evenly spaced (default %(default)s)")
+                   help="photos of the sanity, cause, samples and patch studies, evenly spaced (default %(default)s)")
     p.add_argument("--sanity-every", type=int, default=10, metavar="L",
                    help="sanity: layers randomized per cascade step after the first (default %(default)s)")
     p.add_argument("--sample-counts", default="1,2,4,8,16", metavar="N,N,…",

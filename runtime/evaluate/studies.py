@@ -4,7 +4,9 @@
     (curves.negative_evidence's protocol), and, as a control, the same number of pixels in a random order;
     p(class) after each step, averaged over every photo;
   * sanity — Figs. 15, 24: sanity.cascade for every method on the same randomized models, Spearman and Pearson
-    per step; and the test of why IG keeps a positive Spearman on a fully random model (`cause` below);
+    per step;
+  * cause — why IG keeps a positive Spearman on a fully random model: its maps on the trained and the fully random
+    model, with each sampler, against three classifier-free or image-free covariates (CauseStudy);
   * samples — Fig. 23: N in-fills per patch: two independent runs (seeds s and s+1) per N give the maps'
     split-half correlation, their Monte-Carlo standard error (bits) and their deletion/insertion AUC;
   * patch — Fig. 22: patch size K (S = K) with each sampler that exists at that K, deletion/insertion AUC.
@@ -27,7 +29,7 @@ from .curves import fill_image, pixel_order, replace_progressively, step_counts
 from .plots import pyplot
 from .sanity import correlations, layer_table, step_model, twin
 
-STUDIES = ("auc", "negative", "sanity", "samples", "patch")
+STUDIES = ("auc", "negative", "sanity", "cause", "samples", "patch")
 CAUSE_SAMPLERS = ("gray", "mean", "black", "noise", "gaussian")  # besides the reference sampler
 
 
@@ -48,6 +50,7 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
                                           fills=("patchsampler", *fills), **common),
         "sanity": lambda: SanityStudy(classifier, samples=samples, rise_masks=rise_masks, every=sanity_every,
                                       methods=[m for m in methods if m != "random"], **common),
+        "cause": lambda: CauseStudy(classifier, samples=samples, **common),
         "samples": lambda: SamplesStudy(classifier, counts=list(counts), steps=steps, fills=fills, **common),
         "patch": lambda: PatchStudy(classifier, sizes=list(sizes), samples=samples, steps=steps, fills=fills,
                                     samplers=[samplers[0], "mean"], seed=seed, batch_size=batch_size),
@@ -152,6 +155,11 @@ class NegativeStudy(Study):
                 lines.append(f"| {100 * frac:.0f} % | {_cell(neg[:, j])} | {_cell(rnd[:, j])} | {_cell(top[:, j])} | "
                              f"{100 * kept[:, j].mean():.1f} % |")
             rises = int((neg[:, -1] > neg[:, 0]).sum())
+            peak = int(np.argmax(neg.mean(0)))
+            lines += ["", f"Highest mean p(class) at {100 * k[peak]:.0f} % removed: Δ against the start "
+                      f"{fmt_signed(float(np.mean(neg[:, peak] - neg[:, 0])))}, higher on "
+                      f"{int((neg[:, peak] > neg[:, 0]).sum())} of {len(records)} photos, Wilcoxon p "
+                      f"{fmt_p(_wilcoxon(neg[:, peak], neg[:, 0]))}."]
             lines += ["", f"All removed: p(class) rose on {rises} of {len(records)} photos; against the start, "
                       f"Δ {fmt_signed(float(np.mean(neg[:, -1] - neg[:, 0])))}, Wilcoxon p "
                       f"{fmt_p(_wilcoxon(neg[:, -1], neg[:, 0]))}; against removing as many random pixels, "
@@ -194,13 +202,13 @@ def change_map(sampler, image: np.ndarray, K: int, stride: int, n: int, seed: in
     return patches_to_pixels(change, ys, xs, K, (H, W))
 
 
-def partial_spearman(a: np.ndarray, b: np.ndarray, given: np.ndarray) -> float | None:
-    """Spearman's correlation of a and b with `given` partialled out (Pearson of the rank residuals after a linear
-    fit on given's ranks); None when a residual is constant."""
+def partial_spearman(a: np.ndarray, b: np.ndarray, *given: np.ndarray) -> float | None:
+    """Spearman's correlation of a and b with the `given` maps partialled out (Pearson of the rank residuals after a
+    linear fit on the given maps' ranks); None when a residual is constant."""
     from scipy import stats
 
-    ra, rb, rc = (stats.rankdata(np.ravel(v)) for v in (a, b, given))
-    X = np.column_stack([np.ones_like(rc), rc])
+    ra, rb = (stats.rankdata(np.ravel(v)) for v in (a, b))
+    X = np.column_stack([np.ones_like(ra)] + [stats.rankdata(np.ravel(g)) for g in given])
     res = [r - X @ np.linalg.lstsq(X, r, rcond=None)[0] for r in (ra, rb)]
     if min(np.ptp(r) for r in res) < 1e-9:
         return None
@@ -210,8 +218,7 @@ def partial_spearman(a: np.ndarray, b: np.ndarray, given: np.ndarray) -> float |
 class SanityStudy(Study):
     """sampler: PMI/IG's sampler; methods: the comparison methods (each with its own sampler at K); K, stride,
     samples, rise_masks: as in the AUC study; every: layers randomized per cascade step after the first (sanity.py);
-    seed: the maps' and the randomization's seed.  The cause test explains with the reference sampler and each of
-    CAUSE_SAMPLERS on the original and the fully random model."""
+    seed: the maps' and the randomization's seed."""
 
     name, every_photo = "sanity", False
 
@@ -226,7 +233,7 @@ class SanityStudy(Study):
     def settings(self) -> dict:
         return {"model": os.path.basename(self.classifier.model_path), "sampler": self.label, "K": self.K,
                 "S": self.stride, "N": self.samples, "rise_masks": self.rise_masks, "methods": self.methods,
-                "every": self.every, "cause_samplers": [self.label, *CAUSE_SAMPLERS], "seed": self.seed}
+                "every": self.every, "seed": self.seed}
 
     def _sampler(self, name, model=None):
         return self.explainer(name, self.K, model).sampler
@@ -244,30 +251,7 @@ class SanityStudy(Study):
         steps = [{"layers": s["layers_randomized"], "correlation": s["correlation"], "p_class": s["p_class"],
                   "top1": s["top1"]["index"], "forwards": s["forwards"], "seconds": round(s["seconds"], 2)}
                  for s in rec["steps"]]
-        # why does IG stay correlated on a fully random model: does the in-fill change explain it?
-        model = onnx.load(clf.model_path)
-        table = layer_table(model)
-        cause = {}
-        with tempfile.TemporaryDirectory(prefix="infolens-sanity-") as tmp:
-            random_clf = twin(clf, step_model(model, [r["tensors"] for r in table], len(table), self.seed),
-                              os.path.join(tmp, "random.onnx"))
-            for label, name, model_path in [(self.label, self.sampler_name, self.model)] + \
-                    [(s, s, None) for s in CAUSE_SAMPLERS]:
-                sampler = self._sampler(name, model_path)
-                if label == self.label:  # the cascade's first and last step are these two explanations
-                    orig, rand = rec["maps"][0], rec["maps"][-1]
-                else:
-                    orig, rand = ({m: e.map_for(m, pred) for m in e.maps} for e in (
-                        Explainer(c, sampler, batch_size=self.batch_size).explain(
-                            image, classes=[pred], stride=self.stride, samples=self.samples, seed=self.seed)
-                        for c in (clf, random_clf)))
-                change = change_map(sampler, image, self.K, self.stride, self.samples, self.seed)
-                cause[label] = {m: {"orig_random": correlations(orig[m], rand[m])["spearman"],
-                                    "random_change": correlations(rand[m], change)["spearman"],
-                                    "orig_change": correlations(orig[m], change)["spearman"],
-                                    "partial": partial_spearman(orig[m], rand[m], change)} for m in ("pmi", "ig")}
-        return {"class": pred, "n_layers": rec["n_layers"], "steps": steps, "cause": cause,
-                "forwards": rec["forwards"]}
+        return {"class": pred, "n_layers": rec["n_layers"], "steps": steps, "forwards": rec["forwards"]}
 
     def section(self, records, out_dir) -> list[str]:
         layers = [s["layers"] for s in records[0]["steps"]]
@@ -297,20 +281,7 @@ class SanityStudy(Study):
                          for name in names]
         _write_csv(out_dir, "sanity.csv", rows)
         self._plot(records, layers, names, os.path.join(out_dir, "sanity.png"))
-        lines += ["![sanity](sanity.png)", "", "### Why IG stays correlated on a fully random model", "",
-                  "For each sampler: Spearman's ρ between the map on the trained model and on the fully random one "
-                  "(orig~random), of each with the classifier-free in-fill change map (the mean squared difference "
-                  "between a patch's in-fills and the patch: random~change, orig~change), and the partial ρ of "
-                  "orig~random given the change map. Mean [95 % CI] over the photos.", "",
-                  "| sampler | map | orig~random | random~change | orig~change | orig~random given change |",
-                  "|---|---|---|---|---|---|"]
-        for label in records[0]["cause"]:
-            for m in ("ig", "pmi"):
-                c = [r["cause"][label][m] for r in records]
-                lines.append(f"| {label} | {m} | " + " | ".join(_cell([x[k] for x in c], 2) for k in
-                                                              ("orig_random", "random_change", "orig_change",
-                                                               "partial")) + " |")
-        return lines + [""]
+        return lines + ["![sanity](sanity.png)", ""]
 
     def _plot(self, records, layers, names, path):
         plt = pyplot()
@@ -329,6 +300,106 @@ class SanityStudy(Study):
         fig.tight_layout()
         outfiles.save_figure(fig, path)
         plt.close(fig)
+
+
+def edge_map(image: np.ndarray, K: int, stride: int) -> np.ndarray:
+    """The image's own structure per patch: the mean Sobel gradient magnitude of its grey levels over each patch,
+    averaged onto pixels like the maps — float32 [H, W]."""
+    import cv2
+
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    ys, xs = patch_grid(*grey.shape, K, stride)
+    per_patch = np.array([magnitude[y:y + K, x:x + K].mean() for y, x in zip(ys, xs)])
+    return patches_to_pixels(per_patch, ys, xs, K, grey.shape)
+
+
+class CauseStudy(Study):
+    """Why IG keeps a positive Spearman with its trained-model map once every weight is random (docs/sanity: +0.23
+    on one photo, the paper ≈ 0).  For the reference sampler and each of CAUSE_SAMPLERS, PMI and IG for the
+    predicted class on the trained and the fully random model (sanity.py's randomization, all layers, `seed`), and
+    three covariates that hold no trained weights:
+      change   — the in-fill change map (change_map): how far the sampler's in-fills are from each patch;
+      position — the fully random model's map of a uniform-noise image (seeded, the same for every photo): what
+                 the random network's sensitivity by position gives, whatever the photo;
+      edges    — the photo's gradient energy per patch (edge_map): image structure a random convolution sees.
+    Records Spearman's ρ of the trained-model map with the random-model map, of the random-model map with each
+    covariate, and the partial ρ of the first pair given each covariate and all three."""
+
+    name, every_photo = "cause", False
+    COVARIATES = ("change", "position", "edges")
+
+    def __init__(self, classifier, sampler="patchsampler", K=16, stride=16, samples=8, seed=0, batch_size=64):
+        super().__init__(classifier, sampler=sampler, K=K, stride=stride, samples=samples, seed=seed,
+                         batch_size=batch_size)
+        self.label, self.sampler_name, self.model = _spec(sampler)
+        self.K, self.stride, self.samples, self.seed = K, stride, samples, seed
+        self.samplers = [(self.label, self.sampler_name, self.model)] + [(s, s, None) for s in CAUSE_SAMPLERS]
+        self._tmp = tempfile.TemporaryDirectory(prefix="infolens-cause-")  # the random model's file, for the study
+        model = onnx.load(classifier.model_path)
+        table = layer_table(model)
+        self.random = twin(classifier, step_model(model, [r["tensors"] for r in table], len(table), seed),
+                           os.path.join(self._tmp.name, "random.onnx"))
+        self._position = {}
+
+    def settings(self) -> dict:
+        return {"model": os.path.basename(self.classifier.model_path), "samplers": [l for l, *_ in self.samplers],
+                "K": self.K, "S": self.stride, "N": self.samples, "seed": self.seed}
+
+    def _maps(self, clf, sampler, image, cls) -> dict:
+        e = Explainer(clf, sampler, batch_size=self.batch_size).explain(
+            image, classes=[cls], stride=self.stride, samples=self.samples, seed=self.seed)
+        return {m: e.map_for(m, cls) for m in ("pmi", "ig")}
+
+    def _position_maps(self, label, sampler, shape) -> dict:
+        """The random model's maps of the noise image, for its own top class (made once per sampler)."""
+        if label not in self._position:
+            noise = np.random.default_rng([self.seed, 7]).integers(0, 256, (*shape, 3), dtype=np.uint8)
+            top = int(np.argmax(self.random.predict_images(noise[None])[0]))
+            self._position[label] = self._maps(self.random, sampler, noise, top)
+        return self._position[label]
+
+    def measure(self, image, pred, true_class) -> dict:
+        edges = edge_map(image, self.K, self.stride)
+        out = {}
+        for label, name, model in self.samplers:
+            sampler = self.explainer(name, self.K, model).sampler
+            orig, rand = (self._maps(c, sampler, image, pred) for c in (self.classifier, self.random))
+            position = self._position_maps(label, sampler, image.shape[:2])
+            change = change_map(sampler, image, self.K, self.stride, self.samples, self.seed)
+            out[label] = {}
+            for m in ("pmi", "ig"):
+                cov = {"change": change, "position": position[m], "edges": edges}
+                out[label][m] = {"orig_random": correlations(orig[m], rand[m])["spearman"],
+                                 **{f"random_{k}": correlations(rand[m], v)["spearman"] for k, v in cov.items()},
+                                 **{f"orig_{k}": correlations(orig[m], v)["spearman"] for k, v in cov.items()},
+                                 **{f"given_{k}": partial_spearman(orig[m], rand[m], v) for k, v in cov.items()},
+                                 "given_all": partial_spearman(orig[m], rand[m], *cov.values())}
+        return {"class": pred, "cause": out}
+
+    def section(self, records, out_dir) -> list[str]:
+        cols = ["orig_random"] + [f"random_{k}" for k in self.COVARIATES] + [f"orig_{k}" for k in self.COVARIATES] + \
+               [f"given_{k}" for k in (*self.COVARIATES, "all")]
+        lines = ["## Why IG stays correlated on a fully random model", "",
+                 f"On {len(records)} photos, PMI and IG for the predicted class on the trained model (orig) and on "
+                 "the fully random one (random: every weight layer randomized as in the sanity check), with each "
+                 f"sampler (K={self.K}, N={self.samples}). Covariates without trained weights: **change**, the mean "
+                 "squared difference between a patch's in-fills and the patch; **position**, the random model's map "
+                 "of a uniform-noise image (the same for every photo: sensitivity by position alone); **edges**, the "
+                 "photo's Sobel gradient energy per patch. Spearman's ρ, mean [95 % CI] over photos; 'given': the "
+                 "partial ρ of orig~random with that covariate (or all three) partialled out. Per photo: "
+                 "`cause.csv`.", "",
+                 "| sampler | map | " + " | ".join(c.replace("_", "~").replace("given~", "given ") for c in cols)
+                 + " |", "|---|---|" + "---|" * len(cols)]
+        rows = []
+        for label, *_ in self.samplers:
+            for m in ("ig", "pmi"):
+                values = [r["cause"][label][m] for r in records]
+                lines.append(f"| {label} | {m} | " + " | ".join(_cell([v[c] for v in values], 2) for c in cols)
+                             + " |")
+                rows += [{"image": r["image"], "sampler": label, "map": m, **r["cause"][label][m]} for r in records]
+        _write_csv(out_dir, "cause.csv", rows)
+        return lines + [""]
 
 
 # ---- N in-fills (Fig. 23) and patch size K (Fig. 22) -------------------------------------------------------------
