@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := pyproject.toml setup.py cpp_ext/sampling.cpp
 
-.PHONY: demo test bench loadtest models clean
+.PHONY: demo test bench loadtest benchmark models clean
 
 # runtime only (numpy, onnxruntime, opencv, tqdm, onnx) + the compiled sampler: what a user installs
 $(VENV)/.runtime: $(DEPS)
@@ -32,6 +32,13 @@ bench: $(VENV)/.runtime
 # the server under load on 127.0.0.1: 8 clients, 48 small jobs on the shipped model, one SIGKILL and restart
 loadtest: $(VENV)/.dev
 	$(BIN)/python -m infolens.serve.loadtest
+
+# docs/benchmark/: the paper's evaluation on 200 of the imagenet-samples photos in $(DATA) (evaluation only), about
+# 3.4 h on 2 cores; resumable: the same command skips what .bench-run/k16/ holds and rebuilds the report
+benchmark: $(VENV)/.dev
+	$(BIN)/infolens eval benchmark --images $(DATA)/imagenet-samples/images \
+	  --labels $(DATA)/imagenet-samples/labels.csv --out .bench-run/k16 --limit 200 -K 16 -N 4 --steps 25 \
+	  --report docs/benchmark
 
 # Rebuild every shipped model from installed packages and the photo sets in $(DATA) (../shared/data: BSDS500, COCO128;
 # about 3 h 12 min on 2 cores, the two PatchSamplers training side by side for 175 min each, the MIP-IN inverse 85 s;

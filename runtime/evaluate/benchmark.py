@@ -358,8 +358,9 @@ def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: 
              f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %.",
              "", "Sections: " + ", ".join(f"{s.name} ({len(records[s.name])} photos)" for s in studies) + ".", ""]
     for study in studies:
-        lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in study.settings().items()), ""]
-        lines += study.section(records[study.name], out_dir)
+        section = study.section(records[study.name], out_dir)  # its heading, then the settings it ran with
+        lines += section[:2] + ["Settings: " + ", ".join(f"{k}={v}" for k, v in study.settings().items()), ""]
+        lines += section[2:]
         lines.append(f"Time: {sum(r['seconds'] for r in records[study.name]) / 3600:.2f} h "
                      f"({np.mean([r['seconds'] for r in records[study.name]]):.0f} s per photo).")
         lines.append("")

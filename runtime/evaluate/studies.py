@@ -28,6 +28,7 @@ from .benchmark import AucStudy, Study, check_fills, ci, csv_text, fmt_p, fmt_si
 from .curves import fill_image, pixel_order, replace_progressively, step_counts
 from .plots import pyplot
 from .sanity import correlations, layer_table, step_model, twin
+from .suite import parse_sampler
 
 STUDIES = ("auc", "negative", "sanity", "cause", "samples", "patch")
 CAUSE_SAMPLERS = ("gray", "mean", "black", "noise", "gaussian")  # besides the reference sampler
@@ -56,12 +57,6 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
                                     samplers=[samplers[0], "mean"], seed=seed, batch_size=batch_size),
     }
     return [make[n]() for n in STUDIES if n in names]
-
-
-def _spec(entry: str) -> tuple[str, str, str | None]:
-    from .suite import parse_sampler
-
-    return parse_sampler(entry)
 
 
 def _write_csv(out_dir: str, name: str, rows: list[dict]) -> None:
@@ -99,7 +94,7 @@ class NegativeStudy(Study):
         super().__init__(classifier, sampler=sampler, K=K, stride=stride, samples=samples, steps=steps, fills=fills,
                          seed=seed, batch_size=batch_size)
         check_fills([f for f in fills if f != "patchsampler"])
-        self.label, self.sampler_name, self.model = _spec(sampler)
+        self.label, self.sampler_name, self.model = parse_sampler(sampler)
         self.K, self.stride, self.samples, self.steps, self.fills, self.seed = K, stride, samples, steps, fills, seed
 
     def settings(self) -> dict:
@@ -226,7 +221,7 @@ class SanityStudy(Study):
                  stride=16, samples=8, rise_masks=1000, every=10, seed=0, batch_size=64):
         super().__init__(classifier, sampler=sampler, methods=methods, K=K, stride=stride, samples=samples,
                          rise_masks=rise_masks, every=every, seed=seed, batch_size=batch_size)
-        self.label, self.sampler_name, self.model = _spec(sampler)
+        self.label, self.sampler_name, self.model = parse_sampler(sampler)
         self.methods, self.K, self.stride, self.samples = list(methods), K, stride, samples
         self.rise_masks, self.every, self.seed = rise_masks, every, seed
 
@@ -265,12 +260,13 @@ class SanityStudy(Study):
                  "the map on the trained model [95 % CI over photos]; a map that passes falls to about 0. "
                  "Per photo, map and step: `sanity.csv`.", ""]
         rows = []
-        for kind in ("spearman", "pearson"):
-            lines += [f"### {kind.capitalize()}", "",
+        for kind, title in (("spearman", "Spearman"), ("pearson", "Pearson"),
+                            ("abs", "|Spearman|: a map that only flips its sign (ρ = −1) is still the same map")):
+            lines += [f"### {title}", "",
                       "| map | " + " | ".join(f"{n} layers" for n in layers[1:]) + " |",
                       "|---|" + "---|" * (len(layers) - 1)]
             for name in names:
-                cells = [_cell([r["steps"][j]["correlation"][name][kind] for r in records], 2)
+                cells = [_cell([_rho(r["steps"][j]["correlation"][name], kind) for r in records], 2)
                          for j in range(1, len(layers))]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
@@ -300,6 +296,13 @@ class SanityStudy(Study):
         fig.tight_layout()
         outfiles.save_figure(fig, path)
         plt.close(fig)
+
+
+def _rho(correlation: dict, kind: str) -> float | None:
+    """One of a record's correlations: "spearman", "pearson", or "abs" (|Spearman|)."""
+    if kind != "abs":
+        return correlation[kind]
+    return None if correlation["spearman"] is None else abs(correlation["spearman"])
 
 
 def edge_map(image: np.ndarray, K: int, stride: int) -> np.ndarray:
@@ -332,7 +335,7 @@ class CauseStudy(Study):
     def __init__(self, classifier, sampler="patchsampler", K=16, stride=16, samples=8, seed=0, batch_size=64):
         super().__init__(classifier, sampler=sampler, K=K, stride=stride, samples=samples, seed=seed,
                          batch_size=batch_size)
-        self.label, self.sampler_name, self.model = _spec(sampler)
+        self.label, self.sampler_name, self.model = parse_sampler(sampler)
         self.K, self.stride, self.samples, self.seed = K, stride, samples, seed
         self.samplers = [(self.label, self.sampler_name, self.model)] + [(s, s, None) for s in CAUSE_SAMPLERS]
         self._tmp = tempfile.TemporaryDirectory(prefix="infolens-cause-")  # the random model's file, for the study
@@ -415,7 +418,7 @@ class SamplesStudy(Study):
         super().__init__(classifier, sampler=sampler, K=K, stride=stride, counts=counts, steps=steps, fills=fills,
                          seed=seed, batch_size=batch_size)
         check_fills(fills)
-        self.label, self.sampler_name, self.model = _spec(sampler)
+        self.label, self.sampler_name, self.model = parse_sampler(sampler)
         self.K, self.stride, self.counts, self.steps, self.fills, self.seed = K, stride, list(counts), steps, fills, seed
 
     def settings(self) -> dict:
@@ -468,6 +471,20 @@ class SamplesStudy(Study):
                              f"{_cell([x['map_std'] for x in sel], 4)} | " +
                              " | ".join(f"{_cell([x[f'deletion_{f}'] for x in sel])} | "
                                         f"{_cell([x[f'insertion_{f}'] for x in sel])}" for f in fills) + " |")
+        lines += ["", f"Paired against N={self.counts[-1]} on the same photos (Δ = smaller N − N={self.counts[-1]}, "
+                  "Wilcoxon p):", ""]
+        for name in ("pmi", "ig"):
+            ref = {x["image"]: x for x in rows if x["map"] == name and x["N"] == self.counts[-1]}
+            for n in self.counts[:-1]:
+                sel = [x for x in rows if x["map"] == name and x["N"] == n]
+                parts = []
+                for f in fills:
+                    for kind in ("deletion", "insertion"):
+                        a = [x[f"{kind}_{f}"] for x in sel]
+                        b = [ref[x["image"]][f"{kind}_{f}"] for x in sel]
+                        parts.append(f"{kind} {f} {fmt_signed(float(np.mean(np.subtract(a, b))))} "
+                                     f"(p {fmt_p(_wilcoxon(a, b))})")
+                lines.append(f"- {name}, N={n}: " + "; ".join(parts))
         _write_csv(out_dir, "samples.csv", rows)
         self._plot(rows, os.path.join(out_dir, "samples.png"))
         return lines + ["", "![N](samples.png)", ""]
@@ -476,9 +493,10 @@ class SamplesStudy(Study):
         plt = pyplot()
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=110)
         for k, name in enumerate(("pmi", "ig")):
-            def mean(key):
-                return [np.nanmean([np.nan if x[key] is None else x[key] for x in rows
-                                    if x["map"] == name and x["N"] == n]) for n in self.counts]
+            def mean(key):  # N=1 has no standard error: no point
+                values = [[x[key] for x in rows if x["map"] == name and x["N"] == n and x[key] is not None]
+                          for n in self.counts]
+                return [np.mean(v) if v else np.nan for v in values]
             axes[0].plot(self.counts, mean("split_pearson"), "-o", color=f"C{k}", label=f"{name} split-half r")
             axes[1].plot(self.counts, mean("se_mean"), "-o", color=f"C{k}", label=f"{name} MC s.e.")
             axes[1].plot(self.counts, mean("map_std"), "--", color=f"C{k}", label=f"{name} map s.d.")
@@ -512,7 +530,7 @@ class PatchStudy(Study):
         self.samples, self.steps, self.fills, self.seed = samples, steps, fills, seed
         self.runs = []  # (K, label, name, model) that exist
         for entry in samplers:
-            label, name, model = _spec(entry)
+            label, name, model = parse_sampler(entry)
             for K in sizes:
                 try:
                     self.explainer(name, K, model)
