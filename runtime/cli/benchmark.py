@@ -24,7 +24,7 @@ def register(evsub) -> None:
     p.set_defaults(run=run)
     p.add_argument("--images", required=True, metavar="DIR", help="the photos")
     p.add_argument("--labels", required=True, metavar="CSV", help="file,class_index[,name] per photo")
-    p.add_argument("--out", required=True, metavar="DIR", help="the per-photo results (DIR/images/*.json)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the per-photo results (DIR/<study>/*.json)")
     p.add_argument("--report", metavar="DIR", help="where report.md, results.csv and the plots go (default: --out)")
     p.add_argument("--limit", type=int, help="this many photos, evenly spaced over the labels file (default: all)")
     options.add_model(p, card=False)
