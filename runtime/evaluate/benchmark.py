@@ -102,12 +102,19 @@ class Study:
         record["seconds"] = round(time.perf_counter() - t_photo, 2)
         return record
 
+    def sampler(self, name: str, K: int, model: str | None = None):
+        """The named sampler at patch size K, opened once per study."""
+        cache = self.__dict__.setdefault("_samplers", {})
+        if (name, K, model) not in cache:
+            cache[(name, K, model)] = load_sampler(name, K=K, model=model, device=self.classifier.placement)
+        return cache[(name, K, model)]
+
     def explainer(self, sampler: str | None, K: int, model: str | None = None) -> Explainer:
-        """An Explainer with the named sampler at patch size K (None: no sampler), opened once per study."""
+        """An Explainer with the named sampler at patch size K (None: no sampler), made once per study."""
         cache = self.__dict__.setdefault("_explainers", {})
         if (sampler, K, model) not in cache:
-            s = sampler and load_sampler(sampler, K=K, model=model, device=self.classifier.placement)
-            cache[(sampler, K, model)] = Explainer(self.classifier, s, batch_size=self.batch_size)
+            cache[(sampler, K, model)] = Explainer(self.classifier, sampler and self.sampler(sampler, K, model),
+                                                   batch_size=self.batch_size)
         return cache[(sampler, K, model)]
 
 
@@ -213,7 +220,7 @@ def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_
     from every study's records; returns the report's figures.  ray: spread the photos over Ray actors
     (distributed.ray) at that address."""
     params.check("study_photos", study_photos)
-    records = {}
+    records, expected = {}, {}
     for study in studies:
         folder = os.path.join(out_dir, study.name)
         os.makedirs(folder, exist_ok=True)
@@ -230,6 +237,7 @@ def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_
         else:
             outfiles.write_atomic(settings_path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
         mine = photos if study.every_photo else evenly(photos, study_photos)
+        expected[study.name] = len(mine)
         todo = [p for p in mine if not os.path.exists(_record_path(folder, p[0]))]
         if todo and ray is not None:
             _on_ray(study, todo, folder, ray)
@@ -252,8 +260,7 @@ def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_
     report_dir = report_dir or out_dir
     os.makedirs(report_dir, exist_ok=True)
     report = write_report(studies, records, report_dir, command)
-    report["complete"] = all(len(records[s.name]) == len(photos if s.every_photo else evenly(photos, study_photos))
-                             for s in studies)
+    report["complete"] = all(len(records[name]) == n for name, n in expected.items())
     return report
 
 
@@ -326,8 +333,6 @@ def compare(rows: list[dict], metric: str, fill: str, target: str) -> dict:
     """Per (map, sampler) group: mean and 95 % CI of `metric`, and against the reference (PMI/PatchSampler) on the
     same photos: the mean paired difference and the Wilcoxon signed-rank p-value (two-sided; scipy.stats).
     {group: {"mean", "low", "high", "n", "diff", "p"}}."""
-    from scipy import stats
-
     sel = [r for r in rows if r["fill"] == fill and r["target"] == target]
     value = {(r["map"], r["sampler"], r["image"]): r[metric] for r in sel}
     out = {}
@@ -339,11 +344,17 @@ def compare(rows: list[dict], metric: str, fill: str, target: str) -> dict:
         if key != REFERENCE and common:
             a = np.array([value[(*key, i)] for i in common])
             b = np.array([value[(*REFERENCE, i)] for i in common])
-            entry["diff"] = float(np.mean(a - b))
-            if len(common) >= 2 and np.any(a != b):
-                entry["p"] = float(stats.wilcoxon(a, b).pvalue)
+            entry["diff"], entry["p"] = float(np.mean(a - b)), wilcoxon(a, b)
         out[key] = entry
     return out
+
+
+def wilcoxon(a, b) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired values (scipy.stats); nan when fewer than 2 or all equal."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(stats.wilcoxon(a, b).pvalue) if len(a) > 1 and np.any(a != b) else float("nan")
 
 
 def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: str, command: str = "") -> dict:

@@ -43,14 +43,18 @@ def fill_image(image: np.ndarray, fill: str, K: int = 8, seed: int = 0, sampler_
     if fill == "mean":
         return np.broadcast_to(np.rint(image.mean(axis=(0, 1))).astype(np.uint8), image.shape).copy()
     if fill == "patchsampler":
-        sampler = load_sampler("patchsampler", K=K, model=sampler_model, device=device)
-        ys, xs = patch_grid(*image.shape[:2], sampler.K, sampler.K)
-        tiles = sampler.sample(image, ys, xs, 1, streams(seed, np.arange(len(ys))))[:, 0]
-        out = image.copy()
-        for y, x, t in zip(ys, xs, tiles):
-            out[y:y + sampler.K, x:x + sampler.K] = t
-        return out
+        return sampler_fill(image, load_sampler("patchsampler", K=K, model=sampler_model, device=device), seed)
     raise InfolensError(f"unknown fill {fill!r}: choose one of {', '.join(FILLS)}", "fill")
+
+
+def sampler_fill(image: np.ndarray, sampler, seed: int = 0) -> np.ndarray:
+    """The `patchsampler` fill (module doc) drawn by an open sampler: uint8 [H, W, 3]."""
+    ys, xs = patch_grid(*image.shape[:2], sampler.K, sampler.K)
+    tiles = sampler.sample(image, ys, xs, 1, streams(seed, np.arange(len(ys))))[:, 0]
+    out = image.copy()
+    for y, x, t in zip(ys, xs, tiles):
+        out[y:y + sampler.K, x:x + sampler.K] = t
+    return out
 
 
 def pixel_order(values: np.ndarray) -> np.ndarray:

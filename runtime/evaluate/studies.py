@@ -23,9 +23,10 @@ from .. import outfiles, params
 from ..errors import InfolensError
 from ..measures import patches_to_pixels
 from ..methods import METHODS, Explainer, patch_grid
+from ..samplers import windows
 from ..samplers.rng import streams
-from .benchmark import AucStudy, Study, check_fills, ci, csv_text, fmt_p, fmt_signed, score
-from .curves import fill_image, pixel_order, replace_progressively, step_counts
+from .benchmark import AucStudy, Study, check_fills, ci, csv_text, fmt_p, fmt_signed, score, wilcoxon
+from .curves import fill_image, pixel_order, replace_progressively, sampler_fill, step_counts
 from .plots import pyplot
 from .sanity import correlations, layer_table, step_model, twin
 from .suite import parse_sampler
@@ -73,13 +74,6 @@ def _cell(values, digits=3) -> str:
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if len(v) > 1 else f"{m:.{digits}f}"
 
 
-def _wilcoxon(a, b) -> float:
-    from scipy import stats
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return float(stats.wilcoxon(a, b).pvalue) if len(a) > 1 and np.any(a != b) else float("nan")
-
-
 # ---- negative evidence (Fig. 10) ---------------------------------------------------------------------------------
 
 class NegativeStudy(Study):
@@ -111,10 +105,12 @@ class NegativeStudy(Study):
         counts = step_counts(n_neg, self.steps)
         orders = {"negative": pixel_order(-values),
                   "random": np.random.default_rng([self.seed, true_class, 1]).permutation(values.size)}
-        model = self.model if self.sampler_name == "patchsampler" else None
+        # the PatchSampler fill draws from the map's own sampler when it is one (opened once per study)
+        own = self.sampler(self.sampler_name, self.K, self.model) if self.sampler_name == "patchsampler" else \
+            self.sampler("patchsampler", self.K)
         curves = {}
         for fill in self.fills:
-            replacement = fill_image(image, fill, self.K, self.seed, model, clf.device)
+            replacement = sampler_fill(image, own, self.seed) if fill == "patchsampler" else fill_image(image, fill)
             for kind, order in orders.items():
                 probs = replace_progressively(clf, image, replacement, order, counts, self.batch_size)
                 curves[f"{fill}/{kind}"] = {"p_class": probs[:, pred].tolist(), "top1_prob": probs.max(1).tolist(),
@@ -154,12 +150,12 @@ class NegativeStudy(Study):
             lines += ["", f"Highest mean p(class) at {100 * k[peak]:.0f} % removed: Δ against the start "
                       f"{fmt_signed(float(np.mean(neg[:, peak] - neg[:, 0])))}, higher on "
                       f"{int((neg[:, peak] > neg[:, 0]).sum())} of {len(records)} photos, Wilcoxon p "
-                      f"{fmt_p(_wilcoxon(neg[:, peak], neg[:, 0]))}."]
+                      f"{fmt_p(wilcoxon(neg[:, peak], neg[:, 0]))}."]
             lines += ["", f"All removed: p(class) rose on {rises} of {len(records)} photos; against the start, "
                       f"Δ {fmt_signed(float(np.mean(neg[:, -1] - neg[:, 0])))}, Wilcoxon p "
-                      f"{fmt_p(_wilcoxon(neg[:, -1], neg[:, 0]))}; against removing as many random pixels, "
+                      f"{fmt_p(wilcoxon(neg[:, -1], neg[:, 0]))}; against removing as many random pixels, "
                       f"Δ {fmt_signed(float(np.mean(neg[:, -1] - rnd[:, -1])))}, p "
-                      f"{fmt_p(_wilcoxon(neg[:, -1], rnd[:, -1]))}.", ""]
+                      f"{fmt_p(wilcoxon(neg[:, -1], rnd[:, -1]))}.", ""]
             for kind, values, colour in (("negative PMI first", neg, "tab:red"), ("random pixels", rnd, "tab:gray")):
                 m = values.mean(0)
                 h = stats.sem(values, axis=0) * stats.t.ppf(0.975, len(values) - 1) if len(values) > 1 else 0 * m
@@ -192,7 +188,7 @@ def change_map(sampler, image: np.ndarray, K: int, stride: int, n: int, seed: in
     ys, xs = patch_grid(H, W, K, stride)
     n = 1 if sampler.deterministic else n
     fills = sampler.sample(image, ys, xs, n, streams(seed, np.arange(len(ys)))).astype(np.float32)
-    patches = np.stack([image[y:y + K, x:x + K] for y, x in zip(ys, xs)]).astype(np.float32)
+    patches = windows(image, ys, xs, K).astype(np.float32)
     change = ((fills - patches[:, None]) ** 2).mean(axis=(1, 2, 3, 4))
     return patches_to_pixels(change, ys, xs, K, (H, W))
 
@@ -230,17 +226,14 @@ class SanityStudy(Study):
                 "S": self.stride, "N": self.samples, "rise_masks": self.rise_masks, "methods": self.methods,
                 "every": self.every, "seed": self.seed}
 
-    def _sampler(self, name, model=None):
-        return self.explainer(name, self.K, model).sampler
-
     def measure(self, image, pred, true_class) -> dict:
         from .sanity import cascade
 
         clf = self.classifier
-        runs = [("pmi", self._sampler(self.sampler_name, self.model), self.samples)]
+        runs = [("pmi", self.sampler(self.sampler_name, self.K, self.model), self.samples)]
         for m in self.methods:
             own = METHODS[m].default_sampler
-            runs.append((m, own and self._sampler(own), self.rise_masks if m == "rise" else self.samples))
+            runs.append((m, own and self.sampler(own, self.K), self.rise_masks if m == "rise" else self.samples))
         rec = cascade(clf, image, runs=runs, stride=self.stride, seed=self.seed, steps_every=self.every,
                       batch_size=self.batch_size)
         steps = [{"layers": s["layers_randomized"], "correlation": s["correlation"], "p_class": s["p_class"],
@@ -313,7 +306,7 @@ def edge_map(image: np.ndarray, K: int, stride: int) -> np.ndarray:
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
     ys, xs = patch_grid(*grey.shape, K, stride)
-    per_patch = np.array([magnitude[y:y + K, x:x + K].mean() for y, x in zip(ys, xs)])
+    per_patch = windows(magnitude[..., None], ys, xs, K).mean(axis=(1, 2, 3))
     return patches_to_pixels(per_patch, ys, xs, K, grey.shape)
 
 
@@ -366,7 +359,7 @@ class CauseStudy(Study):
         edges = edge_map(image, self.K, self.stride)
         out = {}
         for label, name, model in self.samplers:
-            sampler = self.explainer(name, self.K, model).sampler
+            sampler = self.sampler(name, self.K, model)
             orig, rand = (self._maps(c, sampler, image, pred) for c in (self.classifier, self.random))
             position = self._position_maps(label, sampler, image.shape[:2])
             change = change_map(sampler, image, self.K, self.stride, self.samples, self.seed)
@@ -483,7 +476,7 @@ class SamplesStudy(Study):
                         a = [x[f"{kind}_{f}"] for x in sel]
                         b = [ref[x["image"]][f"{kind}_{f}"] for x in sel]
                         parts.append(f"{kind} {f} {fmt_signed(float(np.mean(np.subtract(a, b))))} "
-                                     f"(p {fmt_p(_wilcoxon(a, b))})")
+                                     f"(p {fmt_p(wilcoxon(a, b))})")
                 lines.append(f"- {name}, N={n}: " + "; ".join(parts))
         _write_csv(out_dir, "samples.csv", rows)
         self._plot(rows, os.path.join(out_dir, "samples.png"))
@@ -533,7 +526,7 @@ class PatchStudy(Study):
             label, name, model = parse_sampler(entry)
             for K in sizes:
                 try:
-                    self.explainer(name, K, model)
+                    self.sampler(name, K, model)
                 except InfolensError:
                     continue  # no such sampler at this K (a PatchSampler is trained for one K)
                 self.runs.append((K, label, name, model))
@@ -581,7 +574,7 @@ class PatchStudy(Study):
                             a = [x[key] for x in paired]
                             b = [ref[x["image"]][key] for x in paired]
                             cells.append("" if K == 16 or not paired else
-                                         f"{fmt_signed(float(np.mean(np.subtract(a, b))))}, {fmt_p(_wilcoxon(a, b))}")
+                                         f"{fmt_signed(float(np.mean(np.subtract(a, b))))}, {fmt_p(wilcoxon(a, b))}")
                     lines.append(f"| {label} | {m} | {K} | {np.mean([x['forwards'] for x in sel]):.0f} | "
                                  f"{np.mean([x['seconds'] for x in sel]):.1f} | " + " | ".join(cells) + " |")
         _write_csv(out_dir, "patch.csv", rows)
