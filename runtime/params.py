@@ -137,6 +137,9 @@ PARAMS: dict[str, Param] = {
     "sample_counts": Param("--sample-counts", meaning="the N values of the benchmark's N study"),
     "patch_sizes": Param("--patch-sizes", meaning="the K values of the benchmark's K study"),
     "negative_steps": Param("--negative-steps", int, low=1, meaning="negative-evidence removal steps"),
+    "fill_draws": Param("--fill-draws", int, low=1, meaning="PatchSampler fill: in-fill draws a curve point averages"),
+    "mosaics": Param("--mosaics", int, low=1, meaning="pointing game: 2×2 mosaics"),
+    "smooth": Param("--smooth", float, low=0.0, meaning="control: σ in pixels of the Gaussian smoothing of every map"),
 }
 
 

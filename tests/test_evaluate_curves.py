@@ -9,7 +9,8 @@ import pytest
 import onnx_builders
 from conftest import run_cli
 from infolens import Explanation, OnnxClassifier
-from infolens.evaluate.curves import auc, curve, fill_image, pixel_order, step_counts
+from infolens.evaluate.curves import auc, curve, pixel_order, removal_probs, step_counts
+from infolens.evaluate.fills import Black, make_fill
 
 H = W = 16
 REGION = (4, 8, 6, 12)
@@ -47,19 +48,35 @@ def test_step_rule_and_stable_order():
     assert pixel_order(v).tolist() == [1, 3, 0, 2, 5, 4]  # ties keep row-major order
 
 
-def test_fills_are_as_specified(region_setup):
-    _, image, _, _ = region_setup
-    np.testing.assert_array_equal(fill_image(image, "blur"), cv2.GaussianBlur(image, (11, 11), 5))
-    assert not fill_image(image, "black").any()
-    np.testing.assert_array_equal(fill_image(image, "mean")[3, 7], np.rint(image.mean((0, 1))).astype(np.uint8))
+def test_static_fills_are_as_specified(region_setup):
+    clf, image, _, _ = region_setup
+    np.testing.assert_array_equal(make_fill("blur", clf).replacements(image)[0], cv2.GaussianBlur(image, (11, 11), 5))
+    assert not make_fill("black", clf).replacements(image).any()
+    removed = np.zeros((2, H, W), bool)
+    removed[1, 2:5, 3:9] = True
+    got = make_fill("blur", clf).images(image, removed)
+    assert got.shape == (1, 2, H, W, 3)
+    np.testing.assert_array_equal(got[0, 0], image)
+    np.testing.assert_array_equal(got[0, 1][~removed[1]], image[~removed[1]])
+    np.testing.assert_array_equal(got[0, 1][removed[1]], cv2.GaussianBlur(image, (11, 11), 5)[removed[1]])
+
+
+def test_the_mean_fill_is_zero_after_the_models_normalization(tmp_path):
+    path = onnx_builders.region_classifier(tmp_path / "region.onnx", H, W, REGION)
+    clf = OnnxClassifier(path, resize="none", mean=(120.0, 100.0, 80.0), std=(50.0, 50.0, 50.0),
+                         channel_order="BGR")
+    colour = make_fill("mean", clf).replacements(np.zeros((H, W, 3), np.uint8))[0, 5, 5]
+    assert colour.tolist() == [80, 100, 120]  # RGB: model channel 0 (B) has mean 120
+    tensor = clf.normalize(np.broadcast_to(colour, (1, H, W, 3)).copy())
+    np.testing.assert_allclose(tensor, 0, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["deletion", "insertion"])
 def test_curve_and_auc_match_a_hand_computed_run(region_setup, mode):
     clf, image, good, _ = region_setup
     steps = 7
-    fill = fill_image(image, "black")
-    fractions, got = curve(clf, image, fill, good, 0, steps, mode, batch_size=3)
+    fill = np.zeros_like(image)
+    fractions, got = curve(clf, image, Black(), good, 0, steps, mode, batch_size=3)
     order = np.argsort(-good.ravel(), kind="stable")
     imgs = []
     for k in range(steps + 1):
@@ -114,10 +131,34 @@ def test_negative_evidence_removes_only_negative_pixels_and_top_class_rises(tmp_
                     maps={"pmi": pmi[None], "ig": np.abs(pmi)}, params={"K": 4}, model=clf.describe(),
                     source="neg.png")
     npz = e.save(str(tmp_path), render=False)["npz"]
-    r = run_cli("eval", "negative", npz, "--fill", "mean", "--steps", "4", "--out", tmp_path / "neg")
+    r = run_cli("eval", "negative", npz, "--fill", "road", "--steps", "4", "--out", tmp_path / "neg")
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "neg" / "neg_negative.json").read_text())
     assert rec["negative_pixels"] == 24 and rec["fractions"][-1] == pytest.approx(24 / 256)
     assert rec["curve"][0] == pytest.approx(probs[0]) and rec["curve"][-1] > 0.95 > probs[0]
     assert np.all(np.diff(rec["curve"]) > 0) and len(rec["curve"]) == 5
     assert (tmp_path / "neg" / "neg_negative.png").stat().st_size > 1000
+
+
+def test_insertion_is_least_relevant_first_removal_read_backwards(region_setup):
+    """LeRF done by hand (remove the lowest-ranked pixels first, black) is the insertion curve reversed, so
+    SRG = AUC(LeRF) − AUC(MoRF) = AUC(insertion) − AUC(deletion); and the faithful map's SRG beats the random one's."""
+    clf, image, good, _ = region_setup
+    steps = 8  # 256 pixels: every step count is exact
+    order = pixel_order(good)
+    lerf = []
+    for k in range(steps + 1):
+        cur = image.reshape(-1, 3).copy()
+        cur[order[::-1][:k * H * W // steps]] = 0
+        lerf.append(cur.reshape(H, W, 3))
+    lerf = _direct_probs(clf.model_path, np.stack(lerf))
+    counts = step_counts(H * W, steps)
+    ins = removal_probs(clf, image, Black(), order, counts, "insertion")[:, 0]
+    np.testing.assert_allclose(ins, lerf[::-1], rtol=1e-6)
+    fr = np.linspace(0, 1, steps + 1)
+    srg = {}
+    for name, m in (("good", good), ("random", np.random.default_rng(1).random((H, W)))):
+        o = pixel_order(m)
+        dele, ins = (removal_probs(clf, image, Black(), o, counts, mode)[:, 0] for mode in ("deletion", "insertion"))
+        srg[name] = auc(fr, ins) - auc(fr, dele)
+    assert srg["good"] > srg["random"] + 0.3

@@ -64,7 +64,7 @@ def run_curve(args) -> int:
             raise InfolensError(f"{args.json} is a folder; name the record's file", "json")
         _writable_dir(os.path.dirname(args.json) or ".", "json")
     result = evaluate(args.explanation, args.eval_command, args.map, args.cls, args.fill, args.steps,
-                      args.batch_size, args.seed, args.sampler_model, args.device, args.model)
+                      args.batch_size, args.seed, args.sampler_model, args.device, args.model, args.fill_draws)
     print(f"AUC {result['auc']:.6f}")
     print(f"  {args.eval_command} of p({result['label']} [{result['class']}]) by the {args.map} map, fill "
           f"{args.fill}, {args.steps} steps, {result['forwards']} forwards in {result['seconds']:.1f} s",
@@ -79,7 +79,7 @@ def run_negative(args) -> int:
 
     out = _writable_dir(args.out or os.path.dirname(os.path.abspath(args.explanation)), "out")
     rec = negative_evidence(args.explanation, args.steps, args.fill, args.seed, args.batch_size, args.sampler_model,
-                            args.device, args.model)
+                            args.device, args.model, args.fill_draws)
     stem = os.path.join(out, os.path.splitext(os.path.basename(args.explanation))[0] + "_negative")
     outfiles.write_json(stem + ".json", rec)
     plot_negative(rec, stem + ".png")

@@ -35,9 +35,6 @@ def size(text: str) -> list[int]:
     return hw
 
 
-FILLS = ["blur", "black", "mean", "patchsampler"]
-
-
 def add_grid(p, K: int, N: int, N_help: str = "") -> None:
     """-K, -S, -N."""
     p.add_argument("-K", type=int, default=K, help=f"patch size in pixels (default {K})")
@@ -153,7 +150,12 @@ def gpu(args) -> dict:
 
 
 def add_fill(p, default: str) -> None:
-    p.add_argument("--fill", choices=FILLS, default=default, help=f"what replaces removed pixels (default {default})")
+    from ..evaluate.fills import FILLS
+
+    p.add_argument("--fill", choices=list(FILLS), default=default,
+                   help=f"what replaces removed pixels (default {default}; evaluate/fills.py)")
+    p.add_argument("--fill-draws", type=int, default=4, metavar="D",
+                   help="patchsampler fill: independent in-fill draws each curve point averages (default 4)")
 
 
 def add_steps(p, default: int, help: str = "number of steps") -> None:

@@ -19,7 +19,8 @@ import numpy as np
 
 from .. import outfiles, params
 from ..errors import InfolensError
-from .curves import FILLS, auc, fill_image, pixel_order, replace_progressively, step_counts
+from .curves import auc, pixel_order, removal_probs, step_counts
+from .fills import FILLS, Fill, make_fill
 from .plots import pyplot
 from ..methods import METHODS, Explainer
 from ..samplers import load_sampler
@@ -109,6 +110,16 @@ class Study:
             cache[(name, K, model)] = load_sampler(name, K=K, model=model, device=self.classifier.placement)
         return cache[(name, K, model)]
 
+    def fill(self, name: str, K: int) -> Fill:
+        """The fill `name` (fills.FILLS) for maps at patch size K — the PatchSampler fill with this study's
+        PatchSampler at K and `fill_draws` draws — made once per study."""
+        cache = self.__dict__.setdefault("_fills", {})
+        if (name, K) not in cache:
+            sampler = self.sampler("patchsampler", K) if name == "patchsampler" else None
+            cache[(name, K)] = make_fill(name, self.classifier, K, sampler, draws=self.kwargs.get("fill_draws", 4),
+                                         seed=self.kwargs.get("seed", 0))
+        return cache[(name, K)]
+
     def explainer(self, sampler: str | None, K: int, model: str | None = None) -> Explainer:
         """An Explainer with the named sampler at patch size K (None: no sampler), made once per study."""
         cache = self.__dict__.setdefault("_explainers", {})
@@ -118,11 +129,11 @@ class Study:
         return cache[(sampler, K, model)]
 
 
-def score(classifier, image: np.ndarray, replacement: np.ndarray, per_class: dict, targets: dict, steps: int,
+def score(classifier, image: np.ndarray, fill: Fill, per_class: dict, targets: dict, steps: int,
           batch_size: int = 64) -> dict:
-    """{target: (deletion AUC, insertion AUC, forwards)} of one map (per class, or None: class-independent) with
-    `replacement` as the fill, `steps` steps (curves.py's protocol); a class-independent map's curves serve every
-    target from the same forwards."""
+    """{target: (deletion AUC, insertion AUC, forwards)} of one map (per class, or None: class-independent) under
+    `fill`, `steps` steps (curves.py's protocol); a class-independent map's curves serve every target from the same
+    forwards."""
     H, W = image.shape[:2]
     counts = step_counts(H * W, steps)
     fr = np.arange(steps + 1) / steps
@@ -131,9 +142,9 @@ def score(classifier, image: np.ndarray, replacement: np.ndarray, per_class: dic
         key = None if None in per_class else cls
         if key not in cache:
             order = pixel_order(per_class[key])
-            cache[key] = [replace_progressively(classifier, a, b, order, counts, batch_size)
-                          for a, b in ((image, replacement), (replacement, image))]
-            forwards = 2 * (steps + 1)
+            cache[key] = [removal_probs(classifier, image, fill, order, counts, mode, batch_size)
+                          for mode in ("deletion", "insertion")]
+            forwards = 2 * (steps + 1) * fill.draws
         else:
             forwards = 0
         dele, ins = cache[key]
@@ -143,8 +154,8 @@ def score(classifier, image: np.ndarray, replacement: np.ndarray, per_class: dic
 
 def check_fills(fills) -> None:
     for f in fills:
-        if f not in FILLS or f == "patchsampler":
-            raise InfolensError(f"unknown fill {f!r}: choose from blur, black, mean", "fills")
+        if f not in FILLS:
+            raise InfolensError(f"unknown fill {f!r}: choose from {', '.join(FILLS)}", "fills")
 
 
 class AucStudy(Study):
@@ -183,7 +194,7 @@ class AucStudy(Study):
         clf = self.classifier
         targets = {"pred": pred, "true": true_class}
         classes = list(dict.fromkeys(targets.values()))
-        replacements = {f: fill_image(image, f) for f in self.fills}
+        fills = {f: self.fill(f, self.K) for f in self.fills}
         rows = []
         runs = [("pmi", label) for label, *_ in self.specs] + [(m, "-") for m in self.methods]
         for method, label in runs:
@@ -200,7 +211,7 @@ class AucStudy(Study):
             explain_forwards, explain_s = clf.rows_run - before, time.perf_counter() - t0
             for name, per_class in maps.items():
                 for fill in self.fills:
-                    scored = score(clf, image, replacements[fill], per_class, targets, self.steps, self.batch_size)
+                    scored = score(clf, image, fills[fill], per_class, targets, self.steps, self.batch_size)
                     for target, (dele, ins, forwards) in scored.items():
                         rows.append({"map": name, "sampler": label, "target": target, "class": targets[target],
                                      "fill": fill, "deletion_auc": dele, "insertion_auc": ins,

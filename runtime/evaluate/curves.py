@@ -1,14 +1,14 @@
-"""Faithfulness of a saved explanation: deletion and insertion curves (Petsiuk et al.'s RISE protocol, DESIGN §7).
+"""Faithfulness of a saved explanation: removal curves in both orders (DESIGN §7).
 
 Protocol, exactly:
   * pixels are ordered by map value, highest first, with a stable sort (ties keep row-major order);
-  * step k of `steps` (k = 0 … steps) replaces the first ceil(k·H·W / steps) pixels, all channels, with the fill —
-    deletion starts from the explained image and writes fill pixels, insertion starts from the fill and writes
-    the image's pixels back, in the same order;
+  * deletion (most relevant first, MoRF): step k of `steps` (k = 0 … steps) removes the first ceil(k·H·W / steps)
+    pixels of that order; insertion keeps the first ceil(k·H·W / steps) pixels and removes all the others, so read
+    from its end it is least-relevant-first removal (LeRF) and has the same area;
+  * removed pixels become the fill (fills.py: blur, black, mean, road, patchsampler; all channels); a fill with
+    several draws (patchsampler) gives the mean p(class) over them;
   * the curve is p(class) at fractions 0, 1/steps, …, 1; AUC is the trapezoid rule over those fractions, in [0, 1];
-  * fills: `blur` = cv2.GaussianBlur(image, (11, 11), 5) of the explained image; `black` = 0; `mean` = the image's
-    mean colour; `patchsampler` = one PatchSampler in-fill of every K×K tile of the image (stride K, border-aligned
-    last row/column), each conditioned on the original image around it, sample 0 of the (seed, tile) stream.
+    SRG = AUC(insertion) − AUC(deletion) = AUC(LeRF) − AUC(MoRF) (Blücher et al.): higher is better.
 All steps run as batched forwards on the classifier the explanation recorded.
 """
 from __future__ import annotations
@@ -16,45 +16,18 @@ from __future__ import annotations
 import os
 import time
 
-import cv2
 import numpy as np
 
 from .. import outfiles
 from ..catalog import find_model
 from ..classifier import OnnxClassifier
-from ..methods import patch_grid
-from ..samplers.rng import streams
 from ..errors import InfolensError
 from ..explanation import Explanation
-from ..samplers import load_sampler
+from .fills import Fill, make_fill
 from .plots import pyplot
 
-FILLS = ("blur", "black", "mean", "patchsampler")
 MODES = ("deletion", "insertion")
-
-
-def fill_image(image: np.ndarray, fill: str, K: int = 8, seed: int = 0, sampler_model: str | None = None,
-               device: str = "cpu") -> np.ndarray:
-    """The replacement image for `fill` (one of FILLS): uint8 [H, W, 3], same size as `image`."""
-    if fill == "blur":
-        return cv2.GaussianBlur(image, (11, 11), 5)
-    if fill == "black":
-        return np.zeros_like(image)
-    if fill == "mean":
-        return np.broadcast_to(np.rint(image.mean(axis=(0, 1))).astype(np.uint8), image.shape).copy()
-    if fill == "patchsampler":
-        return sampler_fill(image, load_sampler("patchsampler", K=K, model=sampler_model, device=device), seed)
-    raise InfolensError(f"unknown fill {fill!r}: choose one of {', '.join(FILLS)}", "fill")
-
-
-def sampler_fill(image: np.ndarray, sampler, seed: int = 0) -> np.ndarray:
-    """The `patchsampler` fill (module doc) drawn by an open sampler: uint8 [H, W, 3]."""
-    ys, xs = patch_grid(*image.shape[:2], sampler.K, sampler.K)
-    tiles = sampler.sample(image, ys, xs, 1, streams(seed, np.arange(len(ys))))[:, 0]
-    out = image.copy()
-    for y, x, t in zip(ys, xs, tiles):
-        out[y:y + sampler.K, x:x + sampler.K] = t
-    return out
+DEFAULT_K = 16  # the PatchSampler fill's tile for a map made without patches (the CLI's default K)
 
 
 def pixel_order(values: np.ndarray) -> np.ndarray:
@@ -68,17 +41,37 @@ def step_counts(n_pixels: int, steps: int) -> np.ndarray:
     return -(-k * n_pixels // steps)
 
 
-def curve(classifier: OnnxClassifier, image: np.ndarray, fill: np.ndarray, values: np.ndarray, cls: int,
+def curve(classifier: OnnxClassifier, image: np.ndarray, fill: Fill, values: np.ndarray, cls: int,
           steps: int = 100, mode: str = "deletion", batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(fractions float64 [steps + 1], p(cls) float64 [steps + 1]) of a deletion or insertion run."""
-    if mode not in MODES:
-        raise InfolensError(f"unknown curve {mode!r}: choose deletion or insertion")
     _check_steps(steps)
     H, W = values.shape
-    start, target = (image, fill) if mode == "deletion" else (fill, image)
-    probs = replace_progressively(classifier, start, target, pixel_order(values), step_counts(H * W, steps),
-                                  batch_size)
+    probs = removal_probs(classifier, image, fill, pixel_order(values), step_counts(H * W, steps), mode, batch_size)
     return np.arange(steps + 1) / steps, probs[:, cls]
+
+
+def removal_probs(classifier: OnnxClassifier, image: np.ndarray, fill: Fill, order: np.ndarray, counts: np.ndarray,
+                  mode: str = "deletion", batch_size: int = 64) -> np.ndarray:
+    """p(Y) float64 [len(counts), Y], the mean over the fill's draws, of `image` (uint8 [H, W, 3]) with, per k, the
+    first counts[k] pixels of `order` removed (deletion) or all but those removed (insertion)."""
+    if mode not in MODES:
+        raise InfolensError(f"unknown curve {mode!r}: choose deletion or insertion")
+    if fill.static:
+        total = 0.0
+        for rep in fill.replacements(image):
+            start, target = (image, rep) if mode == "deletion" else (rep, image)
+            total = total + replace_progressively(classifier, start, target, order, counts, batch_size)
+        return total / fill.draws
+    H, W = image.shape[:2]
+    rank = np.empty(H * W, np.int64)
+    rank[order] = np.arange(H * W)
+    probs = []
+    for b0 in range(0, len(counts), batch_size):
+        first = rank[None] < counts[b0:b0 + batch_size, None]  # [m, H·W]: the first counts[k] pixels of the order
+        removed = (first if mode == "deletion" else ~first).reshape(-1, H, W)
+        images = fill.images(image, removed)  # [D, m, H, W, 3]
+        probs.append(np.mean([classifier.predict_images(d) for d in images], axis=0))
+    return np.concatenate(probs)
 
 
 def replace_progressively(classifier: OnnxClassifier, start: np.ndarray, target: np.ndarray, order: np.ndarray,
@@ -117,14 +110,15 @@ def _classifier(e: Explanation, near: str | None, model: str | None, device: str
     return OnnxClassifier.from_description(e.model, device, path)
 
 
-def _fill_for(e: Explanation, near: str | None, fill: str, seed: int, sampler_model: str | None,
-              device: str) -> np.ndarray:
-    """The fill image for an explanation: a PatchSampler fill uses the explanation's own PatchSampler when it had one."""
-    K = int(e.params.get("K", 8))
+def fill_for(e: Explanation, near: str | None, fill: str, classifier: OnnxClassifier, seed: int = 0,
+             sampler_model: str | None = None, draws: int = 4) -> Fill:
+    """The fill for an explanation: a PatchSampler fill at the explanation's K (DEFAULT_K for a map made without
+    patches), with the explanation's own PatchSampler when it had one."""
+    K = int(e.params.get("K") or DEFAULT_K)
     if fill == "patchsampler" and sampler_model is None and e.params.get("sampler") == "patchsampler":
         sampler_model = find_model(e.params["sampler_model"], e.params.get("sampler_sha256"), "PatchSampler",
                                    "sampler_model", near)
-    return fill_image(e.image, fill, K, seed, sampler_model, device)
+    return make_fill(fill, classifier, K, sampler_model=sampler_model, draws=draws, seed=seed)
 
 
 def auc(fractions: np.ndarray, curve_values: np.ndarray) -> float:
@@ -135,10 +129,11 @@ def auc(fractions: np.ndarray, curve_values: np.ndarray) -> float:
 
 def evaluate(explanation: str | Explanation, mode: str = "deletion", map_name: str = "pmi", cls: int | None = None,
              fill: str = "blur", steps: int = 100, batch_size: int = 64, seed: int = 0,
-             sampler_model: str | None = None, device: str | None = None, model: str | None = None) -> dict:
+             sampler_model: str | None = None, device: str | None = None, model: str | None = None,
+             draws: int = 4) -> dict:
     """Deletion or insertion AUC of one saved explanation (path to its .npz, or the object), with the classifier
     and preprocessing the explanation recorded (`model`: that classifier's file, when it is not where the
-    explanation says nor beside it nor shipped).  Returns the JSON-ready record (auc, curve, fractions, …)."""
+    explanation says nor beside it nor shipped; draws: the PatchSampler fill's).  Returns the JSON-ready record (auc, curve, fractions, …)."""
     t0 = time.perf_counter()
     e, near = _recorded(explanation)
     top = int(np.argmax(e.probs))
@@ -147,17 +142,19 @@ def evaluate(explanation: str | Explanation, mode: str = "deletion", map_name: s
     clf = _classifier(e, near, model, device)
     if not 0 <= cls < clf.n_classes:
         raise InfolensError(f"class {cls} out of range: the model has {clf.n_classes} classes", "cls")
-    replacement = _fill_for(e, near, fill, seed, sampler_model, clf.device)
-    fractions, values_curve = curve(clf, e.image, replacement, values, cls, steps, mode, batch_size)
+    filler = fill_for(e, near, fill, clf, seed, sampler_model, draws)
+    fractions, values_curve = curve(clf, e.image, filler, values, cls, steps, mode, batch_size)
     return {"mode": mode, "auc": auc(fractions, values_curve), "curve": values_curve.tolist(),
-            "fractions": fractions.tolist(), "fill": fill, "steps": steps, "class": cls,
+            "fractions": fractions.tolist(), "fill": fill, "fill_settings": filler.describe(), "steps": steps,
+            "class": cls,
             "label": clf.labels[cls] if cls < len(clf.labels) else str(cls), "map": map_name,
-            "explanation": explanation if isinstance(explanation, str) else e.source, "forwards": steps + 1, "seconds": time.perf_counter() - t0}
+            "explanation": explanation if isinstance(explanation, str) else e.source,
+            "forwards": (steps + 1) * filler.draws, "seconds": time.perf_counter() - t0}
 
 
 def negative_evidence(explanation: str | Explanation, steps: int = 20, fill: str = "patchsampler", seed: int = 0,
                       batch_size: int = 64, sampler_model: str | None = None, device: str | None = None,
-                      model: str | None = None) -> dict:
+                      model: str | None = None, draws: int = 4) -> dict:
     """Paper Fig. 10: remove the pixels with negative PMI for the top class, most negative first, in `steps` steps
     (step k removes ceil(k·n_neg/steps) of the n_neg negative pixels; positive ones are never touched), replaced by
     `fill` (default: PatchSampler in-fill).  Records p(top class) and the top-1 class and probability of each image;
@@ -169,13 +166,14 @@ def negative_evidence(explanation: str | Explanation, steps: int = 20, fill: str
     values = e.map_for("pmi", top)
     n_neg = int((values < 0).sum())
     clf = _classifier(e, near, model, device)
-    replacement = _fill_for(e, near, fill, seed, sampler_model, clf.device)
+    filler = fill_for(e, near, fill, clf, seed, sampler_model, draws)
     counts = step_counts(n_neg, steps)
-    probs = replace_progressively(clf, e.image, replacement, pixel_order(-values), counts, batch_size)
+    probs = removal_probs(clf, e.image, filler, pixel_order(-values), counts, "deletion", batch_size)
     return {"curve": probs[:, top].tolist(), "fractions": (counts / values.size).tolist(),
             "top1_class": probs.argmax(1).tolist(), "top1_prob": probs.max(1).tolist(), "class": top,
             "label": clf.labels[top], "fill": fill, "steps": steps, "negative_pixels": n_neg, "map": "pmi",
-            "explanation": explanation if isinstance(explanation, str) else e.source, "forwards": len(counts), "seconds": time.perf_counter() - t0}
+            "explanation": explanation if isinstance(explanation, str) else e.source,
+            "forwards": len(counts) * filler.draws, "seconds": time.perf_counter() - t0}
 
 
 def plot_negative(record: dict, path: str) -> None:

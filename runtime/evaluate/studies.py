@@ -26,7 +26,7 @@ from ..methods import METHODS, Explainer, patch_grid
 from ..samplers import windows
 from ..samplers.rng import streams
 from .benchmark import AucStudy, Study, check_fills, ci, csv_text, fmt_p, fmt_signed, score, wilcoxon
-from .curves import fill_image, pixel_order, replace_progressively, sampler_fill, step_counts
+from .curves import pixel_order, removal_probs, step_counts
 from .plots import pyplot
 from .sanity import correlations, layer_table, step_model, twin
 from .suite import parse_sampler
@@ -87,7 +87,7 @@ class NegativeStudy(Study):
                  fills=("patchsampler", "blur"), seed=0, batch_size=64):
         super().__init__(classifier, sampler=sampler, K=K, stride=stride, samples=samples, steps=steps, fills=fills,
                          seed=seed, batch_size=batch_size)
-        check_fills([f for f in fills if f != "patchsampler"])
+        check_fills(fills)
         self.label, self.sampler_name, self.model = parse_sampler(sampler)
         self.K, self.stride, self.samples, self.steps, self.fills, self.seed = K, stride, samples, steps, fills, seed
 
@@ -105,14 +105,10 @@ class NegativeStudy(Study):
         counts = step_counts(n_neg, self.steps)
         orders = {"negative": pixel_order(-values),
                   "random": np.random.default_rng([self.seed, true_class, 1]).permutation(values.size)}
-        # the PatchSampler fill draws from the map's own sampler when it is one (opened once per study)
-        own = self.sampler(self.sampler_name, self.K, self.model) if self.sampler_name == "patchsampler" else \
-            self.sampler("patchsampler", self.K)
         curves = {}
         for fill in self.fills:
-            replacement = sampler_fill(image, own, self.seed) if fill == "patchsampler" else fill_image(image, fill)
             for kind, order in orders.items():
-                probs = replace_progressively(clf, image, replacement, order, counts, self.batch_size)
+                probs = removal_probs(clf, image, self.fill(fill, self.K), order, counts, "deletion", self.batch_size)
                 curves[f"{fill}/{kind}"] = {"p_class": probs[:, pred].tolist(), "top1_prob": probs.max(1).tolist(),
                                             "top1_kept": (probs.argmax(1) == pred).tolist()}
         return {"class": pred, "negative_pixels": n_neg, "negative_fraction": n_neg / values.size,
@@ -421,7 +417,6 @@ class SamplesStudy(Study):
 
     def measure(self, image, pred, true_class) -> dict:
         explainer = self.explainer(self.sampler_name, self.K, self.model)
-        replacements = {f: fill_image(image, f) for f in self.fills}
         rows = []
         for n in self.counts:
             a, b = (explainer.explain(image, classes=[pred], stride=self.stride, samples=n, seed=s)
@@ -434,7 +429,7 @@ class SamplesStudy(Study):
                        "se_mean": float(se.mean()) if np.isfinite(se).all() else None,  # N=1: no estimate
                        "map_std": float(ma.std())}
                 for fill in self.fills:
-                    dele, ins, _ = score(self.classifier, image, replacements[fill], {pred: ma}, {"pred": pred},
+                    dele, ins, _ = score(self.classifier, image, self.fill(fill, self.K), {pred: ma}, {"pred": pred},
                                          self.steps, self.batch_size)["pred"]
                     row[f"deletion_{fill}"], row[f"insertion_{fill}"] = dele, ins
                 rows.append(row)
@@ -536,7 +531,6 @@ class PatchStudy(Study):
                 "N": self.samples, "steps": self.steps, "fills": list(self.fills), "seed": self.seed}
 
     def measure(self, image, pred, true_class) -> dict:
-        replacements = {f: fill_image(image, f) for f in self.fills}
         rows = []
         for K, label, name, model in self.runs:
             e = self.explainer(name, K, model).explain(image, classes=[pred], stride=K, samples=self.samples,
@@ -544,7 +538,7 @@ class PatchStudy(Study):
             for m in ("pmi", "ig"):
                 row = {"K": K, "sampler": label, "map": m, "forwards": e.forwards, "seconds": round(e.timing["total_s"], 3)}
                 for fill in self.fills:
-                    dele, ins, _ = score(self.classifier, image, replacements[fill], {pred: e.map_for(m, pred)},
+                    dele, ins, _ = score(self.classifier, image, self.fill(fill, K), {pred: e.map_for(m, pred)},
                                          {"pred": pred}, self.steps, self.batch_size)["pred"]
                     row[f"deletion_{fill}"], row[f"insertion_{fill}"] = dele, ins
                 rows.append(row)

@@ -13,7 +13,8 @@ import numpy as np
 from .. import outfiles, params
 from ..methods import METHODS, Explainer
 from ..errors import InfolensError
-from .curves import auc, curve, fill_image
+from .curves import auc, curve
+from .fills import make_fill
 from .plots import pyplot
 from ..explanation import MAPS
 from ..samplers import SAMPLERS, load_sampler
@@ -79,7 +80,7 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
                 n = rise_masks if method == "rise" else samples
                 e = ex.explain(path, classes="top1", stride=stride, samples=n, seed=seed, method=method)
                 top = int(e.classes[0])
-                replacement = fill_image(e.image, fill)
+                replacement = make_fill(fill, classifier, K, sampler_cache.get("patchsampler"), seed=seed)
                 for name in _maps(method, maps):
                     t0 = time.perf_counter()
                     values = e.map_for(name, top)

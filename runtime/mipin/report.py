@@ -38,7 +38,8 @@ from tqdm import tqdm
 from .. import outfiles
 from ..catalog import DEFAULT_CLASSIFIER
 from ..classifier import OnnxClassifier
-from ..evaluate.curves import auc, curve, fill_image
+from ..evaluate.curves import auc, curve
+from ..evaluate.fills import make_fill
 from ..evaluate.plots import pyplot
 from ..methods import Explainer
 from ..methods.mipin import MIPIN, upsample
@@ -127,7 +128,7 @@ def evaluate_photo(path, true_cls, clf, mipin, cam, upper, explainer, occl, step
     single.update(ig=ig, random=rng.random((H, W)).astype(np.float32), centre=centre_prior(H, W))
     row = {"image": os.path.basename(path), "true": true_cls, "top1": c, "p_top1": p0[c], "top2": c2,
            "correct": int(c == true_cls), "pmi_forwards": e.forwards}
-    fills = {f: fill_image(image, f) for f in FILLS}
+    fills = {f: make_fill(f, clf) for f in FILLS}
     for m in METHODS:
         for f in FILLS:
             for mode in ("deletion", "insertion"):
