@@ -26,6 +26,8 @@ MAPS = {
     "mipin": ("activation²", "diverging", "MIP-IN: the class's centred logit sent down the fitted inverse, masked "
               "by the image's ReLU pattern, to the map layer, times the centred activation there, summed over "
               "channels"),
+    "cam": ("logits", "diverging", "CAM: the final linear layer's class weights applied to the globally pooled "
+            "activation at each location (its mean over the cells plus the bias is the logit)"),
 }
 # IG's meaning for a multi-label (sigmoid) classifier, whose classes are independent yes/no variables
 IG_BERNOULLI = ("IG: Σ_c KL(Bern(p(c|x)) ‖ Bern(p(c|x without the region))), the classes as independent yes/no "

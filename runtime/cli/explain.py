@@ -24,7 +24,7 @@ Each pixel gets the mean over the patches that cover it.  Cost: (#patches × N +
   <stem>.npz   image (uint8 H×W×3, the model-input-space image), probs, classes, pmi [k,H,W], ig [H,W]
   <stem>.json  labels, probabilities, every parameter and preprocessing value used, forwards, timings
   <stem>_ig.png, <stem>_pmi_<class>.png   overlays with a colour bar in bits
-(--method occlusion|pda|rise|mipin write occlusion / woe / rise / mipin maps instead, same file scheme)
+(--method occlusion|pda|rise|mipin|cam write occlusion / woe / rise / mipin / cam maps instead, same file scheme)
 
 Without --model it uses the shipped ImageNet classifier (EfficientNet-Lite0) and PatchSampler.
 A model's card (model.json beside model.onnx) supplies preprocessing and labels; flags override it;
@@ -50,7 +50,8 @@ def register(sub) -> None:
     g = ex.add_argument_group("method")
     options.add_method(g, "pmi/ig (default; one run gives both maps, bits); occlusion: p(c|x) − p(c|x, patch grey); "
                        "pda: weight of evidence in bits with the gaussian sampler; rise: random-mask saliency; mipin: "
-                       "one pass through a fitted inverse of the classifier (infolens mipin fit)")
+                       "one pass through a fitted inverse of the classifier (infolens mipin fit); cam: class activation map, one "
+                       "forward, for a classifier ending in global average pooling and a linear layer")
     options.add_sampler(g, None, "how a patch is marginalized (default: patchsampler; occlusion: gray; pda: "
                         "gaussian; mean/gray/black/blur are deterministic, so N=1 is used)")
     options.add_coupling(g)

@@ -11,6 +11,7 @@ from ..errors import InfolensError
 from ..explanation import Explanation
 from ..samplers import Sampler
 from .base import Attribution, resolve_classes
+from .cam import CAM
 from .grid import patch_grid
 from .marginalize import PatchMarginalization, Shard
 from .mipin import MIPIN
@@ -20,7 +21,7 @@ from .pmi import PMI
 from .rise import RISE
 
 METHODS: dict[str, type[Attribution]] = {"pmi": PMI, "ig": PMI, "pda": PDA, "occlusion": Occlusion, "rise": RISE,
-                                         "mipin": MIPIN}
+                                         "mipin": MIPIN, "cam": CAM}
 
 
 def method_class(name: str) -> type[Attribution]:
@@ -47,17 +48,18 @@ class Explainer:
         self.rise_grid, self.rise_p = rise_grid, rise_p
         self.target_se, self.max_samples = target_se, max_samples
         self.inverse = inverse
-        self._mipin = None  # opened once: its sessions are the costly part
+        self._opened = {}  # MIP-IN and CAM, opened once: their sessions are the costly part
 
     def method(self, name: str = "pmi") -> Attribution:
         """The method object `name` with this explainer's classifier, sampler and settings."""
         cls = method_class(name)
         if cls is RISE:
             return RISE(self.classifier, self.batch_size, self.progress, self.rise_grid, self.rise_p)
-        if cls is MIPIN:
-            if self._mipin is None:
-                self._mipin = MIPIN(self.classifier, self.inverse, self.batch_size, self.progress)
-            return self._mipin
+        if cls in (MIPIN, CAM) and cls not in self._opened:
+            self._opened[cls] = (MIPIN(self.classifier, self.inverse, self.batch_size, self.progress) if cls is MIPIN
+                                 else CAM(self.classifier, self.batch_size, self.progress))
+        if cls in self._opened:
+            return self._opened[cls]
         return cls(self.classifier, self.sampler, self.batch_size, self.progress, self.target_se, self.max_samples)
 
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
@@ -93,5 +95,5 @@ class Explainer:
         return m
 
 
-__all__ = ["METHODS", "Attribution", "PatchMarginalization", "Shard", "PMI", "PDA", "Occlusion", "RISE", "MIPIN", "Explainer",
+__all__ = ["METHODS", "Attribution", "PatchMarginalization", "Shard", "PMI", "PDA", "Occlusion", "RISE", "MIPIN", "CAM", "Explainer",
            "method_class", "patch_grid", "resolve_classes"]

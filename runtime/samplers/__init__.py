@@ -12,7 +12,7 @@ Deterministic samplers (`deterministic = True`) ignore n's randomness and return
 marginalization asks them for n = 1.
 
 Implementations, one module each: `patchsampler` (the learned ONNX PatchSampler, categorical and logistic-mixture
-heads, optional stages), `gaussian` (PDA's conditional Gaussian), `heuristic` (mean, gray, black, noise, blur).
+heads, optional stages), `gaussian` (PDA's conditional Gaussian), `heuristic` (mean, gray, black, noise, blur, ring-mean).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .. import params
 from ..catalog import models_dir, shipped
 from ..errors import InfolensError
 
-SAMPLERS = ("patchsampler", "gaussian", "mean", "gray", "black", "noise", "blur")
+SAMPLERS = ("patchsampler", "gaussian", "mean", "gray", "black", "noise", "blur", "ring-mean")
 
 
 class Sampler(Protocol):

@@ -123,13 +123,13 @@ class ServedModels:
 
     def forwards(self, name: str, p: dict) -> int:
         """The forwards a job will run at most (the budget checks use it): positions × N (adaptive N: × its cap;
-        a deterministic sampler: × 1) + 1 for the patch methods, N + 1 for RISE, 1 for MIP-IN (its tapped
+        a deterministic sampler: × 1) + 1 for the patch methods, N + 1 for RISE, 1 for MIP-IN and CAM (their tapped
         forward)."""
-        from ..methods import MIPIN, RISE, method_class
+        from ..methods import CAM, MIPIN, RISE, method_class
         from ..methods.grid import check_grid, patch_grid
 
         cls = method_class(p["method"])
-        if cls is MIPIN:
+        if cls in (MIPIN, CAM):
             return 1
         if cls is RISE:
             return p["samples"] + 1
