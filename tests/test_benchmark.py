@@ -1,7 +1,8 @@
-"""`infolens eval benchmark` end to end on 3 labelled photos with tiny settings: accuracy; the AUC study (every map
-scored for the predicted and the true class, paired Wilcoxon tests against PMI/PatchSampler); the negative-evidence,
-sanity, N and K studies; the report; a resume that computes nothing again and refuses changed settings; the same
-records on Ray."""
+"""`infolens eval benchmark` end to end on 3 labelled photos and 2 mosaics with tiny settings: accuracy; the removal
+study (every map and control, smoothed too, scored in both orders under every fill for the predicted and the true
+class, SRG, paired Wilcoxon tests against PMI/PatchSampler, Kendall τ between fills, ROAD's protocol); the pointing
+game; the negative-evidence, sanity, N and K studies; the report; a resume that computes nothing again and refuses
+changed settings; the same records on Ray."""
 import csv
 import json
 import os
@@ -12,9 +13,10 @@ import pytest
 from conftest import run_cli
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
-FLAGS = ["--samplers", "patchsampler,mean", "--methods", "occlusion,pda,rise,mipin,random", "--rise-masks", "8",
-         "--fills", "blur", "-K", "16", "-N", "1", "--steps", "4", "--study-photos", "2", "--sanity-every", "25",
-         "--sample-counts", "1,2", "--patch-sizes", "16,32", "--negative-steps", "3", "-q"]
+FLAGS = ["--samplers", "patchsampler,mean", "--methods", "occlusion,pda,rise,mipin,cam,random,edge", "--rise-masks",
+         "8", "--fills", "blur,road,patchsampler", "--fill-draws", "2", "--smooth", "4", "-K", "16", "-N", "1",
+         "--steps", "4", "--studies", "removal,negative,sanity,cause,samples,patch", "--study-photos", "2",
+         "--sanity-every", "25", "--sample-counts", "1,2", "--patch-sizes", "16,32", "--negative-steps", "3", "-q"]
 
 
 @pytest.fixture
@@ -27,7 +29,8 @@ def labels(tmp_path):
 
 
 def records(folder):
-    return {p: json.loads((folder / p).read_text()) for p in sorted(os.listdir(folder)) if p != "settings.json"}
+    return {p: json.loads((folder / p).read_text()) for p in sorted(os.listdir(folder))
+            if p.endswith(".json") and p != "settings.json"}
 
 
 def test_benchmark_end_to_end_and_resume(tmp_path, labels):
@@ -35,18 +38,26 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
     r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *FLAGS)
     assert r.returncode == 0, r.stderr
     assert "3 photos: top-1" in r.stdout
-    auc = records(out / "auc")
-    assert sorted(auc) == ["chelsea.json", "coffee.json", "rocket.json"]
-    chelsea = auc["chelsea.json"]
+    removal = records(out / "removal")
+    assert sorted(removal) == ["chelsea.json", "coffee.json", "rocket.json"]
+    chelsea = removal["chelsea.json"]
     assert chelsea["top5"][0] != 281 and 281 in chelsea["top5"] and not chelsea["top1_correct"]
-    groups = {(r["map"], r["sampler"], r["target"]) for r in chelsea["rows"]}
-    assert len(groups) == 9 * 2  # pmi, ig × 2 samplers, occlusion, woe, rise, mipin, random; pred and true
+    groups = {(r["map"], r["sampler"], r["target"], r["fill"]) for r in chelsea["rows"]}
+    # pmi, ig × 2 samplers, occlusion, woe, rise, mipin, cam, random, edge; each smoothed; pred and true; 3 fills
+    assert len(groups) == len(chelsea["rows"]) == 11 * 2 * 2 * 3
+    assert {s for _, s, _, _ in groups} == {"patchsampler", "mean", "-", "patchsampler~smooth", "mean~smooth", "-~smooth"}
     for row in chelsea["rows"]:
-        assert 0 <= row["deletion_auc"] <= 1 and 0 <= row["insertion_auc"] <= 1
-    pmi = {r["target"]: r for r in chelsea["rows"] if r["map"] == "pmi" and r["sampler"] == "patchsampler"}
-    assert pmi["pred"]["class"] != pmi["true"]["class"] and pmi["pred"]["deletion_auc"] != pmi["true"]["deletion_auc"]
+        assert 0 <= row["morf_auc"] <= 1 and 0 <= row["lerf_auc"] <= 1
+        assert row["srg"] == pytest.approx(row["lerf_auc"] - row["morf_auc"])
+        assert row["eval_forwards"] in (0, 2 * 5, 2 * 5 * 2, 2 * 11)  # blur, patchsampler (2 draws), road (10 steps)
+        if row["fill"] == "road":
+            assert len(row["road_morf"]) == len(row["road_lerf"]) == 9
+    pmi = {(r["target"], r["fill"]): r for r in chelsea["rows"] if r["map"] == "pmi" and r["sampler"] == "patchsampler"}
+    assert pmi["pred", "blur"]["class"] != pmi["true", "blur"]["class"]
+    assert pmi["pred", "blur"]["morf_auc"] != pmi["true", "blur"]["morf_auc"]
+    assert len({pmi["pred", f]["morf_auc"] for f in ("blur", "road", "patchsampler")}) == 3
     with open(out / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == sum(len(r["rows"]) for r in auc.values())
+        assert len(list(csv.DictReader(f))) == sum(len(r["rows"]) for r in removal.values())
 
     # negative evidence: every photo; both orders start at the photo's own p(class) and change as pixels go
     negative = records(out / "negative")
@@ -61,7 +72,7 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
     assert len(sanity) == 2
     for rec in sanity.values():
         assert [s["layers"] for s in rec["steps"]] == [0, 1, 26, 50]
-        assert set(rec["steps"][0]["correlation"]) == {"pmi", "ig", "occlusion", "woe", "rise", "mipin"}
+        assert set(rec["steps"][0]["correlation"]) == {"pmi", "ig", "occlusion", "woe", "rise", "mipin", "cam"}
         assert all(c["spearman"] == pytest.approx(1) for c in rec["steps"][0]["correlation"].values())
         # PMI passes the check on this model (docs/sanity): its map on the fully random model is another map
         assert abs(rec["steps"][-1]["correlation"]["pmi"]["spearman"]) < 0.5
@@ -83,11 +94,13 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
         assert sorted({(r["sampler"], r["K"]) for r in rec["rows"]}) == [("mean", 16), ("mean", 32),
                                                                          ("patchsampler", 16)]
     report = (out / "report.md").read_text()
-    assert "top-1 33.3 %" in report and "### Fill blur, class true" in report and "Wilcoxon" in report
+    assert "top-1 33.3 %" in report and "#### Fill road (10 steps, ROAD's protocol)" in report
+    for text in ("### Class true", "Wilcoxon", "#### SRG averaged over the 3 fills", "Kendall τ", "### ROAD's protocol"):
+        assert text in report, text
     for heading in ("## Negative evidence", "## Sanity checks", "## Why IG stays", "## The number of in-fills N",
                     "## Patch size K"):
         assert heading in report
-    for name in ("auc_blur_pred.png", "negative.png", "sanity.png", "samples.png", "negative.csv", "sanity.csv",
+    for name in ("srg_pred.png", "srg_true.png", "negative.png", "sanity.png", "samples.png", "negative.csv", "sanity.csv",
                  "cause.csv", "samples.csv", "patch.csv"):
         assert (out / name).stat().st_size > 100, name
 
@@ -103,8 +116,8 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
 
 def test_on_ray_the_records_are_those_of_one_process(tmp_path, labels):
     pytest.importorskip("ray", reason="the ray extra is not installed")
-    flags = ["--samplers", "mean", "--methods", "occlusion,random", "--fills", "blur", "-K", "16", "--steps", "4",
-             "--studies", "auc,patch", "--patch-sizes", "32", "--study-photos", "2", "-q"]
+    flags = ["--samplers", "mean", "--methods", "occlusion,random", "--fills", "blur,road", "-K", "16", "--steps", "4",
+             "--studies", "removal,patch", "--patch-sizes", "32", "--study-photos", "2", "--smooth", "0", "-q"]
     for name, extra in (("plain", []), ("ray", ["--ray"])):
         r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", tmp_path / name, *flags,
                     *extra)
@@ -112,7 +125,7 @@ def test_on_ray_the_records_are_those_of_one_process(tmp_path, labels):
 
     def values(name):
         out = {}
-        for study in ("auc", "patch"):
+        for study in ("removal", "patch"):
             for p, rec in records(tmp_path / name / study).items():
                 out[(study, p)] = [{k: v for k, v in row.items() if "seconds" not in k} for row in rec["rows"]]
         return out
@@ -128,7 +141,11 @@ def test_bad_input_is_one_line(tmp_path, labels):
     assert r.returncode == 2 and "missing.png" in r.stderr and r.stderr.count("\n") == 1
     r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", tmp_path / "none.csv", "--out", tmp_path / "o")
     assert r.returncode == 2 and "--labels" in r.stderr
-    for flags, needle in ((["--studies", "auc,nope"], "unknown study 'nope': choose from auc, negative"),
+    for flags, needle in ((["--studies", "removal,nope"], "unknown study 'nope': choose from removal, pointing"),
+                          (["--fills", "blur,fog"], "unknown fill 'fog': choose from blur, black, mean, road, "
+                                                    "patchsampler (--fills)"),
+                          (["--methods", "cam,magic"], "unknown method 'magic'"),
+                          (["--targets", "pred,best"], "(--targets)"), (["--mosaics", "0"], "(--mosaics)"),
                           (["--sample-counts", "1,x"], "takes positive integers separated by commas, got '1,x' "
                                                        "(--sample-counts)"),
                           (["--study-photos", "0"], "(--study-photos)")):
@@ -164,3 +181,64 @@ def test_change_map_is_the_in_fills_distance_from_the_patch():
         for x in (0, 16, 32):
             patch = image[y:y + 16, x:x + 16].astype(np.float64)
             assert np.allclose(m[y:y + 16, x:x + 16], (patch ** 2).mean(), rtol=1e-5)
+
+
+@pytest.fixture
+def four(tmp_path):
+    """The four example photos, each labelled with the class the shipped classifier gives it at the quadrant's size
+    (none reaches p 0.5 there, so the pointing test qualifies them at --min-p 0.3)."""
+    path = tmp_path / "four.csv"
+    path.write_text("file,class_index\nastronaut.png,450\nchelsea.png,285\ncoffee.png,967\nrocket.jpg,540\n")
+    return path
+
+
+def test_pointing_game_end_to_end(tmp_path, four):
+    out = tmp_path / "point"
+    flags = ["--studies", "pointing", "--mosaics", "2", "--min-p", "0.3", "--samplers", "mean", "--methods",
+             "occlusion,cam,random,edge", "-K", "16", "-N", "1", "--smooth", "4", "-q"]
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", four, "--out", out, *flags)
+    assert r.returncode == 0, r.stderr
+    recs = records(out / "pointing")
+    assert sorted(recs) == ["mosaic_0000.json", "mosaic_0001.json"]
+    with open(out / "pointing" / "mosaics.csv") as f:
+        listing = list(csv.DictReader(f))
+    assert len(listing) == 2 and {listing[0][f"q{q}"] for q in range(4)} == {"astronaut.png", "chelsea.png",
+                                                                              "coffee.png", "rocket.jpg"}
+    rec = recs["mosaic_0000.json"]
+    assert sorted(rec["classes"]) == [285, 450, 540, 967]
+    scores = {}
+    for row in rec["rows"]:
+        assert 0 <= row["score"] <= 1
+        scores.setdefault((row["map"], row["sampler"]), []).append(row["score"])
+    assert all(len(v) == 4 for v in scores.values()) and len(scores) == 6 * 2  # pmi, ig, occlusion, cam, controls
+    for key in (("ig", "mean"), ("edge", "-"), ("random", "-"), ("edge", "-~smooth")):
+        assert np.mean(scores[key]) == pytest.approx(0.25), key  # the same map for every class: chance exactly
+    report = (out / "report.md").read_text()
+    assert "## The grid pointing game" in report and "4 of 4 photos qualified" in report
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", four, "--out", out, *flags[:-1], "--min-p",
+                "0.9", "-q")
+    assert r.returncode == 2 and "pointing study with other settings (min_p)" in r.stderr
+
+
+def test_pointing_score_and_mosaic_by_construction():
+    from infolens.evaluate.pointing import boxes, draw_mosaics, mosaic, pointing_score
+
+    H, W = 10, 13
+    for q, (y0, y1, x0, x1) in enumerate(boxes(H, W)):
+        m = np.zeros((H, W))
+        m[y0:y1, x0:x1] = 1.0
+        assert pointing_score(m, q) == 1 and all(pointing_score(m, o) == 0 for o in range(4) if o != q)
+        m2 = m - 0.5 * (m == 0)  # negative evidence elsewhere: only the positive mass counts
+        assert pointing_score(m2, q) == 1
+    half = np.zeros((H, W))
+    half[:5] = 1.0  # the top half: quadrants 0 and 1 share it by area
+    assert pointing_score(half, 0) == pytest.approx(6 / 13) and pointing_score(half, 2) == 0
+    assert pointing_score(-np.ones((H, W)), 0) == 0
+    tiles = [np.full((H, W, 3), v, np.uint8) for v in (10, 20, 30, 40)]
+    mo = mosaic(tiles)
+    for (y0, y1, x0, x1), v in zip(boxes(H, W), (10, 20, 30, 40)):
+        assert (mo[y0:y1, x0:x1] == v).all()
+    pool = [(f"p{i}", i % 5, 0.9) for i in range(12)]
+    drawn = draw_mosaics(pool, 30, 0)
+    assert len(drawn) == 30 and all(len({c for _, c in m}) == 4 for m in drawn)
+    assert drawn == draw_mosaics(pool, 30, 0) and draw_mosaics(pool[:3], 5, 0) == []

@@ -8,18 +8,30 @@ import sys
 from . import options
 
 
+# flags whose default --quick changes (None on the command line: not given)
+DEFAULTS = {"limit": None, "studies": "removal,pointing,negative,sanity,cause,samples,patch", "samplers": None,
+            "methods": "occlusion,pda,rise,mipin,cam,random,edge", "fills": "blur,black,mean,road,patchsampler",
+            "targets": "pred,true", "mosaics": 100, "steps": 50, "smooth": 8.0}
+QUICK = {"limit": 20, "studies": "removal,pointing", "samplers": "patchsampler,mean,ring-mean",
+         "methods": "occlusion,cam,random,edge", "fills": "blur,road,patchsampler", "targets": "pred", "mosaics": 20,
+         "steps": 10, "smooth": 0.0}
+
+
 def register(evsub) -> None:
     p = evsub.add_parser("benchmark", help="the paper's evaluation of every method on labelled photos",
                          description="For the photos of the --labels CSV (columns file, class_index), the classifier's "
-                         "top-1/top-5 and these studies (--studies): auc — PMI and IG under each --samplers entry and "
-                         "each --methods entry, explained for the predicted and the true class, deletion and insertion "
-                         "AUC under each fill (Figs. 12, 13); negative — p(class) as negative-PMI pixels are removed "
+                         "top-1/top-5 and these studies (--studies): removal — PMI and IG under each --samplers entry "
+                         "and each --methods entry (with the random and edge controls, and each map smoothed), "
+                         "explained for the predicted and the true class, removal in both orders under each fill: "
+                         "AUC(MoRF), AUC(LeRF) and SRG = their difference, Kendall τ between the fills' rankings, "
+                         "ROAD's protocol (Figs. 12, 13); pointing — the grid pointing game on 2×2 mosaics, no "
+                         "removal; negative — p(class) as negative-PMI pixels are removed "
                          "(Fig. 10); sanity — cascading randomization for every method (Figs. 15, 24); cause — why IG stays "
                          "correlated on a fully random model; samples — the "
                          "effect of N (Fig. 23); patch — the effect of K (Fig. 22). auc and negative run on every "
                          "photo, the others on --study-photos of them. One JSON per photo and study in DIR/<study>/ — "
                          "run the same command again to resume; the report (report.md, CSVs, plots) is rebuilt at the "
-                         "end.",
+                         "end. --quick: a first look at a model and photos of your own in about 15 minutes on 2 cores.",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=run)
     p.add_argument("--images", required=True, metavar="DIR", help="the photos")
@@ -31,14 +43,27 @@ def register(evsub) -> None:
     p.add_argument("--samplers", help="PMI/IG samplers, each NAME or NAME=MODEL_FILE; PMI with the first is the "
                    "reference of the paired tests (default: patchsampler, the first categorical PatchSampler, "
                    "gaussian, mean, noise, black)")
-    p.add_argument("--methods", default="occlusion,pda,rise,mipin,random",
-                   help="comparison methods, and random: a uniform-noise map (default %(default)s)")
-    options.add_grid(p, K=16, N=8)
+    p.add_argument("--methods", help="comparison methods, and the controls random (a uniform-noise map) and edge (the "
+                   f"photo's Sobel energy: no classifier) (default {DEFAULTS['methods']})")
+    options.add_grid(p, K=16, N=4)
     p.add_argument("--rise-masks", type=int, default=1000, help="RISE masks (default 1000)")
-    options.add_steps(p, 50, "deletion/insertion steps")
-    p.add_argument("--fills", default="blur,black", help="what removed pixels become (default %(default)s)")
-    p.add_argument("--studies", help="which studies, comma-separated (default: all — auc, negative, sanity, cause, "
-                   "samples, patch)")
+    p.add_argument("--steps", type=int, help="removal steps of every fill but road, which takes ROAD's 10 (default "
+                   f"{DEFAULTS['steps']})")
+    p.add_argument("--fills", help=f"what removed pixels become (evaluate/fills.py; default {DEFAULTS['fills']})")
+    p.add_argument("--fill-draws", type=int, default=4, metavar="D",
+                   help="patchsampler fill: in-fill draws each curve point averages (default %(default)s)")
+    p.add_argument("--smooth", type=float, metavar="SIGMA",
+                   help="control: every map is also scored after a Gaussian smoothing of σ = SIGMA pixels (0: not; "
+                   f"default {DEFAULTS['smooth']})")
+    p.add_argument("--targets", help="removal: the classes explained — pred (the predicted top-1) and/or true (the "
+                   f"label) (default {DEFAULTS['targets']})")
+    p.add_argument("--mosaics", type=int, help=f"pointing: 2×2 mosaics (default {DEFAULTS['mosaics']})")
+    p.add_argument("--min-p", type=float, default=0.5, help="pointing: a photo qualifies when the classifier gives "
+                   "its label at least this probability shown alone at the quadrant's size (default %(default)s)")
+    p.add_argument("--studies", help=f"which studies, comma-separated (default: all — {DEFAULTS['studies']})")
+    p.add_argument("--quick", action="store_true", help="a first look at your own model and photos in about 15 "
+                   "minutes on 2 cores: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()) +
+                   " (flags given explicitly win)")
     p.add_argument("--study-photos", type=int, default=20, metavar="N",
                    help="photos of the sanity, cause, samples and patch studies, evenly spaced (default %(default)s)")
     p.add_argument("--sanity-every", type=int, default=10, metavar="L",
@@ -55,7 +80,7 @@ def register(evsub) -> None:
 
 def run(args) -> int:
     from ..evaluate.benchmark import default_samplers, read_labels, run_benchmark
-    from ..evaluate.studies import STUDIES, build
+    from ..evaluate.studies import build
     from ..catalog import DEFAULT_CLASSIFIER, shipped
     from ..classifier import OnnxClassifier
     from .. import params
@@ -65,16 +90,23 @@ def run(args) -> int:
     if not os.path.isdir(args.images):
         raise InfolensError(f"images folder not found: {args.images}", "images")
     params.check("study_photos", args.study_photos)
+    for key, default in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, QUICK[key] if args.quick else default)
     photos = read_labels(args.labels, args.images, args.limit)
     prepare_dir(args.out)
     clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device,
                                    **options.gpu(args))
     samplers = args.samplers.split(",") if args.samplers else default_samplers(args.K)
-    studies = build([s for s in args.studies.split(",") if s] if args.studies else STUDIES, clf, samplers,
+    targets = [t for t in args.targets.split(",") if t]
+    if not targets or set(targets) - {"pred", "true"}:
+        raise InfolensError(f"targets takes pred and/or true, got {args.targets!r}", "targets")
+    studies = build([s for s in args.studies.split(",") if s], clf, samplers,
                     [m for m in args.methods.split(",") if m], args.K, args.K if args.S is None else args.S, args.N,
                     args.rise_masks, args.steps, tuple(f for f in args.fills.split(",") if f), args.seed,
                     args.batch_size, args.sanity_every, _ints(args.sample_counts, "sample_counts"),
-                    _ints(args.patch_sizes, "patch_sizes"), args.negative_steps)
+                    _ints(args.patch_sizes, "patch_sizes"), args.negative_steps, args.fill_draws, args.smooth,
+                    args.mosaics, tuple(targets), args.min_p)
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     if args.report:
         prepare_dir(args.report)

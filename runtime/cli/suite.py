@@ -61,6 +61,6 @@ def run(args) -> int:
     stride = args.K if args.S is None else args.S
     rows = run_suite(clf, args.images, args.out, samplers, methods, args.K, stride, args.N, args.rise_masks,
                      args.fill, args.steps, args.seed, args.batch_size, not args.quiet, command, args.coupling,
-                     maps, args.resume)
+                     maps, args.resume, args.fill_draws)
     print(open(os.path.join(args.out, "summary.md")).read())
     return 0 if len({r["image"] for r in rows}) == len(args.images) else 2

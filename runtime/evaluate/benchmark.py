@@ -19,25 +19,26 @@ import numpy as np
 
 from .. import outfiles, params
 from ..errors import InfolensError
-from .curves import auc, pixel_order, removal_probs, step_counts
 from .fills import FILLS, Fill, make_fill
-from .plots import pyplot
-from ..methods import METHODS, Explainer
+from ..methods import Explainer
 from ..samplers import load_sampler
 from .suite import parse_sampler
 
-METHOD_DEFAULTS = ("occlusion", "pda", "rise", "mipin", "random")
-TARGETS = ("pred", "true")
 REFERENCE = ("pmi", "patchsampler")  # the paired comparisons are against PMI with the (new) PatchSampler
 
 
 def default_samplers(K: int) -> list[str]:
-    """PMI/IG samplers: the PatchSampler (logistic mixture, issue #7), the first, categorical PatchSampler, then
-    gaussian, mean, noise and black."""
+    """PMI/IG samplers: the PatchSampler (logistic mixture), the first, categorical PatchSampler, then gaussian,
+    mean, ring-mean (the context's mean colour: nothing of the patch), noise and black."""
     from ..catalog import shipped
 
     return ["patchsampler", "patchsampler=" + shipped(f"patchsampler_k{K}_categorical.onnx", "samplers"), "gaussian",
-            "mean", "noise", "black"]
+            "mean", "ring-mean", "noise", "black"]
+
+
+def parse_samplers(samplers) -> list[tuple[str, str, str | None]]:
+    """--samplers entries → (label, sampler name, model path or None) each (suite.parse_sampler)."""
+    return [parse_sampler(s) for s in samplers]
 
 
 def read_labels(labels_csv: str, images_dir: str, limit: int | None = None) -> list[tuple[str, int, str]]:
@@ -69,9 +70,11 @@ def evenly(items: list, n: int | None) -> list:
 
 
 class Study:
-    """One section of the benchmark, measured photo by photo (Captum-style: `photo` owns the loop's common part,
-    a study overrides `measure`, `settings` and `section`).  every_photo: runs on every photo (else on the
-    --study-photos subset).  Constructor keywords are kept (`kwargs`, plain values), so a Ray actor builds the same study."""
+    """One section of the benchmark, measured item by item — by default one item per photo (Captum-style: `photo`
+    owns the loop's common part, a study overrides `measure`, `settings` and `section`; a study whose items are not
+    photos, such as the pointing game's mosaics, overrides `items` and `run`).  every_photo: runs on every photo
+    (else on the --study-photos subset).  Constructor keywords are kept (`kwargs`, plain values), so a Ray actor
+    builds the same study."""
 
     name, every_photo = "", True
 
@@ -90,6 +93,16 @@ class Study:
     def section(self, records: list[dict], out_dir: str) -> list[str]:
         """The report's Markdown lines for this study; writes its CSV and plots into out_dir."""
         raise NotImplementedError
+
+    def items(self, photos: list[tuple[str, int, str]], study_photos: int, folder: str) -> list[tuple[str, dict]]:
+        """(record name, item) pairs, one per photo this study measures (all, or `study_photos` evenly spaced);
+        folder: the study's own (for what choosing the items writes)."""
+        mine = photos if self.every_photo else evenly(photos, study_photos)
+        return [(os.path.splitext(os.path.basename(p))[0], {"path": p, "cls": c}) for p, c, _ in mine]
+
+    def run(self, item: dict) -> dict:
+        """The record of one item (JSON-ready)."""
+        return self.photo(str(item["path"]), int(item["cls"]))
 
     def photo(self, path: str, true_class: int) -> dict:
         clf, t_photo = self.classifier, time.perf_counter()
@@ -129,98 +142,10 @@ class Study:
         return cache[(sampler, K, model)]
 
 
-def score(classifier, image: np.ndarray, fill: Fill, per_class: dict, targets: dict, steps: int,
-          batch_size: int = 64) -> dict:
-    """{target: (deletion AUC, insertion AUC, forwards)} of one map (per class, or None: class-independent) under
-    `fill`, `steps` steps (curves.py's protocol); a class-independent map's curves serve every target from the same
-    forwards."""
-    H, W = image.shape[:2]
-    counts = step_counts(H * W, steps)
-    fr = np.arange(steps + 1) / steps
-    out, cache = {}, {}
-    for target, cls in targets.items():
-        key = None if None in per_class else cls
-        if key not in cache:
-            order = pixel_order(per_class[key])
-            cache[key] = [removal_probs(classifier, image, fill, order, counts, mode, batch_size)
-                          for mode in ("deletion", "insertion")]
-            forwards = 2 * (steps + 1) * fill.draws
-        else:
-            forwards = 0
-        dele, ins = cache[key]
-        out[target] = (auc(fr, dele[:, cls]), auc(fr, ins[:, cls]), forwards)
-    return out
-
-
 def check_fills(fills) -> None:
     for f in fills:
         if f not in FILLS:
             raise InfolensError(f"unknown fill {f!r}: choose from {', '.join(FILLS)}", "fills")
-
-
-class AucStudy(Study):
-    """Deletion and insertion AUC (Figs. 12, 13) of PMI and IG under every sampler and of each comparison method
-    and a random map, each explained for the predicted top-1 class and the true class, under each fill.
-    samplers: --samplers entries (suite.parse_sampler); methods: comparison methods and "random"; K, stride,
-    samples: the grid; rise_masks; steps: deletion and insertion steps; fills: curves.FILLS entries; seed."""
-
-    name = "auc"
-
-    def __init__(self, classifier, samplers, methods=METHOD_DEFAULTS, K=16, stride=16, samples=8, rise_masks=1000,
-                 steps=50, fills=("blur", "black"), seed=0, batch_size=64):
-        super().__init__(classifier, samplers=samplers, methods=methods, K=K, stride=stride, samples=samples,
-                         rise_masks=rise_masks, steps=steps, fills=fills, seed=seed, batch_size=batch_size)
-        self.K, self.stride, self.samples = K, stride, samples
-        self.rise_masks, self.steps, self.fills, self.seed = rise_masks, steps, fills, seed
-        check_fills(fills)
-        for m in methods:
-            if m != "random" and m not in METHODS:
-                raise InfolensError(f"unknown method {m!r}: choose from {', '.join(list(METHODS) + ['random'])}",
-                                    "methods")
-        self.specs = [parse_sampler(s) for s in samplers]
-        self.methods = list(methods)
-        # each run's Explainer, made once: MIP-IN's inverse session and the samplers stay open across photos
-        self.explainers = {("pmi", label): self.explainer(name, K, model) for label, name, model in self.specs}
-        for m in self.methods:
-            if m != "random":
-                self.explainers[(m, "-")] = self.explainer(METHODS[m].default_sampler, K)
-
-    def settings(self) -> dict:
-        return {"model": os.path.basename(self.classifier.model_path), "K": self.K, "S": self.stride,
-                "N": self.samples, "rise_masks": self.rise_masks, "steps": self.steps, "fills": list(self.fills),
-                "seed": self.seed, "samplers": [label for label, *_ in self.specs], "methods": self.methods}
-
-    def measure(self, image, pred, true_class) -> dict:
-        clf = self.classifier
-        targets = {"pred": pred, "true": true_class}
-        classes = list(dict.fromkeys(targets.values()))
-        fills = {f: self.fill(f, self.K) for f in self.fills}
-        rows = []
-        runs = [("pmi", label) for label, *_ in self.specs] + [(m, "-") for m in self.methods]
-        for method, label in runs:
-            t0, before = time.perf_counter(), clf.rows_run
-            if method == "random":  # a baseline: uniform noise, seeded by the photo's class
-                maps = {"random": {None: np.random.default_rng([self.seed, true_class]).random(image.shape[:2])}}
-            else:
-                n = self.rise_masks if method == "rise" else self.samples
-                e = self.explainers[(method, label)].explain(
-                    image, classes=classes, stride=self.stride if method != "mipin" else None, samples=n,
-                    seed=self.seed, method=method)
-                maps = {name: ({None: e.maps[name]} if e.maps[name].ndim == 2 else
-                               {c: e.map_for(name, c) for c in classes}) for name in e.maps}
-            explain_forwards, explain_s = clf.rows_run - before, time.perf_counter() - t0
-            for name, per_class in maps.items():
-                for fill in self.fills:
-                    scored = score(clf, image, fills[fill], per_class, targets, self.steps, self.batch_size)
-                    for target, (dele, ins, forwards) in scored.items():
-                        rows.append({"map": name, "sampler": label, "target": target, "class": targets[target],
-                                     "fill": fill, "deletion_auc": dele, "insertion_auc": ins,
-                                     "explain_forwards": explain_forwards, "explain_seconds": round(explain_s, 3),
-                                     "eval_forwards": forwards})
-        return {"rows": rows}
-
-    def section(self, records, out_dir) -> list[str]:
-        return auc_section(records, self.settings(), out_dir)
 
 
 def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_dir: str, progress: bool = True,
@@ -247,27 +172,25 @@ def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_
                                     "out")
         else:
             outfiles.write_atomic(settings_path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
-        mine = photos if study.every_photo else evenly(photos, study_photos)
-        expected[study.name] = len(mine)
-        todo = [p for p in mine if not os.path.exists(_record_path(folder, p[0]))]
+        items = study.items(photos, study_photos, folder)
+        expected[study.name] = len(items)
+        todo = [(name, item) for name, item in items if not os.path.exists(_record_path(folder, name))]
         if todo and ray is not None:
             _on_ray(study, todo, folder, ray)
         elif todo:
             from tqdm import tqdm
 
-            bar = tqdm(todo, unit="photo", disable=not progress, desc=study.name, file=sys.stderr)
-            for path, cls, _ in bar:
+            for name, item in tqdm(todo, unit="item", disable=not progress, desc=study.name, file=sys.stderr):
                 try:
-                    record = study.photo(path, cls)
+                    record = study.run(item)
                 except InfolensError as err:
-                    print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
+                    print(f"infolens: error: {item.get('path', name)}: {params.with_flag(err)}", file=sys.stderr)
                     continue
-                outfiles.write_atomic(_record_path(folder, path),
-                                      lambda f, r=record: f.write(json.dumps(r).encode()))
-        records[study.name] = [_load(_record_path(folder, p)) for p, _, _ in mine
-                               if os.path.exists(_record_path(folder, p))]
+                outfiles.write_atomic(_record_path(folder, name), lambda f, r=record: f.write(json.dumps(r).encode()))
+        records[study.name] = [_load(_record_path(folder, name)) for name, _ in items
+                               if os.path.exists(_record_path(folder, name))]
         if not records[study.name]:
-            raise InfolensError(f"no photo could be evaluated in the {study.name} study")
+            raise InfolensError(f"nothing could be evaluated in the {study.name} study")
     report_dir = report_dir or out_dir
     os.makedirs(report_dir, exist_ok=True)
     report = write_report(studies, records, report_dir, command)
@@ -275,8 +198,8 @@ def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_
     return report
 
 
-def _record_path(folder: str, path: str) -> str:
-    return os.path.join(folder, os.path.splitext(os.path.basename(path))[0] + ".json")
+def _record_path(folder: str, name: str) -> str:
+    return os.path.join(folder, name + ".json")
 
 
 def _load(path: str) -> dict:
@@ -292,11 +215,11 @@ def _on_ray(study: Study, todo, folder: str, address: str) -> None:
     # sessions do not pickle: an actor gets the study's class and settings and opens its own
     setup = functools.partial(_same_study, type(study), study.kwargs, study.classifier.describe(),
                               study.classifier.device)
-    rows = engine.map_items([{"path": p, "cls": c} for p, c, _ in todo], setup,
-                            functools.partial(_photo_on_actor, folder), address, study.classifier.device)
+    rows = engine.map_items([{"name": name, **item} for name, item in todo], setup,
+                            functools.partial(_item_on_actor, folder), address, study.classifier.device)
     for r in rows:
         if r["error"]:
-            print(f"infolens: error: {r['path']}: {r['error']}", file=sys.stderr)
+            print(f"infolens: error: {r['name']}: {r['error']}", file=sys.stderr)
 
 
 def _same_study(kind: type, kwargs: dict, description: dict, device: str) -> Study:
@@ -306,14 +229,14 @@ def _same_study(kind: type, kwargs: dict, description: dict, device: str) -> Stu
     return kind(OnnxClassifier.from_description(description, device), **kwargs)
 
 
-def _photo_on_actor(folder: str, study: Study, item: dict) -> dict:
-    path = str(item["path"])
+def _item_on_actor(folder: str, study: Study, item: dict) -> dict:
+    name = str(item["name"])
     try:
-        record = study.photo(path, int(item["cls"]))
+        record = study.run(item)
     except InfolensError as err:
-        return {"path": path, "error": params.with_flag(err)}
-    outfiles.write_atomic(_record_path(folder, path), lambda f: f.write(json.dumps(record).encode()))
-    return {"path": path, "error": ""}
+        return {"name": name, "error": params.with_flag(err)}
+    outfiles.write_atomic(_record_path(folder, name), lambda f: f.write(json.dumps(record).encode()))
+    return {"name": name, "error": ""}
 
 
 # ---- the report ---------------------------------------------------------------------------------------------------
@@ -332,12 +255,6 @@ def ci(values) -> tuple[float, float, float]:
         return m, float("nan"), float("nan")
     h = float(stats.sem(v) * stats.t.ppf(0.975, len(v) - 1))
     return m, m - h, m + h
-
-
-def table(records: list[dict]) -> list[dict]:
-    """One row per photo × map × sampler × target × fill (what results.csv holds)."""
-    return [{"image": r["image"], "true_class": r["true_class"], "top1_correct": r["top1_correct"], **row}
-            for r in records for row in r["rows"]]
 
 
 def compare(rows: list[dict], metric: str, fill: str, target: str) -> dict:
@@ -372,10 +289,10 @@ def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: 
     """OUT/report.md: the header (command, settings, the classifier's accuracy on the photos of the study with the
     most), then each study's section (which writes its CSV and plots into OUT); returns {"photos", "top1",
     "top5"}."""
-    most = max(records.values(), key=len)
+    most = max((r for r in records.values() if r and "top1_correct" in r[0]), key=len, default=[])
     n = len(most)
-    top1 = float(np.mean([r["top1_correct"] for r in most]))
-    top5 = float(np.mean([r["top5_correct"] for r in most]))
+    top1 = float(np.mean([r["top1_correct"] for r in most])) if most else float("nan")
+    top5 = float(np.mean([r["top5_correct"] for r in most])) if most else float("nan")
     lines = ["# Faithfulness benchmark", "", f"Regenerate: `{command}`" if command else "", "",
              f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %.",
              "", "Sections: " + ", ".join(f"{s.name} ({len(records[s.name])} photos)" for s in studies) + ".", ""]
@@ -388,42 +305,6 @@ def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: 
         lines.append("")
     outfiles.write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(lines).encode()))
     return {"photos": n, "top1": top1, "top5": top5}
-
-
-def auc_section(records: list[dict], settings: dict, out_dir: str) -> list[str]:
-    """The AUC study's tables and cost (and OUT/results.csv, OUT/auc_<fill>_<target>.png)."""
-    rows = table(records)
-    outfiles.write_atomic(os.path.join(out_dir, "results.csv"), lambda f: f.write(csv_text(rows, list(rows[0])).encode()))
-    lines = ["## Deletion and insertion (Figs. 12, 13)", "",
-             "Deletion AUC (lower is better: the map finds first what the class needs) and insertion AUC (higher "
-             "is better), of p(class) as pixels go in the map's order, highest first. Class: the predicted top-1 "
-             "(`pred`) or the label (`true`). Mean and 95 % confidence interval (t) over photos; Δ: the paired "
-             f"mean difference against {REFERENCE[0]} / {REFERENCE[1]} on the same photos, p: Wilcoxon "
-             "signed-rank, two-sided. Per photo, map, class and fill: `results.csv`.", ""]
-    for fill in settings["fills"]:
-        for target in TARGETS:
-            dele = compare(rows, "deletion_auc", fill, target)
-            ins = compare(rows, "insertion_auc", fill, target)
-            lines += [f"### Fill {fill}, class {target}", "",
-                      "| map | sampler | deletion AUC [95 % CI] | Δ | p | insertion AUC [95 % CI] | Δ | p |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for key in dele:
-                d, i = dele[key], ins[key]
-                lines.append(f"| {key[0]} | {key[1]} | {d['mean']:.4f} [{d['low']:.4f}, {d['high']:.4f}] | "
-                             f"{fmt_signed(d['diff'])} | {fmt_p(d['p'])} | {i['mean']:.4f} [{i['low']:.4f}, "
-                             f"{i['high']:.4f}] | {fmt_signed(i['diff'])} | {fmt_p(i['p'])} |")
-            lines.append("")
-            _plot(dele, ins, fill, target, os.path.join(out_dir, f"auc_{fill}_{target}.png"))
-    lines += ["### Cost on this machine", "", "| map | sampler | explain forwards / photo | explain s / photo |",
-              "|---|---|---|---|"]
-    first = [r for r in rows if r["fill"] == settings["fills"][0] and r["target"] == "pred"]
-    for key in _groups(first):
-        sel = [r for r in first if (r["map"], r["sampler"]) == key]
-        lines.append(f"| {key[0]} | {key[1]} | {np.mean([r['explain_forwards'] for r in sel]):.0f} | "
-                     f"{np.mean([r['explain_seconds'] for r in sel]):.2f} |")
-    lines += ["", "PMI and IG share one explanation, so their cost rows are the same run; the time below includes the "
-              "deletion and insertion curves.", ""]
-    return lines
 
 
 def csv_text(rows, fields) -> str:
@@ -443,22 +324,3 @@ def fmt_signed(v: float) -> str:
 
 def fmt_p(p: float) -> str:
     return "" if np.isnan(p) else (f"{p:.2g}" + (" *" if p < 0.05 else ""))
-
-
-def _plot(dele: dict, ins: dict, fill: str, target: str, path: str) -> None:
-    plt = pyplot()
-    keys = list(dele)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
-    colours = {"pmi": "tab:red", "ig": "tab:blue"}
-    for ax, stats, title in ((axes[0], dele, "deletion AUC (lower is better)"),
-                             (axes[1], ins, "insertion AUC (higher is better)")):
-        means = [stats[k]["mean"] for k in keys]
-        err = np.array([[m - stats[k]["low"], stats[k]["high"] - m] for k, m in zip(keys, means)]).T
-        ax.bar(range(len(keys)), means, yerr=np.nan_to_num(err), capsize=2,
-               color=[colours.get(k[0], "tab:gray") for k in keys])
-        ax.set_xticks(range(len(keys)), [f"{m}\n{s[:14]}" for m, s in keys], fontsize=6, rotation=90)
-        ax.set_title(f"{title}; fill {fill}, class {target}; 95 % CI", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    outfiles.save_figure(fig, path)
-    plt.close(fig)

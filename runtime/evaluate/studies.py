@@ -1,4 +1,5 @@
-"""The benchmark's sections beyond deletion/insertion (benchmark.py runs them photo by photo and assembles the report):
+"""The benchmark's sections beyond the removal and pointing protocols (removal.py, pointing.py; benchmark.py runs
+every study and assembles the report):
 
   * negative — Fig. 10: remove the pixels with negative PMI for the predicted class, most negative first
     (curves.negative_evidence's protocol), and, as a control, the same number of pixels in a random order;
@@ -25,36 +26,44 @@ from ..measures import patches_to_pixels
 from ..methods import METHODS, Explainer, patch_grid
 from ..samplers import windows
 from ..samplers.rng import streams
-from .benchmark import AucStudy, Study, check_fills, ci, csv_text, fmt_p, fmt_signed, score, wilcoxon
+from .benchmark import Study, check_fills, ci, csv_text, fmt_p, fmt_signed, wilcoxon
 from .curves import pixel_order, removal_probs, step_counts
+from .maps import CONTROLS, edge_map
 from .plots import pyplot
+from .pointing import PointingStudy
+from .removal import RemovalStudy, score
 from .sanity import correlations, layer_table, step_model, twin
 from .suite import parse_sampler
 
-STUDIES = ("auc", "negative", "sanity", "cause", "samples", "patch")
+STUDIES = ("removal", "pointing", "negative", "sanity", "cause", "samples", "patch")
 CAUSE_SAMPLERS = ("gray", "mean", "black", "noise", "gaussian")  # besides the reference sampler
 
 
 def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills, seed, batch_size,
-          sanity_every=10, counts=(1, 2, 4, 8, 16), sizes=(8, 16, 32), negative_steps=10) -> list[Study]:
+          sanity_every=10, counts=(1, 2, 4, 8, 16), sizes=(8, 16, 32), negative_steps=10, fill_draws=4, smooth=8.0,
+          mosaics=100, targets=("pred", "true"), min_p=0.5) -> list[Study]:
     """The studies `names` (of STUDIES, in that order) with the benchmark's settings; `samplers[0]` is the
-    reference sampler of every study after the AUC one."""
+    reference sampler of every study after the removal and pointing ones."""
     unknown = [n for n in names if n not in STUDIES]
     if unknown:
         raise InfolensError(f"unknown study {unknown[0]!r}: choose from {', '.join(STUDIES)}", "studies")
     params.check("sanity_every", sanity_every)
     params.check("negative_steps", negative_steps)
     common = dict(sampler=samplers[0], K=K, stride=stride, seed=seed, batch_size=batch_size)
+    # the N and K studies compare settings of one map, under the fills that cost one forward per step
+    cheap = tuple(f for f in fills if f in ("blur", "black", "mean")) or ("blur",)
     make = {
-        "auc": lambda: AucStudy(classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills, seed,
-                                batch_size),
+        "removal": lambda: RemovalStudy(classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills,
+                                        fill_draws, smooth, targets, seed, batch_size),
+        "pointing": lambda: PointingStudy(classifier, samplers, methods, K, stride, samples, rise_masks, smooth,
+                                          mosaics, min_p, seed, batch_size),
         "negative": lambda: NegativeStudy(classifier, samples=samples, steps=negative_steps,
-                                          fills=("patchsampler", *fills), **common),
+                                          fills=tuple(dict.fromkeys(("patchsampler", *cheap))), **common),
         "sanity": lambda: SanityStudy(classifier, samples=samples, rise_masks=rise_masks, every=sanity_every,
-                                      methods=[m for m in methods if m != "random"], **common),
+                                      methods=[m for m in methods if m not in CONTROLS], **common),
         "cause": lambda: CauseStudy(classifier, samples=samples, **common),
-        "samples": lambda: SamplesStudy(classifier, counts=list(counts), steps=steps, fills=fills, **common),
-        "patch": lambda: PatchStudy(classifier, sizes=list(sizes), samples=samples, steps=steps, fills=fills,
+        "samples": lambda: SamplesStudy(classifier, counts=list(counts), steps=steps, fills=cheap, **common),
+        "patch": lambda: PatchStudy(classifier, sizes=list(sizes), samples=samples, steps=steps, fills=cheap,
                                     samplers=[samplers[0], "mean"], seed=seed, batch_size=batch_size),
     }
     return [make[n]() for n in STUDIES if n in names]
@@ -294,18 +303,6 @@ def _rho(correlation: dict, kind: str) -> float | None:
     return None if correlation["spearman"] is None else abs(correlation["spearman"])
 
 
-def edge_map(image: np.ndarray, K: int, stride: int) -> np.ndarray:
-    """The image's own structure per patch: the mean Sobel gradient magnitude of its grey levels over each patch,
-    averaged onto pixels like the maps — float32 [H, W]."""
-    import cv2
-
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    magnitude = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
-    ys, xs = patch_grid(*grey.shape, K, stride)
-    per_patch = windows(magnitude[..., None], ys, xs, K).mean(axis=(1, 2, 3))
-    return patches_to_pixels(per_patch, ys, xs, K, grey.shape)
-
-
 class CauseStudy(Study):
     """Why IG keeps a positive Spearman with its trained-model map once every weight is random (docs/sanity: +0.23
     on one photo, the paper ≈ 0).  For the reference sampler and each of CAUSE_SAMPLERS, PMI and IG for the
@@ -429,7 +426,7 @@ class SamplesStudy(Study):
                        "se_mean": float(se.mean()) if np.isfinite(se).all() else None,  # N=1: no estimate
                        "map_std": float(ma.std())}
                 for fill in self.fills:
-                    dele, ins, _ = score(self.classifier, image, self.fill(fill, self.K), {pred: ma}, {"pred": pred},
+                    dele, ins, *_ = score(self.classifier, image, self.fill(fill, self.K), {pred: ma}, {"pred": pred},
                                          self.steps, self.batch_size)["pred"]
                     row[f"deletion_{fill}"], row[f"insertion_{fill}"] = dele, ins
                 rows.append(row)
@@ -538,7 +535,7 @@ class PatchStudy(Study):
             for m in ("pmi", "ig"):
                 row = {"K": K, "sampler": label, "map": m, "forwards": e.forwards, "seconds": round(e.timing["total_s"], 3)}
                 for fill in self.fills:
-                    dele, ins, _ = score(self.classifier, image, self.fill(fill, K), {pred: e.map_for(m, pred)},
+                    dele, ins, *_ = score(self.classifier, image, self.fill(fill, K), {pred: e.map_for(m, pred)},
                                          {"pred": pred}, self.steps, self.batch_size)["pred"]
                     row[f"deletion_{fill}"], row[f"insertion_{fill}"] = dele, ins
                 rows.append(row)

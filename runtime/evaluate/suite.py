@@ -41,7 +41,7 @@ def parse_sampler(spec: str) -> tuple[str, str, str | None]:
 
 def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=METHOD_DEFAULTS, K=16, stride=16,
               samples=8, rise_masks=1000, fill="blur", steps=100, seed=0, batch_size=64, progress=True,
-              command="", coupling="pixel", maps=("pmi", "ig"), resume=False):
+              command="", coupling="pixel", maps=("pmi", "ig"), resume=False, fill_draws=4):
     """Explain every image with every sampler (PMI and IG maps; `maps` says which are scored) and every comparison
     method, score each map's top-class deletion and insertion AUC, and write suite.csv, summary.md and the plots
     into out_dir. samplers: --samplers entries (parse_sampler). Returns the rows (dicts with FIELDS).
@@ -80,7 +80,8 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
                 n = rise_masks if method == "rise" else samples
                 e = ex.explain(path, classes="top1", stride=stride, samples=n, seed=seed, method=method)
                 top = int(e.classes[0])
-                replacement = make_fill(fill, classifier, K, sampler_cache.get("patchsampler"), seed=seed)
+                replacement = make_fill(fill, classifier, K, sampler_cache.get("patchsampler"), draws=fill_draws,
+                                        seed=seed)
                 for name in _maps(method, maps):
                     t0 = time.perf_counter()
                     values = e.map_for(name, top)
@@ -89,7 +90,8 @@ def run_suite(classifier, images, out_dir, samplers=SAMPLER_DEFAULTS, methods=ME
                     new.append({"image": os.path.basename(path), "label": e.labels[0], "map": name,
                                 "sampler": label, "deletion_auc": auc(fr, dele), "insertion_auc": auc(fr, ins),
                                 "explain_forwards": e.forwards, "explain_seconds": e.timing["total_s"],
-                                "eval_forwards": 2 * (steps + 1), "eval_seconds": time.perf_counter() - t0,
+                                "eval_forwards": 2 * (steps + 1) * replacement.draws,
+                                "eval_seconds": time.perf_counter() - t0,
                                 "deletion_curve": dele})
                     if example_image is None or path == example_image[0]:
                         example_maps[f"{name} / {label}"] = (values, MAPS[name][1])

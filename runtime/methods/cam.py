@@ -50,6 +50,11 @@ class CAM(Attribution):
                                                                        first.shape[1:])}, \
             {"cam_s": time.perf_counter() - t0}
 
+    def class_maps(self, base: np.ndarray, classes) -> np.ndarray:
+        """float32 [k, H, W]: the maps of `classes` for one normalized image tensor `base` [1, ...] (one forward)."""
+        _, activation = self._predict(base)
+        return upsample(self.cells(activation, classes), *self.classifier.pre.size)
+
     def cells(self, activation: np.ndarray, classes) -> np.ndarray:
         """float32 [k, h, w]: the class maps on the pooled activation's own grid (activation [C, h, w], or [h, w, C]
         for a channels-last model)."""

@@ -32,7 +32,6 @@ import time
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 from tqdm import tqdm
 
 from .. import outfiles
@@ -42,6 +41,7 @@ from ..evaluate.curves import auc, curve
 from ..evaluate.fills import make_fill
 from ..evaluate.plots import pyplot
 from ..methods import Explainer
+from ..methods.cam import CAM
 from ..methods.mipin import MIPIN, upsample
 from ..samplers import load_sampler
 from .part import for_classifier
@@ -49,26 +49,6 @@ from .part import for_classifier
 METHODS = ("mipin", "cam", "pmi", "ig", "occlusion", "random", "centre")
 CLASS_MAPS = ("mipin", "cam", "pmi", "occlusion")
 FILLS = ("blur", "black")
-
-
-class CAM:
-    """Class activation maps from the activation the final global pool reads and the final Gemm's weights."""
-
-    def __init__(self, clf: OnnxClassifier):
-        model, part = for_classifier(clf)
-        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-        gap = next(n for n in part.nodes if n.op_type in ("GlobalAveragePool", "ReduceMean"))
-        gemm = next(n for n in part.nodes if n.op_type in ("Gemm", "MatMul"))
-        w = inits[gemm.input[1]]
-        transposed = gemm.op_type == "Gemm" and any(a.name == "transB" and a.i for a in gemm.attribute)
-        self.weight = w if transposed else w.T  # [Y, C]
-        self.tensor, self.clf = gap.input[0], clf
-
-    def maps(self, base: np.ndarray, classes) -> np.ndarray:
-        a = self.clf.intermediates(base, [self.tensor])[self.tensor][0]  # [C, h, w]
-        H, W = self.clf.pre.size
-        m = np.einsum("kc,chw->khw", self.weight[list(classes)], a)
-        return upsample(m, H, W)
 
 
 class Upper:
@@ -120,7 +100,7 @@ def evaluate_photo(path, true_cls, clf, mipin, cam, upper, explainer, occl, step
     small, signal, mean = mipin.inverse_run(found, classes, ("maps", "signal", "map_mean"))
     H, W = image.shape[:2]
     maps = {"mipin": upsample(small, H, W),
-            "cam": cam.maps(base, classes)}
+            "cam": cam.class_maps(base, classes)}
     e = explainer.explain(image, classes=classes, stride=16, samples=4, seed=0)
     maps["pmi"], ig = e.maps["pmi"], e.maps["ig"]
     maps["occlusion"] = occl.explain(image, classes=classes, stride=16, method="occlusion").maps["occlusion"]
@@ -179,7 +159,7 @@ def sanity(clf, photo_list, files, crops_n, seed, steps_layers=(1, 2)) -> list[d
     rows = []
     images = [clf.load_image(p) for p, _, _ in photo_list]
     ref = [original.batch_maps(img[None])[1][0] for img in images]
-    ref_cam = [cam0.maps(clf.normalize(img[None]), [int(np.argmax(clf.predict_images(img[None])[0]))])[0]
+    ref_cam = [cam0.class_maps(clf.normalize(img[None]), [int(np.argmax(clf.predict_images(img[None])[0]))])[0]
                for img in images]
     with tempfile.TemporaryDirectory() as tmp:
         for count in steps_layers:
@@ -195,7 +175,7 @@ def sanity(clf, photo_list, files, crops_n, seed, steps_layers=(1, 2)) -> list[d
                 p = rclf.predict_images(img[None])[0]
                 cls = int(np.argmax(clf.predict_images(img[None])[0]))  # the original top class
                 m1 = rm.batch_maps(img[None], np.array([cls]))[1][0]
-                c1 = rcam.maps(rclf.normalize(img[None]), [cls])[0]
+                c1 = rcam.class_maps(rclf.normalize(img[None]), [cls])[0]
                 rows.append({"layers_randomized": count, "tensors": ",".join(names),
                              "mipin_spearman": stats.spearmanr(m0.ravel(), m1.ravel())[0],
                              "cam_spearman": stats.spearmanr(c0.ravel(), c1.ravel())[0],
@@ -281,7 +261,7 @@ def _examples(clf, mipin, cam, explainer, occl, path):
         p = clf.predict_images(image[None])[0]
         c = int(np.argmax(p))
         panels = {"image": image, "mipin": mipin.batch_maps(image[None], np.array([c]))[1][0],
-                  "cam": cam.maps(clf.normalize(image[None]), [c])[0],
+                  "cam": cam.class_maps(clf.normalize(image[None]), [c])[0],
                   "pmi (K16 S16 N4)": explainer.explain(image, classes=[c], stride=16, samples=4).maps["pmi"][0],
                   "occlusion": occl.explain(image, classes=[c], stride=16, method="occlusion").maps["occlusion"][0]}
         for ax, (title, m) in zip(row, panels.items()):

@@ -1,0 +1,228 @@
+"""The removal study of `infolens eval benchmark`: every map (maps.py: PMI and IG per sampler, the comparison methods,
+the random and edge controls, each also smoothed) scored in both orders under every fill (fills.py), per photo, for
+the predicted and the true class.
+
+Per map, fill and class: AUC(MoRF) (deletion: lower is better), AUC(LeRF) (insertion read backwards: higher is
+better) and SRG = AUC(LeRF) − AUC(MoRF) (Blücher, Vielhaben & Strodthoff, TMLR 2024: higher is better; it ranks
+methods consistently across fills where MoRF and LeRF alone do not).  The `road` fill follows ROAD's own protocol
+(Rong et al., ICML 2022): removal fractions 0, 10 %, …, 100 %, the p(class) at 10 … 90 % kept per order.  The report
+gives each fill's table, the mean over fills, and Kendall's τ between the method rankings of every pair of fills —
+whether a ranking survives the change of fill.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import outfiles
+from .benchmark import REFERENCE, Study, check_fills, compare, csv_text, fmt_p, fmt_signed, parse_samplers
+from .curves import auc, pixel_order, removal_probs, step_counts
+from .maps import make_maps, check_methods
+from .plots import pyplot
+
+FILL_DEFAULTS = ("blur", "black", "mean", "road", "patchsampler")
+METHOD_DEFAULTS = ("occlusion", "pda", "rise", "mipin", "cam", "random", "edge")
+ROAD_STEPS = 10  # ROAD's protocol: 10 % steps
+
+
+def score(classifier, image: np.ndarray, fill, per_class: dict, targets: dict, steps: int,
+          batch_size: int = 64) -> dict:
+    """{target: (AUC MoRF, AUC LeRF, p(class) MoRF [steps+1], p(class) LeRF by fraction removed [steps+1],
+    forwards)} of one map (per class, or {None: map} for a class-independent one) under `fill`, with `steps` steps
+    (curves.py's protocol); a class-independent map's curves serve every target from the same forwards."""
+    H, W = image.shape[:2]
+    counts = step_counts(H * W, steps)
+    fr = np.arange(steps + 1) / steps
+    out, cache = {}, {}
+    for target, cls in targets.items():
+        key = None if None in per_class else cls
+        forwards = 0
+        if key not in cache:
+            order = pixel_order(per_class[key])
+            cache[key] = [removal_probs(classifier, image, fill, order, counts, mode, batch_size)
+                          for mode in ("deletion", "insertion")]
+            forwards = 2 * (steps + 1) * fill.draws
+        dele, ins = (p[:, cls] for p in cache[key])
+        out[target] = (auc(fr, dele), auc(fr, ins), dele, ins[::-1], forwards)
+    return out
+
+
+class RemovalStudy(Study):
+    """samplers: --samplers entries (PMI/IG per sampler); methods: METHODS names and the controls random, edge;
+    K, stride, samples: the grid; rise_masks; steps: removal steps of every fill but road (ROAD_STEPS); fills:
+    fills.FILLS names; fill_draws: the PatchSampler fill's draws; smooth: σ (pixels) of the smoothed copies (0: none);
+    targets: "pred" (the predicted class) and/or "true" (the label); seed."""
+
+    name = "removal"
+
+    def __init__(self, classifier, samplers, methods=METHOD_DEFAULTS, K=16, stride=16, samples=4, rise_masks=1000,
+                 steps=25, fills=FILL_DEFAULTS, fill_draws=4, smooth=8.0, targets=("pred", "true"), seed=0,
+                 batch_size=64):
+        super().__init__(classifier, samplers=samplers, methods=methods, K=K, stride=stride, samples=samples,
+                         rise_masks=rise_masks, steps=steps, fills=fills, fill_draws=fill_draws, smooth=smooth,
+                         targets=targets, seed=seed, batch_size=batch_size)
+        from .. import params
+
+        for name, value in (("steps", steps), ("fill_draws", fill_draws), ("smooth", smooth)):
+            params.check(name, value)
+        check_fills(fills)
+        check_methods(methods)
+        self.specs = parse_samplers(samplers)
+        self.methods, self.fills, self.targets = list(methods), list(fills), list(targets)
+        self.K, self.stride, self.samples, self.rise_masks = K, stride, samples, rise_masks
+        self.steps, self.fill_draws, self.smooth, self.seed = steps, fill_draws, smooth, seed
+
+    def settings(self) -> dict:
+        return {"model": os.path.basename(self.classifier.model_path), "K": self.K, "S": self.stride,
+                "N": self.samples, "rise_masks": self.rise_masks, "steps": self.steps, "road_steps": ROAD_STEPS,
+                "fills": self.fills, "fill_draws": self.fill_draws, "smooth": self.smooth, "targets": self.targets,
+                "seed": self.seed, "samplers": [label for label, *_ in self.specs], "methods": self.methods}
+
+    def measure(self, image, pred, true_class) -> dict:
+        targets = {t: {"pred": pred, "true": true_class}[t] for t in self.targets}
+        classes = list(dict.fromkeys(targets.values()))
+        rows = []
+        for m in make_maps(self, image, classes, true_class, self.specs, self.methods, self.K, self.stride,
+                           self.samples, self.rise_masks, self.seed, self.smooth):
+            for fill in self.fills:
+                steps = ROAD_STEPS if fill == "road" else self.steps
+                scored = score(self.classifier, image, self.fill(fill, self.K), m.per_class, targets, steps,
+                               self.batch_size)
+                for target, (morf, lerf, c_morf, c_lerf, forwards) in scored.items():
+                    row = {"map": m.name, "sampler": m.sampler, "target": target, "class": targets[target],
+                           "fill": fill, "morf_auc": morf, "lerf_auc": lerf, "srg": lerf - morf,
+                           "explain_forwards": m.forwards, "explain_seconds": m.seconds, "eval_forwards": forwards}
+                    if fill == "road":
+                        row["road_morf"], row["road_lerf"] = c_morf[1:-1].tolist(), c_lerf[1:-1].tolist()
+                    rows.append(row)
+        return {"rows": rows}
+
+    def section(self, records, out_dir) -> list[str]:
+        return removal_section(records, self, out_dir)
+
+
+def table(records: list[dict]) -> list[dict]:
+    """One row per photo × map × sampler × target × fill (what results.csv holds, without the ROAD curves)."""
+    return [{"image": r["image"], "true_class": r["true_class"], "top1_correct": r["top1_correct"],
+             **{k: v for k, v in row.items() if not k.startswith("road_")}} for r in records for row in r["rows"]]
+
+
+def removal_section(records: list[dict], study: RemovalStudy, out_dir: str) -> list[str]:
+    """The study's report: per fill and target MoRF, LeRF and SRG with paired tests against the reference, SRG
+    averaged over fills, Kendall τ between the fills' rankings, ROAD's per-fraction curve, cost; results.csv and
+    srg_<target>.png into out_dir."""
+    rows = table(records)
+    outfiles.write_atomic(os.path.join(out_dir, "results.csv"),
+                          lambda f: f.write(csv_text(rows, list(rows[0])).encode()))
+    fills, ref = study.fills, f"{REFERENCE[0]} / {REFERENCE[1]}"
+    lines = ["## Removal in both orders under every fill (SRG)", "",
+             "Per map: AUC(MoRF), most relevant pixels removed first (deletion; lower is better), AUC(LeRF), least "
+             "relevant first (higher is better), and SRG = AUC(LeRF) − AUC(MoRF) (higher is better; Blücher et al. "
+             "2024). Mean and 95 % t interval over photos; Δ and p: the paired mean difference against "
+             f"{ref} on the same photos and its Wilcoxon signed-rank p (two-sided). Controls: `random` (noise), "
+             "`edge` (the photo's Sobel energy: no classifier) and every map smoothed alike (sampler `…~smooth`). "
+             "Per photo, map, class and fill: `results.csv`.", ""]
+    for target in study.targets:
+        srg_means = {}
+        lines += [f"### Class {target}", ""]
+        for fill in fills:
+            morf, lerf, srg = (compare(rows, metric, fill, target) for metric in ("morf_auc", "lerf_auc", "srg"))
+            srg_means[fill] = {k: v["mean"] for k, v in srg.items()}
+            lines += [f"#### Fill {fill}" + (f" ({ROAD_STEPS} steps, ROAD's protocol)" if fill == "road" else ""), "",
+                      "| map | sampler | MoRF [95 % CI] | LeRF [95 % CI] | SRG [95 % CI] | Δ SRG | p |",
+                      "|---|---|---|---|---|---|---|"]
+            for key in sorted(srg, key=lambda k: -srg[k]["mean"]):
+                a, b, s = morf[key], lerf[key], srg[key]
+                lines.append(f"| {key[0]} | {key[1]} | {_cell(a)} | {_cell(b)} | {_cell(s)} | "
+                             f"{fmt_signed(s['diff'])} | {fmt_p(s['p'])} |")
+            lines.append("")
+        lines += _across_fills(rows, fills, target, srg_means)
+        _plot(srg_means, fills, target, os.path.join(out_dir, f"srg_{target}.png"))
+        lines += [f"![SRG per fill, class {target}](srg_{target}.png)", ""]
+    if "road" in fills:
+        lines += _road_protocol(records, study.targets[0])
+    lines += ["### Cost on this machine", "", "| map | sampler | explain forwards / photo | explain s / photo |",
+              "|---|---|---|---|"]
+    first = [r for r in rows if r["fill"] == fills[0] and r["target"] == study.targets[0]
+             and not r["sampler"].endswith("~smooth")]
+    for key in dict.fromkeys((r["map"], r["sampler"]) for r in first):
+        sel = [r for r in first if (r["map"], r["sampler"]) == key]
+        lines.append(f"| {key[0]} | {key[1]} | {np.mean([r['explain_forwards'] for r in sel]):.0f} | "
+                     f"{np.mean([r['explain_seconds'] for r in sel]):.2f} |")
+    lines += ["", "PMI and IG share one explanation (so do a method's maps); the evaluation forwards per photo: "
+              f"{np.mean([sum(r['eval_forwards'] for r in rec['rows']) for rec in records]):.0f}.", ""]
+    return lines
+
+
+def _cell(entry: dict) -> str:
+    return f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+
+
+def _across_fills(rows, fills, target, srg_means) -> list[str]:
+    """SRG averaged over the fills per photo (paired test against the reference), and Kendall τ of the rankings."""
+    from scipy import stats
+
+    per_photo = {}
+    for r in rows:
+        if r["target"] == target:
+            per_photo.setdefault((r["map"], r["sampler"], r["image"]), {})[r["fill"]] = r["srg"]
+    mean_rows = [{"map": m, "sampler": s, "image": i, "fill": "mean", "target": target,
+                  "srg": float(np.mean(list(v.values())))} for (m, s, i), v in per_photo.items() if len(v) == len(fills)]
+    overall = compare(mean_rows, "srg", "mean", target)
+    lines = [f"#### SRG averaged over the {len(fills)} fills", "", "| rank | map | sampler | SRG [95 % CI] | Δ | p |",
+             "|---|---|---|---|---|---|"]
+    for i, key in enumerate(sorted(overall, key=lambda k: -overall[k]["mean"]), 1):
+        e = overall[key]
+        lines.append(f"| {i} | {key[0]} | {key[1]} | {_cell(e)} | {fmt_signed(e['diff'])} | {fmt_p(e['p'])} |")
+    lines += ["", "#### Does a ranking survive the change of fill? Kendall τ between the fills' rankings", "",
+              "τ of the maps' mean score under one fill against another (1: the same order, 0: unrelated).", ""]
+    for metric, label in (("srg", "SRG"), ("morf_auc", "MoRF"), ("lerf_auc", "LeRF")):
+        means = {f: {k: v["mean"] for k, v in compare(rows, metric, f, target).items()} for f in fills}
+        lines += [f"{label}:", "", "| | " + " | ".join(fills) + " |", "|---" * (len(fills) + 1) + "|"]
+        for a in fills:
+            cells = []
+            for b in fills:
+                keys = [k for k in means[a] if k in means[b]]
+                tau = stats.kendalltau([means[a][k] for k in keys], [means[b][k] for k in keys]).statistic
+                cells.append(f"{tau:.2f}")
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _road_protocol(records, target) -> list[str]:
+    """ROAD's own table: mean p(class) at 10 … 90 % removed, MoRF and LeRF, per map."""
+    lines = ["### ROAD's protocol (fill road)", "",
+             f"Mean p(class {target}) with 10 % … 90 % of the pixels removed and imputed (noisy linear imputation), "
+             "most relevant first (MoRF: lower is better) and least relevant first (LeRF: higher is better).", "",
+             "| map | sampler | order | " + " | ".join(f"{10 * k} %" for k in range(1, 10)) + " |",
+             "|---|---|---|" + "---|" * 9]
+    curves = {}
+    for r in records:
+        for row in r["rows"]:
+            if row["fill"] == "road" and row["target"] == target:
+                for order in ("morf", "lerf"):
+                    curves.setdefault((row["map"], row["sampler"], order), []).append(row[f"road_{order}"])
+    for (m, s, order), values in curves.items():
+        mean = np.mean(values, axis=0)
+        lines.append(f"| {m} | {s} | {order.upper()} | " + " | ".join(f"{v:.3f}" for v in mean) + " |")
+    return lines + [""]
+
+
+def _plot(srg_means: dict, fills, target, path) -> None:
+    plt = pyplot()
+    keys = sorted(next(iter(srg_means.values())), key=lambda k: -np.mean([srg_means[f].get(k, 0) for f in fills]))
+    fig, ax = plt.subplots(figsize=(max(8, 0.35 * len(keys)), 4), dpi=110)
+    width = 0.8 / len(fills)
+    for j, fill in enumerate(fills):
+        ax.bar(np.arange(len(keys)) + j * width, [srg_means[fill].get(k, np.nan) for k in keys], width, label=fill)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [f"{m}\n{s[:16]}" for m, s in keys], fontsize=6,
+                  rotation=90)
+    ax.set_ylabel("mean SRG = AUC(LeRF) − AUC(MoRF)")
+    ax.set_title(f"SRG per fill, class {target} (higher is better)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    outfiles.save_figure(fig, path)
+    plt.close(fig)
