@@ -140,6 +140,7 @@ PARAMS: dict[str, Param] = {
     "fill_draws": Param("--fill-draws", int, low=1, meaning="PatchSampler fill: in-fill draws a curve point averages"),
     "mosaics": Param("--mosaics", int, low=1, meaning="pointing game: 2×2 mosaics"),
     "min_p": Param("--min-p", float, low=0.0, high=1.0, meaning="pointing game: the qualifying probability"),
+    "scales": Param("--scales", meaning="the multi-scale candidate's extra patch sizes"),
     "targets": Param("--targets", meaning="the benchmark's explained classes: pred, true"),
     "smooth": Param("--smooth", float, low=0.0, meaning="control: σ in pixels of the Gaussian smoothing of every map"),
 }

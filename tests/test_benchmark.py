@@ -1,5 +1,5 @@
 """`infolens eval benchmark` end to end on 3 labelled photos and 2 mosaics with tiny settings: accuracy; the removal
-study (every map and control, smoothed too, scored in both orders under every fill for the predicted and the true
+study (every map and control scored in both orders under every fill for the predicted and the true
 class, SRG, paired Wilcoxon tests against PMI/PatchSampler, Kendall τ between fills, ROAD's protocol); the pointing
 game; the negative-evidence, sanity, N and K studies; the report; a resume that computes nothing again and refuses
 changed settings; the same records on Ray."""
@@ -14,8 +14,8 @@ from conftest import run_cli
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 FLAGS = ["--samplers", "patchsampler,mean", "--methods", "occlusion,pda,rise,mipin,cam,random,edge", "--rise-masks",
-         "8", "--fills", "blur,road,patchsampler", "--fill-draws", "2", "--smooth", "4", "-K", "16", "-N", "1",
-         "--steps", "4", "--studies", "removal,negative,sanity,cause,samples,patch", "--study-photos", "2",
+         "8", "--fills", "blur,road,patchsampler", "--fill-draws", "2", "--smooth", "0", "--scales", "", "-K", "16",
+         "-N", "1", "--steps", "4", "--studies", "removal,negative,sanity,cause,samples,patch", "--study-photos", "2",
          "--sanity-every", "25", "--sample-counts", "1,2", "--patch-sizes", "16,32", "--negative-steps", "3", "-q"]
 
 
@@ -43,9 +43,10 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
     chelsea = removal["chelsea.json"]
     assert chelsea["top5"][0] != 281 and 281 in chelsea["top5"] and not chelsea["top1_correct"]
     groups = {(r["map"], r["sampler"], r["target"], r["fill"]) for r in chelsea["rows"]}
-    # pmi, ig × 2 samplers, occlusion, woe, rise, mipin, cam, random, edge; each smoothed; pred and true; 3 fills
-    assert len(groups) == len(chelsea["rows"]) == 11 * 2 * 2 * 3
-    assert {s for _, s, _, _ in groups} == {"patchsampler", "mean", "-", "patchsampler~smooth", "mean~smooth", "-~smooth"}
+    # pmi, ig × 2 samplers, occlusion, woe, rise, mipin, cam, random, edge; pred and true; 3 fills (the smoothed
+    # copies: the pointing test)
+    assert len(groups) == len(chelsea["rows"]) == 11 * 2 * 3
+    assert {s for _, s, _, _ in groups} == {"patchsampler", "mean", "-"}
     for row in chelsea["rows"]:
         assert 0 <= row["morf_auc"] <= 1 and 0 <= row["lerf_auc"] <= 1
         assert row["srg"] == pytest.approx(row["lerf_auc"] - row["morf_auc"])
@@ -117,7 +118,8 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
 def test_on_ray_the_records_are_those_of_one_process(tmp_path, labels):
     pytest.importorskip("ray", reason="the ray extra is not installed")
     flags = ["--samplers", "mean", "--methods", "occlusion,random", "--fills", "blur,road", "-K", "16", "--steps", "4",
-             "--studies", "removal,patch", "--patch-sizes", "32", "--study-photos", "2", "--smooth", "0", "-q"]
+             "--studies", "removal,patch", "--patch-sizes", "32", "--study-photos", "2", "--smooth", "0", "--scales", "",
+             "-q"]
     for name, extra in (("plain", []), ("ray", ["--ray"])):
         r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", tmp_path / name, *flags,
                     *extra)
@@ -195,7 +197,7 @@ def four(tmp_path):
 def test_pointing_game_end_to_end(tmp_path, four):
     out = tmp_path / "point"
     flags = ["--studies", "pointing", "--mosaics", "2", "--min-p", "0.3", "--samplers", "mean", "--methods",
-             "occlusion,cam,random,edge", "-K", "16", "-N", "1", "--smooth", "4", "-q"]
+             "occlusion,cam,random,edge", "-K", "16", "-N", "1", "--smooth", "4", "--scales", "", "-q"]
     r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", four, "--out", out, *flags)
     assert r.returncode == 0, r.stderr
     recs = records(out / "pointing")
@@ -213,6 +215,7 @@ def test_pointing_game_end_to_end(tmp_path, four):
     assert all(len(v) == 4 for v in scores.values()) and len(scores) == 6 * 2  # pmi, ig, occlusion, cam, controls
     for key in (("ig", "mean"), ("edge", "-"), ("random", "-"), ("edge", "-~smooth")):
         assert np.mean(scores[key]) == pytest.approx(0.25), key  # the same map for every class: chance exactly
+    assert scores["pmi", "mean~smooth"] != scores["pmi", "mean"]  # the smoothed copy is another map
     report = (out / "report.md").read_text()
     assert "## The grid pointing game" in report and "4 of 4 photos qualified" in report
     r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", four, "--out", out, *flags[:-1], "--min-p",
@@ -242,3 +245,31 @@ def test_pointing_score_and_mosaic_by_construction():
     drawn = draw_mosaics(pool, 30, 0)
     assert len(drawn) == 30 and all(len({c for _, c in m}) == 4 for m in drawn)
     assert drawn == draw_mosaics(pool, 30, 0) and draw_mosaics(pool[:3], 5, 0) == []
+
+
+def test_the_candidates_shrunk_by_the_standard_error_and_multi_scale():
+    from infolens import OnnxClassifier
+    from infolens.evaluate.maps import make_maps, shrunk
+    from infolens.evaluate.removal import RemovalStudy
+
+    v, se = np.array([[2.0, 0.1, -1.0, 0.0]]), np.array([[0.0, 1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(shrunk(v, se), [[2.0, 0.1 * 0.01 / 1.01, -0.5, 0.0]], rtol=1e-6)
+    clf = OnnxClassifier.from_card(os.path.join(EXAMPLES, "..", "models", "efficientnet_lite0.onnx"))
+    study = RemovalStudy(clf, ["patchsampler", "mean"], ["random"], samples=2, smooth=0, shrink=True, scales=(8,))
+    image = clf.load_image(os.path.join(EXAMPLES, "coffee.png"))
+    maps = {(m.name, m.sampler): m for m in make_maps(study, image, [967], 0, study.maps)}
+    # only the maps with a Monte-Carlo error get a shrunk copy: the mean sampler is deterministic, random has none
+    assert sorted(maps) == sorted([("pmi", "patchsampler"), ("ig", "patchsampler"), ("pmi", "mean"), ("ig", "mean"),
+                                   ("random", "-"), ("pmi", "patchsampler@16+8"), ("ig", "patchsampler@16+8"),
+                                   ("pmi", "patchsampler+se"), ("ig", "patchsampler+se"),
+                                   ("pmi", "patchsampler@16+8+se"), ("ig", "patchsampler@16+8+se")])
+    base, copy = maps["pmi", "patchsampler"], maps["pmi", "patchsampler+se"]
+    np.testing.assert_allclose(copy.per_class[967], shrunk(base.per_class[967], base.stderr[967]), rtol=1e-6)
+    assert np.abs(copy.per_class[967]).sum() < np.abs(base.per_class[967]).sum()
+    # multi-scale: the mean of the K=16 map and the K=8 (S=8) map of the same PatchSampler family
+    from infolens import Explainer, load_sampler
+    at8 = Explainer(clf, load_sampler("patchsampler", K=8)).explain(image, classes=[967], stride=8, samples=2)
+    ms = maps["pmi", "patchsampler@16+8"]
+    np.testing.assert_allclose(ms.per_class[967], (base.per_class[967] + at8.map_for("pmi", 967)) / 2, rtol=1e-5,
+                               atol=1e-6)
+    assert ms.forwards == base.forwards + at8.forwards  # each run counts its own p(Y|x)

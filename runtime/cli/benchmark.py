@@ -11,10 +11,10 @@ from . import options
 # flags whose default --quick changes (None on the command line: not given)
 DEFAULTS = {"limit": None, "studies": "removal,pointing,negative,sanity,cause,samples,patch", "samplers": None,
             "methods": "occlusion,pda,rise,mipin,cam,random,edge", "fills": "blur,black,mean,road,patchsampler",
-            "targets": "pred,true", "mosaics": 100, "steps": 50, "smooth": 8.0}
+            "targets": "pred,true", "mosaics": 100, "steps": 50, "smooth": 8.0, "shrink": "yes", "scales": "8"}
 QUICK = {"limit": 20, "studies": "removal,pointing", "samplers": "patchsampler,mean,ring-mean",
          "methods": "occlusion,cam,random,edge", "fills": "blur,road,patchsampler", "targets": "pred", "mosaics": 20,
-         "steps": 10, "smooth": 0.0}
+         "steps": 10, "smooth": 0.0, "shrink": "no", "scales": ""}
 
 
 def register(evsub) -> None:
@@ -55,6 +55,12 @@ def register(evsub) -> None:
     p.add_argument("--smooth", type=float, metavar="SIGMA",
                    help="control: every map is also scored after a Gaussian smoothing of σ = SIGMA pixels (0: not; "
                    f"default {DEFAULTS['smooth']})")
+    p.add_argument("--shrink", choices=["yes", "no"], help="removal, pointing: also score the candidate that shrinks "
+                   "each pixel of a map by its own standard error, v·v²/(v² + se²) (default "
+                   f"{DEFAULTS['shrink']})")
+    p.add_argument("--scales", metavar="K,K,…", help="removal, pointing: the multi-scale candidate — PMI and IG with the "
+                   "first sampler also at these patch sizes (S = K), averaged with the maps at -K ('' for none; "
+                   f"default {DEFAULTS['scales']})")
     p.add_argument("--targets", help="removal: the classes explained — pred (the predicted top-1) and/or true (the "
                    f"label) (default {DEFAULTS['targets']})")
     p.add_argument("--mosaics", type=int, help=f"pointing: 2×2 mosaics (default {DEFAULTS['mosaics']})")
@@ -106,7 +112,8 @@ def run(args) -> int:
                     args.rise_masks, args.steps, tuple(f for f in args.fills.split(",") if f), args.seed,
                     args.batch_size, args.sanity_every, _ints(args.sample_counts, "sample_counts"),
                     _ints(args.patch_sizes, "patch_sizes"), args.negative_steps, args.fill_draws, args.smooth,
-                    args.mosaics, tuple(targets), args.min_p)
+                    args.mosaics, tuple(targets), args.min_p, args.shrink == "yes",
+                    tuple(_ints(args.scales, "scales")) if args.scales.strip() else ())
     command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     if args.report:
         prepare_dir(args.report)

@@ -1,11 +1,10 @@
 """`infolens eval benchmark`: the paper's evaluation at scale on labelled photos, one study per section.
 
-A Study measures one photo at a time (`measure`); the runner writes one JSON per photo and study under
-OUT/<study>/ (atomically), so a restart skips what is done and refuses other settings; the report (report.md, CSVs,
-plots) is rebuilt from all records at the end of every run.  This file: the runner, the report's frame and the
-AUC study (Figs. 12, 13: PMI and IG under every sampler, the comparison methods and a random map, for the
-predicted and the true class, deletion and insertion under each fill); studies.py: negative evidence, sanity,
-N and K.
+A Study measures one item at a time — a photo, or a mosaic of four photos; the runner writes one JSON per item and
+study under OUT/<study>/ (atomically), so a restart skips what is done and refuses other settings; the report
+(report.md, CSVs, plots) is rebuilt from all records at the end of every run.  This file: the runner, the report's
+frame and the statistics every study uses; removal.py: removal in both orders under every fill; pointing.py: the
+grid pointing game; studies.py: negative evidence, sanity, cause, N and K.
 """
 from __future__ import annotations
 
@@ -76,7 +75,7 @@ class Study:
     (else on the --study-photos subset).  Constructor keywords are kept (`kwargs`, plain values), so a Ray actor
     builds the same study."""
 
-    name, every_photo = "", True
+    name, every_photo, unit = "", True, "photo"
 
     def __init__(self, classifier, **kwargs):
         self.classifier, self.kwargs = classifier, kwargs
@@ -295,13 +294,13 @@ def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: 
     top5 = float(np.mean([r["top5_correct"] for r in most])) if most else float("nan")
     lines = ["# Faithfulness benchmark", "", f"Regenerate: `{command}`" if command else "", "",
              f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %.",
-             "", "Sections: " + ", ".join(f"{s.name} ({len(records[s.name])} photos)" for s in studies) + ".", ""]
+             "", "Sections: " + ", ".join(f"{s.name} ({len(records[s.name])} {s.unit}s)" for s in studies) + ".", ""]
     for study in studies:
         section = study.section(records[study.name], out_dir)  # its heading, then the settings it ran with
         lines += section[:2] + ["Settings: " + ", ".join(f"{k}={v}" for k, v in study.settings().items()), ""]
         lines += section[2:]
         lines.append(f"Time: {sum(r['seconds'] for r in records[study.name]) / 3600:.2f} h "
-                     f"({np.mean([r['seconds'] for r in records[study.name]]):.0f} s per photo).")
+                     f"({np.mean([r['seconds'] for r in records[study.name]]):.0f} s per {study.unit}).")
         lines.append("")
     outfiles.write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(lines).encode()))
     return {"photos": n, "top1": top1, "top5": top5}

@@ -6,6 +6,15 @@ controls every protocol needs (DESIGN §7):
     the top measures image structure, not the classifier;
   * every map again after the same Gaussian smoothing (σ = `smooth` pixels; sampler label suffixed "~smooth"), so a
     win that comes from blurriness shows (Song et al. 2023).
+
+and two candidates for a map that holds under every protocol:
+
+  * `shrink`: a map's own uncertainty — every map with a Monte-Carlo standard error again, each pixel multiplied by
+    v² / (v² + se²) (sampler label suffixed "+se"): a value within its noise is pulled toward 0, a clear one kept; a
+    deterministic sampler's maps (se = 0) are unchanged, so they get no copy;
+  * `scales`: evidence at several scales — PMI and IG with the first sampler at each extra patch size K' (S = K'),
+    averaged pixel by pixel with the maps at K (sampler label "<label>@K+K'…"), since the maps change with K (paper
+    Fig. 22) and no single K sees both a small part and a whole object.
 """
 from __future__ import annotations
 
@@ -21,6 +30,7 @@ from ..methods import METHODS, patch_grid
 from ..samplers import windows
 
 CONTROLS = ("random", "edge")
+SHRUNK = "+se"
 ONE_PASS = ("mipin", "cam")  # no patch grid: they take no stride
 SMOOTHED = "~smooth"
 
@@ -35,6 +45,7 @@ class Scored:
     per_class: dict
     forwards: int
     seconds: float
+    stderr: dict | None = None  # like per_class: the map's Monte-Carlo standard error, where it has one
 
 
 def edge_map(image: np.ndarray, K: int, stride: int) -> np.ndarray:
@@ -52,6 +63,13 @@ def smoothed(m: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(np.asarray(m, np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 
+def shrunk(v: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """float32 [H, W]: v · v² / (v² + se²), 0 where both are 0."""
+    v, se = np.asarray(v, np.float64), np.asarray(se, np.float64)
+    d = v * v + se * se
+    return np.where(d > 0, v * v * v / np.where(d > 0, d, 1), 0).astype(np.float32)
+
+
 def check_methods(methods) -> None:
     for m in methods:
         if m not in METHODS and m not in CONTROLS:
@@ -59,25 +77,69 @@ def check_methods(methods) -> None:
                                 "methods")
 
 
-def make_maps(study, image: np.ndarray, classes: list[int], key: int, samplers, methods, K: int, stride: int,
-              samples: int, rise_masks: int, seed: int, smooth: float = 0.0) -> list[Scored]:
+@dataclass(frozen=True)
+class MapSet:
+    """Which maps a study scores and how they are made.  samplers: (label, sampler name, model or None) per PMI/IG
+    run; methods: METHODS names and CONTROLS; K, stride, samples (N), rise_masks, seed: the explanations; smooth: σ in
+    pixels of the smoothed copies (0: none); shrink, scales: the candidates (module doc)."""
+
+    samplers: tuple
+    methods: tuple
+    K: int = 16
+    stride: int = 16
+    samples: int = 4
+    rise_masks: int = 1000
+    seed: int = 0
+    smooth: float = 0.0
+    shrink: bool = False
+    scales: tuple = ()
+
+    def settings(self) -> dict:
+        """The JSON-ready values a study's records depend on."""
+        return {"K": self.K, "S": self.stride, "N": self.samples, "rise_masks": self.rise_masks, "seed": self.seed,
+                "smooth": self.smooth, "shrink": self.shrink, "scales": list(self.scales),
+                "samplers": [label for label, *_ in self.samplers], "methods": list(self.methods)}
+
+
+def make_maps(study, image: np.ndarray, classes: list[int], key: int, ms: MapSet) -> list[Scored]:
     """Every map `study` (a benchmark Study: its explainers are opened once) scores on `image` (uint8 [H, W, 3]) for
-    `classes`: PMI and IG per sampler spec (label, name, model), then each of `methods` (METHODS names and CONTROLS),
-    then — when smooth > 0 — each of those smoothed; key seeds the random map."""
+    `classes` under the MapSet `ms`: PMI and IG per sampler, then each method and control, then the multi-scale
+    candidate, then the shrunk copies of the maps with a standard error, then each of those smoothed; key seeds the
+    random map."""
+    K, stride, samples, seed = ms.K, ms.stride, ms.samples, ms.seed
     out = []
-    for label, name, model in samplers:
+    for label, name, model in ms.samplers:
         out += _explained(study, study.explainer(name, K, model), image, classes, "pmi", label, stride, samples, seed)
-    for m in methods:
+    for m in ms.methods:
         if m == "random":
             out.append(Scored("random", "-", {None: np.random.default_rng([seed, key]).random(image.shape[:2])}, 0, 0.0))
         elif m == "edge":
             out.append(Scored("edge", "-", {None: edge_map(image, K, stride)}, 0, 0.0))
         else:
-            n = rise_masks if m == "rise" else samples
+            n = ms.rise_masks if m == "rise" else samples
             out += _explained(study, study.explainer(METHODS[m].default_sampler, K), image, classes, m, "-",
                               None if m in ONE_PASS else stride, n, seed)
-    if smooth > 0:
-        out += [Scored(s.name, s.sampler + SMOOTHED, {c: smoothed(v, smooth) for c, v in s.per_class.items()},
+    if ms.scales:
+        label, name, model = ms.samplers[0]
+        at_k = {s.name: s for s in out if s.sampler == label}
+        runs = [_explained(study, study.explainer(name, k, model), image, classes, "pmi", label, k, samples, seed)
+                for k in ms.scales]
+        for s in at_k.values():
+            others = [next(r for r in run if r.name == s.name) for run in runs]
+            parts = [s] + others
+            # the mean of independent runs: its standard error is √(Σ se²) / n
+            se = ({c: (np.sqrt(sum(p.stderr[c].astype(np.float64) ** 2 for p in parts)) / len(parts)).astype(np.float32)
+                   for c in s.per_class} if all(p.stderr for p in parts) else None)
+            out.append(Scored(s.name, f"{label}@{K}+" + "+".join(map(str, ms.scales)),
+                              {c: np.mean([p.per_class[c] for p in parts], axis=0).astype(np.float32)
+                               for c in s.per_class},
+                              sum(p.forwards for p in parts), round(sum(p.seconds for p in parts), 3), se))
+    if ms.shrink:
+        out += [Scored(s.name, s.sampler + SHRUNK, {c: shrunk(v, s.stderr[c]) for c, v in s.per_class.items()},
+                       s.forwards, s.seconds) for s in list(out)
+                if s.stderr and all(np.isfinite(e).all() and e.any() for e in s.stderr.values())]
+    if ms.smooth > 0:
+        out += [Scored(s.name, s.sampler + SMOOTHED, {c: smoothed(v, ms.smooth) for c, v in s.per_class.items()},
                        s.forwards, s.seconds) for s in list(out)]
     return out
 
@@ -87,5 +149,8 @@ def _explained(study, explainer, image, classes, method, label, stride, samples,
     t0, before = time.perf_counter(), clf.rows_run
     e = explainer.explain(image, classes=classes, stride=stride, samples=samples, seed=seed, method=method)
     forwards, seconds = clf.rows_run - before, round(time.perf_counter() - t0, 3)
-    return [Scored(name, label, {None: e.maps[name]} if e.maps[name].ndim == 2 else
-                   {c: e.map_for(name, c) for c in classes}, forwards, seconds) for name in e.maps]
+    def per_class(a):
+        return {None: a} if a.ndim == 2 else {c: a[np.flatnonzero(e.classes == c)[0]] for c in classes}
+
+    return [Scored(name, label, per_class(e.maps[name]), forwards, seconds,
+                   per_class(e.stderr[name]) if name in e.stderr else None) for name in e.maps]

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from .. import outfiles
-from .benchmark import REFERENCE, Study, compare, csv_text, fmt_p, fmt_signed, parse_samplers
-from .maps import check_methods, make_maps
-from .removal import METHOD_DEFAULTS, _cell
+from .benchmark import REFERENCE, Study, compare, csv_text, fmt_p, fmt_signed
+from .maps import make_maps
+from .removal import METHOD_DEFAULTS, _cell, map_set
 
 
 def boxes(H: int, W: int) -> list[tuple[int, int, int, int]]:
@@ -85,31 +85,27 @@ def draw_mosaics(pool: list[tuple[str, int, float]], n: int, seed: int) -> list[
 
 
 class PointingStudy(Study):
-    """samplers, methods (METHODS names and the controls), K, stride, samples, rise_masks, smooth, seed: as the
-    removal study's; mosaics: how many; min_p: the qualifying probability."""
+    """samplers, methods (METHODS names and the controls), K, stride, samples, rise_masks, smooth, shrink, scales,
+    seed: as the removal study's; mosaics: how many; min_p: the qualifying probability."""
 
-    name = "pointing"
+    name, unit = "pointing", "mosaic"
 
     def __init__(self, classifier, samplers, methods=METHOD_DEFAULTS, K=16, stride=16, samples=4, rise_masks=1000,
-                 smooth=8.0, mosaics=100, min_p=0.5, seed=0, batch_size=64):
+                 smooth=8.0, mosaics=100, min_p=0.5, shrink=True, scales=(), seed=0, batch_size=64):
         super().__init__(classifier, samplers=samplers, methods=methods, K=K, stride=stride, samples=samples,
-                         rise_masks=rise_masks, smooth=smooth, mosaics=mosaics, min_p=min_p, seed=seed,
-                         batch_size=batch_size)
+                         rise_masks=rise_masks, smooth=smooth, mosaics=mosaics, min_p=min_p, shrink=shrink,
+                         scales=scales, seed=seed, batch_size=batch_size)
         from .. import params
 
         params.check("mosaics", mosaics)
         params.check("min_p", min_p)
-        check_methods(methods)
-        self.specs, self.methods = parse_samplers(samplers), list(methods)
-        self.K, self.stride, self.samples, self.rise_masks = K, stride, samples, rise_masks
-        self.smooth, self.mosaics, self.min_p, self.seed = smooth, mosaics, min_p, seed
-        self.pool_size = None
+        self.maps = map_set(self, samplers, methods, K, stride, samples, rise_masks, seed, smooth, shrink, scales)
+        self.mosaics, self.min_p, self.seed = mosaics, min_p, seed
+        self.pool_size, self.listing = None, []
 
     def settings(self) -> dict:
-        return {"model": os.path.basename(self.classifier.model_path), "K": self.K, "S": self.stride,
-                "N": self.samples, "rise_masks": self.rise_masks, "smooth": self.smooth, "mosaics": self.mosaics,
-                "min_p": self.min_p, "seed": self.seed, "samplers": [label for label, *_ in self.specs],
-                "methods": self.methods}
+        return {"model": os.path.basename(self.classifier.model_path), **self.maps.settings(),
+                "mosaics": self.mosaics, "min_p": self.min_p}
 
     def items(self, photos, study_photos, folder):
         pool = qualify(self.classifier, photos, self.min_p, self.batch_size)
@@ -123,6 +119,7 @@ class PointingStudy(Study):
                                 "quadrant's size); use more photos or a lower threshold", "min_p")
         listing = [{"mosaic": f"mosaic_{i:04d}", **{f"q{q}": os.path.basename(p) for q, (p, _) in enumerate(m)},
                     **{f"class_q{q}": c for q, (_, c) in enumerate(m)}} for i, m in enumerate(drawn)]
+        self.listing = listing
         if listing:
             outfiles.write_atomic(os.path.join(folder, "mosaics.csv"),
                                   lambda f: f.write(csv_text(listing, list(listing[0])).encode()))
@@ -138,8 +135,7 @@ class PointingStudy(Study):
         probs = self.classifier.predict_images(image[None])[0]
         top4 = set(np.argsort(-probs)[:4].tolist())
         rows = []
-        for m in make_maps(self, image, classes, int(item["key"]), self.specs, self.methods, self.K, self.stride,
-                           self.samples, self.rise_masks, self.seed, self.smooth):
+        for m in make_maps(self, image, classes, int(item["key"]), self.maps):
             for q, c in enumerate(classes):
                 rows.append({"map": m.name, "sampler": m.sampler, "quadrant": q, "class": c,
                              "score": pointing_score(m.per_class[None if None in m.per_class else c], q)})
@@ -158,11 +154,13 @@ class PointingStudy(Study):
         outfiles.write_atomic(os.path.join(out_dir, "pointing.csv"), lambda f: f.write(csv_text(
             [{"mosaic": r["mosaic"], **row} for r in records for row in r["rows"]],
             ["mosaic", "map", "sampler", "quadrant", "class", "score"]).encode()))
+        if self.listing:
+            outfiles.write_atomic(os.path.join(out_dir, "mosaics.csv"),
+                                  lambda f: f.write(csv_text(self.listing, list(self.listing[0])).encode()))
         result = compare(rows, "score", "-", "-")
         pool = f"{self.pool_size} of {self.photos_seen} photos qualified" if self.pool_size is not None else ""
         lines = ["## The grid pointing game (no removal)", "",
-                 f"{len(records)} 2×2 mosaics of four photos of four classes (listed in `mosaics.csv` of the run "
-                 f"folder); a photo qualifies when the classifier gets it right with p ≥ {self.min_p} shown alone at "
+                 f"{len(records)} 2×2 mosaics of four photos of four classes (listed in `mosaics.csv`); a photo qualifies when the classifier gets it right with p ≥ {self.min_p} shown alone at "
                  f"the quadrant's size{' — ' + pool if pool else ''}. Score: the share of the map's positive mass "
                  "inside the quadrant of the explained class (1 perfect, 0.25 chance), averaged over the four "
                  "quadrants of a mosaic; mean and 95 % interval over mosaics, Δ and p paired against "

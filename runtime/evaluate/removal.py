@@ -18,7 +18,7 @@ import numpy as np
 from .. import outfiles
 from .benchmark import REFERENCE, Study, check_fills, compare, csv_text, fmt_p, fmt_signed, parse_samplers
 from .curves import auc, pixel_order, removal_probs, step_counts
-from .maps import make_maps, check_methods
+from .maps import MapSet, check_methods, make_maps
 from .plots import pyplot
 
 FILL_DEFAULTS = ("blur", "black", "mean", "road", "patchsampler")
@@ -52,39 +52,35 @@ class RemovalStudy(Study):
     """samplers: --samplers entries (PMI/IG per sampler); methods: METHODS names and the controls random, edge;
     K, stride, samples: the grid; rise_masks; steps: removal steps of every fill but road (ROAD_STEPS); fills:
     fills.FILLS names; fill_draws: the PatchSampler fill's draws; smooth: σ (pixels) of the smoothed copies (0: none);
-    targets: "pred" (the predicted class) and/or "true" (the label); seed."""
+    shrink, scales: the candidates (maps.py); targets: "pred" (the predicted class) and/or "true" (the label);
+    seed."""
 
     name = "removal"
 
     def __init__(self, classifier, samplers, methods=METHOD_DEFAULTS, K=16, stride=16, samples=4, rise_masks=1000,
-                 steps=25, fills=FILL_DEFAULTS, fill_draws=4, smooth=8.0, targets=("pred", "true"), seed=0,
-                 batch_size=64):
+                 steps=25, fills=FILL_DEFAULTS, fill_draws=4, smooth=8.0, shrink=True, scales=(),
+                 targets=("pred", "true"), seed=0, batch_size=64):
         super().__init__(classifier, samplers=samplers, methods=methods, K=K, stride=stride, samples=samples,
                          rise_masks=rise_masks, steps=steps, fills=fills, fill_draws=fill_draws, smooth=smooth,
-                         targets=targets, seed=seed, batch_size=batch_size)
+                         shrink=shrink, scales=scales, targets=targets, seed=seed, batch_size=batch_size)
         from .. import params
 
-        for name, value in (("steps", steps), ("fill_draws", fill_draws), ("smooth", smooth)):
+        for name, value in (("steps", steps), ("fill_draws", fill_draws)):
             params.check(name, value)
         check_fills(fills)
-        check_methods(methods)
-        self.specs = parse_samplers(samplers)
-        self.methods, self.fills, self.targets = list(methods), list(fills), list(targets)
-        self.K, self.stride, self.samples, self.rise_masks = K, stride, samples, rise_masks
-        self.steps, self.fill_draws, self.smooth, self.seed = steps, fill_draws, smooth, seed
+        self.maps = map_set(self, samplers, methods, K, stride, samples, rise_masks, seed, smooth, shrink, scales)
+        self.fills, self.targets, self.K = list(fills), list(targets), K
+        self.steps, self.fill_draws = steps, fill_draws
 
     def settings(self) -> dict:
-        return {"model": os.path.basename(self.classifier.model_path), "K": self.K, "S": self.stride,
-                "N": self.samples, "rise_masks": self.rise_masks, "steps": self.steps, "road_steps": ROAD_STEPS,
-                "fills": self.fills, "fill_draws": self.fill_draws, "smooth": self.smooth, "targets": self.targets,
-                "seed": self.seed, "samplers": [label for label, *_ in self.specs], "methods": self.methods}
+        return {"model": os.path.basename(self.classifier.model_path), **self.maps.settings(), "steps": self.steps,
+                "road_steps": ROAD_STEPS, "fills": self.fills, "fill_draws": self.fill_draws, "targets": self.targets}
 
     def measure(self, image, pred, true_class) -> dict:
         targets = {t: {"pred": pred, "true": true_class}[t] for t in self.targets}
         classes = list(dict.fromkeys(targets.values()))
         rows = []
-        for m in make_maps(self, image, classes, true_class, self.specs, self.methods, self.K, self.stride,
-                           self.samples, self.rise_masks, self.seed, self.smooth):
+        for m in make_maps(self, image, classes, true_class, self.maps):
             for fill in self.fills:
                 steps = ROAD_STEPS if fill == "road" else self.steps
                 scored = score(self.classifier, image, self.fill(fill, self.K), m.per_class, targets, steps,
@@ -100,6 +96,26 @@ class RemovalStudy(Study):
 
     def section(self, records, out_dir) -> list[str]:
         return removal_section(records, self, out_dir)
+
+
+def map_set(study, samplers, methods, K, stride, samples, rise_masks, seed, smooth, shrink, scales) -> MapSet:
+    """The MapSet of a study's settings, checked (every extra scale needs the first sampler at that K)."""
+    from .. import params
+    from ..errors import InfolensError
+
+    params.check("smooth", smooth)
+    check_methods(methods)
+    specs = tuple(parse_samplers(samplers))
+    for k in scales:
+        params.check("K", k)
+        label, name, model = specs[0]
+        try:
+            study.sampler(name, k, model)
+        except InfolensError:
+            raise InfolensError(f"the multi-scale candidate needs {label} at K={k}, and there is none", "scales") \
+                from None
+    return MapSet(specs, tuple(methods), K, stride, samples, rise_masks, seed, float(smooth), bool(shrink),
+                  tuple(scales))
 
 
 def table(records: list[dict]) -> list[dict]:
@@ -121,7 +137,8 @@ def removal_section(records: list[dict], study: RemovalStudy, out_dir: str) -> l
              "relevant first (higher is better), and SRG = AUC(LeRF) − AUC(MoRF) (higher is better; Blücher et al. "
              "2024). Mean and 95 % t interval over photos; Δ and p: the paired mean difference against "
              f"{ref} on the same photos and its Wilcoxon signed-rank p (two-sided). Controls: `random` (noise), "
-             "`edge` (the photo's Sobel energy: no classifier) and every map smoothed alike (sampler `…~smooth`). "
+             "`edge` (the photo's Sobel energy: no classifier) and every map smoothed alike (sampler `…~smooth`); "
+             "sampler `…+se`: the candidate that shrinks each pixel by its standard error, v·v²/(v² + se²). "
              "Per photo, map, class and fill: `results.csv`.", ""]
     for target in study.targets:
         srg_means = {}

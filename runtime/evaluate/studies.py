@@ -41,7 +41,7 @@ CAUSE_SAMPLERS = ("gray", "mean", "black", "noise", "gaussian")  # besides the r
 
 def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills, seed, batch_size,
           sanity_every=10, counts=(1, 2, 4, 8, 16), sizes=(8, 16, 32), negative_steps=10, fill_draws=4, smooth=8.0,
-          mosaics=100, targets=("pred", "true"), min_p=0.5) -> list[Study]:
+          mosaics=100, targets=("pred", "true"), min_p=0.5, shrink=True, scales=()) -> list[Study]:
     """The studies `names` (of STUDIES, in that order) with the benchmark's settings; `samplers[0]` is the
     reference sampler of every study after the removal and pointing ones."""
     unknown = [n for n in names if n not in STUDIES]
@@ -54,9 +54,9 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
     cheap = tuple(f for f in fills if f in ("blur", "black", "mean")) or ("blur",)
     make = {
         "removal": lambda: RemovalStudy(classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills,
-                                        fill_draws, smooth, targets, seed, batch_size),
+                                        fill_draws, smooth, shrink, scales, targets, seed, batch_size),
         "pointing": lambda: PointingStudy(classifier, samplers, methods, K, stride, samples, rise_masks, smooth,
-                                          mosaics, min_p, seed, batch_size),
+                                          mosaics, min_p, shrink, scales, seed, batch_size),
         "negative": lambda: NegativeStudy(classifier, samples=samples, steps=negative_steps,
                                           fills=tuple(dict.fromkeys(("patchsampler", *cheap))), **common),
         "sanity": lambda: SanityStudy(classifier, samples=samples, rise_masks=rise_masks, every=sanity_every,
@@ -64,7 +64,7 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
         "cause": lambda: CauseStudy(classifier, samples=samples, **common),
         "samples": lambda: SamplesStudy(classifier, counts=list(counts), steps=steps, fills=cheap, **common),
         "patch": lambda: PatchStudy(classifier, sizes=list(sizes), samples=samples, steps=steps, fills=cheap,
-                                    samplers=[samplers[0], "mean"], seed=seed, batch_size=batch_size),
+                                    samplers=[samplers[0], "mean"], seed=seed, batch_size=batch_size, reference=K),
     }
     return [make[n]() for n in STUDIES if n in names]
 
@@ -503,16 +503,17 @@ class SamplesStudy(Study):
 
 class PatchStudy(Study):
     """sizes: the K values (S = K); samplers: --samplers entries, each run at every K where it exists (a
-    PatchSampler is trained for one K); samples, steps, fills, seed as in the AUC study."""
+    PatchSampler is trained for one K); reference: the K the others are paired against (the benchmark's -K);
+    samples, steps, fills, seed as in the removal study."""
 
     name, every_photo = "patch", False
 
     def __init__(self, classifier, sizes=(8, 16, 32), samplers=("patchsampler", "mean"), samples=8, steps=50,
-                 fills=("blur", "black"), seed=0, batch_size=64):
+                 fills=("blur", "black"), seed=0, batch_size=64, reference=16):
         super().__init__(classifier, sizes=sizes, samplers=samplers, samples=samples, steps=steps, fills=fills,
-                         seed=seed, batch_size=batch_size)
+                         seed=seed, batch_size=batch_size, reference=reference)
         check_fills(fills)
-        self.samples, self.steps, self.fills, self.seed = samples, steps, fills, seed
+        self.samples, self.steps, self.fills, self.seed, self.reference = samples, steps, fills, seed, reference
         self.runs = []  # (K, label, name, model) that exist
         for entry in samplers:
             label, name, model = parse_sampler(entry)
@@ -525,7 +526,8 @@ class PatchStudy(Study):
 
     def settings(self) -> dict:
         return {"model": os.path.basename(self.classifier.model_path), "runs": [f"{l}@K={K}" for K, l, *_ in self.runs],
-                "N": self.samples, "steps": self.steps, "fills": list(self.fills), "seed": self.seed}
+                "N": self.samples, "steps": self.steps, "fills": list(self.fills), "seed": self.seed,
+                "reference": self.reference}
 
     def measure(self, image, pred, true_class) -> dict:
         rows = []
@@ -546,14 +548,14 @@ class PatchStudy(Study):
         fills = list(self.fills)
         lines = ["## Patch size K (Fig. 22)", "",
                  f"PMI and IG at each K (S = K, N={self.samples}) with each sampler that exists at that K, on "
-                 f"{len(records)} photos, for the predicted class. Mean [95 % CI]; Δ, p: paired against K=16 with "
-                 "the same sampler (Wilcoxon). Per photo: `patch.csv`.", "",
+                 f"{len(records)} photos, for the predicted class. Mean [95 % CI]; Δ, p: paired against "
+                 f"K={self.reference} with the same sampler (Wilcoxon). Per photo: `patch.csv`.", "",
                  "| sampler | map | K | forwards | s | " +
                  " | ".join(f"deletion {f} | Δ, p | insertion {f} | Δ, p" for f in fills) + " |",
                  "|" + "---|" * (5 + 4 * len(fills))]
         for label in dict.fromkeys(l for _, l, *_ in self.runs):
             for m in ("pmi", "ig"):
-                ref = {x["image"]: x for x in rows if x["sampler"] == label and x["map"] == m and x["K"] == 16}
+                ref = {x["image"]: x for x in rows if x["sampler"] == label and x["map"] == m and x["K"] == self.reference}
                 for K in [K for K, l, *_ in self.runs if l == label]:
                     sel = [x for x in rows if x["sampler"] == label and x["map"] == m and x["K"] == K]
                     cells = []
@@ -564,7 +566,7 @@ class PatchStudy(Study):
                             paired = [x for x in sel if x["image"] in ref]
                             a = [x[key] for x in paired]
                             b = [ref[x["image"]][key] for x in paired]
-                            cells.append("" if K == 16 or not paired else
+                            cells.append("" if K == self.reference or not paired else
                                          f"{fmt_signed(float(np.mean(np.subtract(a, b))))}, {fmt_p(wilcoxon(a, b))}")
                     lines.append(f"| {label} | {m} | {K} | {np.mean([x['forwards'] for x in sel]):.0f} | "
                                  f"{np.mean([x['seconds'] for x in sel]):.1f} | " + " | ".join(cells) + " |")
