@@ -117,7 +117,7 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
 
 def test_on_ray_the_records_are_those_of_one_process(tmp_path, labels):
     pytest.importorskip("ray", reason="the ray extra is not installed")
-    flags = ["--samplers", "mean", "--methods", "occlusion,random", "--fills", "blur,road", "-K", "16", "--steps", "4",
+    flags = ["--samplers", "mean", "--methods", "occlusion,random", "--fills", "blur", "-K", "16", "--steps", "4",
              "--studies", "removal,patch", "--patch-sizes", "32", "--study-photos", "2", "--smooth", "0", "--scales", "",
              "-q"]
     for name, extra in (("plain", []), ("ray", ["--ray"])):
