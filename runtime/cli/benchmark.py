@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 from . import options
@@ -114,13 +115,14 @@ def run(args) -> int:
                     _ints(args.patch_sizes, "patch_sizes"), args.negative_steps, args.fill_draws, args.smooth,
                     args.mosaics, tuple(targets), args.min_p, args.shrink == "yes",
                     tuple(_ints(args.scales, "scales")) if args.scales.strip() else ())
-    command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
+    command = "infolens eval " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
     if args.report:
         prepare_dir(args.report)
     report = run_benchmark(studies, photos, args.out, not args.quiet, command, args.ray, args.report,
                            args.study_photos)
-    print(f"{report['photos']} photos: top-1 {100 * report['top1']:.1f} %, top-5 {100 * report['top5']:.1f} %; "
-          f"report: {os.path.join(args.report or args.out, 'report.md')}")
+    accuracy = (f"{report['photos']} photos: top-1 {100 * report['top1']:.1f} %, top-5 {100 * report['top5']:.1f} %; "
+                if report["photos"] else "")
+    print(f"{accuracy}report: {os.path.join(args.report or args.out, 'report.md')}")
     return 0 if report["complete"] else 2
 
 

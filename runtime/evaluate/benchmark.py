@@ -293,7 +293,8 @@ def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: 
     top1 = float(np.mean([r["top1_correct"] for r in most])) if most else float("nan")
     top5 = float(np.mean([r["top5_correct"] for r in most])) if most else float("nan")
     lines = ["# Faithfulness benchmark", "", f"Regenerate: `{command}`" if command else "", "",
-             f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %.",
+             f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %."
+             if n else "",
              "", "Sections: " + ", ".join(f"{s.name} ({len(records[s.name])} {s.unit}s)" for s in studies) + ".", ""]
     for study in studies:
         section = study.section(records[study.name], out_dir)  # its heading, then the settings it ran with
