@@ -21,7 +21,6 @@ from ..errors import InfolensError
 from .fills import FILLS, Fill, make_fill
 from ..methods import Explainer
 from ..samplers import load_sampler
-from .suite import parse_sampler
 
 REFERENCE = ("pmi", "patchsampler")  # the paired comparisons are against PMI with the (new) PatchSampler
 
@@ -34,10 +33,6 @@ def default_samplers(K: int) -> list[str]:
     return ["patchsampler", "patchsampler=" + shipped(f"patchsampler_k{K}_categorical.onnx", "samplers"), "gaussian",
             "mean", "ring-mean", "noise", "black"]
 
-
-def parse_samplers(samplers) -> list[tuple[str, str, str | None]]:
-    """--samplers entries → (label, sampler name, model path or None) each (suite.parse_sampler)."""
-    return [parse_sampler(s) for s in samplers]
 
 
 def read_labels(labels_csv: str, images_dir: str, limit: int | None = None) -> list[tuple[str, int, str]]:
@@ -320,6 +315,11 @@ def csv_text(rows, fields) -> str:
 
 def fmt_signed(v: float) -> str:
     return "" if np.isnan(v) else f"{v:+.4f}"
+
+
+def fmt_ci(entry: dict) -> str:
+    """A `compare` entry as "mean [low, high]"."""
+    return f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
 
 
 def fmt_p(p: float) -> str:

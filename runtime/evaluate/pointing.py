@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from .. import outfiles
-from .benchmark import REFERENCE, Study, compare, csv_text, fmt_p, fmt_signed
+from .benchmark import REFERENCE, Study, compare, csv_text, fmt_ci, fmt_p, fmt_signed
 from .maps import make_maps
-from .removal import METHOD_DEFAULTS, _cell, map_set
+from .removal import METHOD_DEFAULTS, map_set
 
 
 def boxes(H: int, W: int) -> list[tuple[int, int, int, int]]:
@@ -171,5 +171,5 @@ class PointingStudy(Study):
                  "| rank | map | sampler | score [95 % CI] | Δ | p |", "|---|---|---|---|---|---|"]
         for i, key in enumerate(sorted(result, key=lambda k: -result[k]["mean"]), 1):
             e = result[key]
-            lines.append(f"| {i} | {key[0]} | {key[1]} | {_cell(e)} | {fmt_signed(e['diff'])} | {fmt_p(e['p'])} |")
+            lines.append(f"| {i} | {key[0]} | {key[1]} | {fmt_ci(e)} | {fmt_signed(e['diff'])} | {fmt_p(e['p'])} |")
         return lines + [""]

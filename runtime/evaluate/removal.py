@@ -16,7 +16,8 @@ import os
 import numpy as np
 
 from .. import outfiles
-from .benchmark import REFERENCE, Study, check_fills, compare, csv_text, fmt_p, fmt_signed, parse_samplers
+from .benchmark import REFERENCE, Study, check_fills, compare, csv_text, fmt_ci, fmt_p, fmt_signed
+from .suite import parse_sampler
 from .curves import auc, pixel_order, removal_probs, step_counts
 from .maps import MapSet, check_methods, make_maps
 from .plots import pyplot
@@ -105,7 +106,7 @@ def map_set(study, samplers, methods, K, stride, samples, rise_masks, seed, smoo
 
     params.check("smooth", smooth)
     check_methods(methods)
-    specs = tuple(parse_samplers(samplers))
+    specs = tuple(parse_sampler(s) for s in samplers)
     for k in scales:
         params.check("K", k)
         label, name, model = specs[0]
@@ -151,7 +152,7 @@ def removal_section(records: list[dict], study: RemovalStudy, out_dir: str) -> l
                       "|---|---|---|---|---|---|---|"]
             for key in sorted(srg, key=lambda k: -srg[k]["mean"]):
                 a, b, s = morf[key], lerf[key], srg[key]
-                lines.append(f"| {key[0]} | {key[1]} | {_cell(a)} | {_cell(b)} | {_cell(s)} | "
+                lines.append(f"| {key[0]} | {key[1]} | {fmt_ci(a)} | {fmt_ci(b)} | {fmt_ci(s)} | "
                              f"{fmt_signed(s['diff'])} | {fmt_p(s['p'])} |")
             lines.append("")
         lines += _across_fills(rows, fills, target, srg_means)
@@ -172,10 +173,6 @@ def removal_section(records: list[dict], study: RemovalStudy, out_dir: str) -> l
     return lines
 
 
-def _cell(entry: dict) -> str:
-    return f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
-
-
 def _across_fills(rows, fills, target, srg_means) -> list[str]:
     """SRG averaged over the fills per photo (paired test against the reference), and Kendall τ of the rankings."""
     from scipy import stats
@@ -191,7 +188,7 @@ def _across_fills(rows, fills, target, srg_means) -> list[str]:
              "|---|---|---|---|---|---|"]
     for i, key in enumerate(sorted(overall, key=lambda k: -overall[k]["mean"]), 1):
         e = overall[key]
-        lines.append(f"| {i} | {key[0]} | {key[1]} | {_cell(e)} | {fmt_signed(e['diff'])} | {fmt_p(e['p'])} |")
+        lines.append(f"| {i} | {key[0]} | {key[1]} | {fmt_ci(e)} | {fmt_signed(e['diff'])} | {fmt_p(e['p'])} |")
     lines += ["", "#### Does a ranking survive the change of fill? Kendall τ between the fills' rankings", "",
               "τ of the maps' mean score under one fill against another (1: the same order, 0: unrelated).", ""]
     for metric, label in (("srg", "SRG"), ("morf_auc", "MoRF"), ("lerf_auc", "LeRF")):
