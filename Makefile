@@ -34,13 +34,12 @@ loadtest: $(VENV)/.dev
 	$(BIN)/python -m infolens.serve.loadtest
 
 # docs/benchmark/: the evaluation on 200 of the imagenet-samples photos in $(DATA) (evaluation only) — every study at
-# the defaults of `infolens eval benchmark`; resumable: the same command skips what .bench-run/k16/ holds and rebuilds
-# the report. Measured per item on 2 cores: the pointing game 42 s per mosaic (100 mosaics: 1.2 h); the removal study
-# with every map, control, smoothed copy and fill is far slower per photo — see docs/benchmark/README.md.
+# the defaults of `infolens eval benchmark`. The per-photo records are kept in docs/benchmark/records/, so the same
+# command resumes where any earlier run stopped (on this machine or another) and rebuilds the report; the cost of
+# each study is in docs/benchmark/README.md.
 benchmark: $(VENV)/.dev
 	$(BIN)/infolens eval benchmark --images $(DATA)/imagenet-samples/images \
-	  --labels $(DATA)/imagenet-samples/labels.csv --out .bench-run/k16 --limit 200 -K 16 -N 4 --steps 25 \
-	  --report docs/benchmark
+	  --labels $(DATA)/imagenet-samples/labels.csv --out docs/benchmark/records --limit 200 --report docs/benchmark
 
 # docs/benchmark/quick/: `--quick` on the same photos (20 photos, 20 mosaics; 12.5 min on 2 cores)
 benchmark-quick: $(VENV)/.dev

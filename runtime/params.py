@@ -121,11 +121,9 @@ PARAMS: dict[str, Param] = {
     "fill": Param("--fill", str, meaning="what replaces removed pixels"),
     "steps": Param("--steps", int, low=1, meaning="deletion/insertion steps"),
     "steps_every": Param("--steps-every", int, low=1, meaning="layers randomized per sanity step"),
-    "samplers": Param("--samplers", meaning="suite samplers"),
-    "methods": Param("--methods", meaning="suite comparison methods"),
-    "maps": Param("--maps", meaning="suite maps"),
+    "samplers": Param("--samplers", meaning="PMI/IG samplers of a study"),
+    "methods": Param("--methods", meaning="comparison methods and controls of a study"),
     "json": Param("--json", meaning="where the evaluation record goes"),
-    "resume": Param("--resume", meaning="continue a suite"),
     "images": Param("--images", meaning="folder of labelled photos"),
     "labels": Param("--labels", meaning="CSV of file and class_index"),
     "limit": Param("--limit", int, low=1, meaning="photos to use, evenly spaced over the labels"),
@@ -143,6 +141,12 @@ PARAMS: dict[str, Param] = {
     "scales": Param("--scales", meaning="the multi-scale candidate's extra patch sizes"),
     "targets": Param("--targets", meaning="the benchmark's explained classes: pred, true"),
     "smooth": Param("--smooth", float, low=0.0, meaning="control: σ in pixels of the Gaussian smoothing of every map"),
+    "extra_photos": Param("--extra-photos", int, low=1, meaning="removal: photos that also score the smoothed "
+                          "copies and the candidates"),
+    "fit_data": Param("--fit-data", meaning="the MIP-IN study's photos to refit on"),
+    "sanity_crops": Param("--sanity-crops", int, low=1, meaning="crops per refitted inverse"),
+    "grids": Param("--grids", meaning="the grids study's K:S:N triples"),
+    "grid_photos": Param("--grid-photos", int, low=1, meaning="photos of the removal study at the other grids"),
 }
 
 

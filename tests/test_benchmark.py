@@ -14,8 +14,9 @@ from conftest import run_cli
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 FLAGS = ["--samplers", "patchsampler,mean", "--methods", "occlusion,pda,rise,mipin,cam,random,edge", "--rise-masks",
-         "8", "--fills", "blur,road,patchsampler", "--fill-draws", "2", "--smooth", "0", "--scales", "", "-K", "16",
-         "-N", "1", "--steps", "4", "--studies", "removal,negative,sanity,cause,samples,patch", "--study-photos", "2",
+         "8", "--fills", "blur,road,patchsampler", "--fill-draws", "2", "--smooth", "8", "--extra-photos", "1",
+         "--scales", "", "--targets", "pred,true", "-K", "16", "-N", "1", "--steps", "4", "--grids", "16:16:1,8:8:1",
+         "--grid-photos", "1", "--studies", "removal,grids,negative,sanity,cause,samples,patch", "--study-photos", "2",
          "--sanity-every", "25", "--sample-counts", "1,2", "--patch-sizes", "16,32", "--negative-steps", "3", "-q"]
 
 
@@ -43,14 +44,18 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
     chelsea = removal["chelsea.json"]
     assert chelsea["top5"][0] != 281 and 281 in chelsea["top5"] and not chelsea["top1_correct"]
     groups = {(r["map"], r["sampler"], r["target"], r["fill"]) for r in chelsea["rows"]}
-    # pmi, ig × 2 samplers, occlusion, woe, rise, mipin, cam, random, edge; pred and true; 3 fills (the smoothed
-    # copies: the pointing test)
-    assert len(groups) == len(chelsea["rows"]) == 11 * 2 * 3
-    assert {s for _, s, _, _ in groups} == {"patchsampler", "mean", "-"}
+    # pmi, ig × 2 samplers, occlusion, woe, rise, mipin, cam, random, edge, each also smoothed (on --extra-photos 1:
+    # the first photo); pred and true; 3 fills
+    assert len(groups) == len(chelsea["rows"]) == 11 * 2 * 2 * 3
+    assert {s for _, s, _, _ in groups} == {"patchsampler", "mean", "-", "patchsampler~smooth", "mean~smooth",
+                                            "-~smooth"}
+    assert {r["sampler"] for r in removal["coffee.json"]["rows"]} == {"patchsampler", "mean", "-"}
+    assert chelsea["extras"] and not removal["coffee.json"]["extras"]
     for row in chelsea["rows"]:
         assert 0 <= row["morf_auc"] <= 1 and 0 <= row["lerf_auc"] <= 1
         assert row["srg"] == pytest.approx(row["lerf_auc"] - row["morf_auc"])
-        assert row["eval_forwards"] in (0, 2 * 5, 2 * 5 * 2, 2 * 11)  # blur, patchsampler (2 draws), road (10 steps)
+        # the map's own forwards (both ends of every curve are shared): blur, patchsampler (2 draws), road (10 steps)
+        assert row["eval_forwards"] in (0, 2 * 3, 2 * 3 * 2, 2 * 9)
         if row["fill"] == "road":
             assert len(row["road_morf"]) == len(row["road_lerf"]) == 9
     pmi = {(r["target"], r["fill"]): r for r in chelsea["rows"] if r["map"] == "pmi" and r["sampler"] == "patchsampler"}
@@ -59,6 +64,22 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
     assert len({pmi["pred", f]["morf_auc"] for f in ("blur", "road", "patchsampler")}) == 3
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == sum(len(r["rows"]) for r in removal.values())
+
+    # grids: one photo, the maps that take a grid at each grid, the PatchSampler fill at the grid's K
+    (grid,) = records(out / "grids").values()
+    by_grid = {}
+    for row in grid["rows"]:
+        by_grid.setdefault(row["grid"], set()).add((row["map"], row["sampler"]))
+    assert sorted(by_grid) == ["K16 S16 N1", "K8 S8 N1"]
+    for maps in by_grid.values():
+        assert maps == {("pmi", "patchsampler"), ("ig", "patchsampler"), ("pmi", "mean"), ("ig", "mean"),
+                        ("pmi", "ring-mean"), ("ig", "ring-mean"), ("occlusion", "-"), ("cam", "-"), ("random", "-"),
+                        ("edge", "-")}
+    k8 = {(r["map"], r["sampler"], r["fill"], r["target"]): r for r in grid["rows"] if r["grid"] == "K8 S8 N1"}
+    k16 = {(r["map"], r["sampler"], r["fill"], r["target"]): r for r in grid["rows"] if r["grid"] == "K16 S16 N1"}
+    assert k8["cam", "-", "blur", "pred"]["srg"] == pytest.approx(k16["cam", "-", "blur", "pred"]["srg"])
+    assert k8["cam", "-", "patchsampler", "pred"]["srg"] != k16["cam", "-", "patchsampler", "pred"]["srg"]
+    assert k8["pmi", "mean", "blur", "pred"]["explain_forwards"] == 28 * 28 + 1
 
     # negative evidence: every photo; both orders start at the photo's own p(class) and change as pixels go
     negative = records(out / "negative")
@@ -96,12 +117,13 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
                                                                          ("patchsampler", 16)]
     report = (out / "report.md").read_text()
     assert "top-1 33.3 %" in report and "#### Fill road (10 steps, ROAD's protocol)" in report
-    for text in ("### Class true", "Wilcoxon", "#### SRG averaged over the 3 fills", "Kendall τ", "### ROAD's protocol"):
+    for text in ("### Class true", "Wilcoxon", "#### SRG averaged over the 3 fills", "Kendall τ", "### ROAD's protocol",
+                 "#### Smoothed copies and candidates (1 photos)", "## Removal at other grids", "### Grid K8 S8 N1"):
         assert text in report, text
     for heading in ("## Negative evidence", "## Sanity checks", "## Why IG stays", "## The number of in-fills N",
                     "## Patch size K"):
         assert heading in report
-    for name in ("srg_pred.png", "srg_true.png", "negative.png", "sanity.png", "samples.png", "negative.csv", "sanity.csv",
+    for name in ("srg_pred.png", "srg_true.png", "grid_k8s8n1_srg_pred.png", "grid_k16s16n1_results.csv", "negative.png", "sanity.png", "samples.png", "negative.csv", "sanity.csv",
                  "cause.csv", "samples.csv", "patch.csv"):
         assert (out / name).stat().st_size > 100, name
 
@@ -110,6 +132,12 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
                 tmp_path / "docs")
     assert r.returncode == 0 and {p: os.stat(p).st_mtime_ns for p in out.glob("*/*.json")} == stamps
     assert (tmp_path / "docs" / "report.md").read_text().split("\n")[4:] == report.split("\n")[4:]
+    # --report-only measures nothing: a missing record stays missing, the report covers what there is
+    (out / "removal" / "rocket.json").unlink()
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *FLAGS, "--report-only")
+    assert r.returncode == 2 and not (out / "removal" / "rocket.json").exists()
+    assert "removal (2 photos)" in (out / "report.md").read_text()
+    assert "--report-only" not in (out / "report.md").read_text()
     r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *FLAGS[:-3],
                 "--negative-steps", "8", "-q")
     assert r.returncode == 2 and "negative study with other settings (steps)" in r.stderr
@@ -143,7 +171,7 @@ def test_bad_input_is_one_line(tmp_path, labels):
     assert r.returncode == 2 and "missing.png" in r.stderr and r.stderr.count("\n") == 1
     r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", tmp_path / "none.csv", "--out", tmp_path / "o")
     assert r.returncode == 2 and "--labels" in r.stderr
-    for flags, needle in ((["--studies", "removal,nope"], "unknown study 'nope': choose from removal, pointing"),
+    for flags, needle in ((["--studies", "removal,nope"], "unknown study 'nope': choose from removal, grids, pointing"),
                           (["--fills", "blur,fog"], "unknown fill 'fog': choose from blur, black, mean, road, "
                                                     "patchsampler (--fills)"),
                           (["--methods", "cam,magic"], "unknown method 'magic'"),

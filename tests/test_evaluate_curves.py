@@ -162,3 +162,27 @@ def test_insertion_is_least_relevant_first_removal_read_backwards(region_setup):
         dele, ins = (removal_probs(clf, image, Black(), o, counts, mode)[:, 0] for mode in ("deletion", "insertion"))
         srg[name] = auc(fr, ins) - auc(fr, dele)
     assert srg["good"] > srg["random"] + 0.3
+
+
+@pytest.mark.parametrize("fill", ["black", "road"])
+def test_the_removal_study_scores_with_end_points_shared_by_every_map(region_setup, fill):
+    """removal.score takes the intact and the fully removed image's p(class) once per photo and fill; its curves
+    are the ones computed step by step, and a class-independent map serves both targets."""
+    from infolens.evaluate.removal import end_points, score
+
+    clf, image, good, _ = region_setup
+    f = make_fill(fill, clf, seed=3)
+    steps = 8
+    counts = step_counts(H * W, steps)
+    ends = end_points(clf, image, f)
+    for m in (good, np.random.default_rng(2).random((H, W))):
+        got = score(clf, image, f, {None: m}, {"pred": 0, "true": 0}, steps, ends=ends)
+        dele, ins = (removal_probs(clf, image, f, pixel_order(m), counts, mode)[:, 0]
+                     for mode in ("deletion", "insertion"))
+        fr = np.linspace(0, 1, steps + 1)
+        morf, lerf, c_morf, c_lerf, forwards = got["pred"]
+        np.testing.assert_allclose(c_morf, dele, rtol=1e-9)
+        np.testing.assert_allclose(c_lerf, ins[::-1], rtol=1e-9)
+        assert morf == pytest.approx(auc(fr, dele)) and lerf == pytest.approx(auc(fr, ins))
+        assert forwards == 2 * (steps - 1) and got["true"][4] == 0  # the second target reuses the curves
+    assert score(clf, image, f, {0: good}, {"pred": 0}, 1)["pred"][2].tolist() == ends[:, 0].tolist()

@@ -1,6 +1,7 @@
 """The fills that are not a fixed image: ROAD's noisy linear imputation and the PatchSampler's in-fills."""
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -8,7 +9,7 @@ import onnx_builders
 from conftest import run_cli
 from infolens import Explanation, OnnxClassifier
 from infolens.evaluate.curves import removal_probs, step_counts, pixel_order
-from infolens.evaluate.fills import ROAD_WEIGHTS, Road, make_fill, road_impute
+from infolens.evaluate.fills import ROAD_WEIGHTS, Road, dissection_rank, make_fill, road_impute
 
 
 def dense_road(image, mask):
@@ -35,16 +36,27 @@ def dense_road(image, mask):
     return 255 * out
 
 
-@pytest.mark.parametrize("kind", ["scattered", "block", "border"])
+@pytest.mark.parametrize("kind", ["scattered", "block", "border", "blobs"])
 def test_road_solves_the_same_system_as_a_dense_solve(kind):
+    """Also on blobs over a grid large enough for several levels of the nested-dissection order."""
     rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
-    mask = {"scattered": rng.random((9, 11)) < 0.4,
+    shape = (37, 29) if kind == "blobs" else (9, 11)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    mask = {"scattered": rng.random(shape) < 0.4,
             "block": np.pad(np.ones((5, 6), bool), ((2, 2), (2, 3))),
-            "border": np.pad(np.ones((4, 4), bool), ((0, 5), (7, 0)))}[kind]
+            "border": np.pad(np.ones((4, 4), bool), ((0, 5), (7, 0))),
+            "blobs": cv2.GaussianBlur(rng.random(shape), (0, 0), 3) > 0.5}[kind]
     got = road_impute(image, mask, noise=0)
     np.testing.assert_allclose(got, dense_road(image, mask), atol=1e-9)
     np.testing.assert_array_equal(got[~mask], image[~mask])  # kept pixels stay
+
+
+def test_the_dissection_order_is_a_permutation_with_separators_last():
+    for shape in ((224, 224), (37, 29), (1, 5), (3, 3)):
+        rank = dissection_rank(*shape)
+        assert sorted(rank.tolist()) == list(range(shape[0] * shape[1]))
+    rank = dissection_rank(64, 64).reshape(64, 64)
+    assert rank[32].min() > max(rank[:32].max(), rank[33:].max())  # the first separator, row 32, comes last
 
 
 def test_road_noise_has_the_stated_size_and_is_seeded():

@@ -1,66 +1,46 @@
-"""`infolens eval suite IMAGE... --out DIR`: samplers and methods compared by deletion/insertion AUC."""
+"""`infolens eval suite IMAGE... --out DIR`: maps side by side on images of your own, no labels — the benchmark's
+removal study (evaluate/removal.py) on the predicted class, with a lighter preset."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-from ..errors import InfolensError
-from . import options
+from . import benchmark, options
+
+# the preset: what `eval benchmark --quick` scores, on the images given
+SUITE = {"samplers": "patchsampler,mean,ring-mean", "methods": "occlusion,cam,random,edge",
+         "fills": "blur,road,patchsampler", "targets": "pred", "steps": 10, "smooth": 0.0, "shrink": "no", "scales": ""}
 
 
 def register(evsub) -> None:
-    su = evsub.add_parser("suite", help="compare samplers and methods by deletion/insertion AUC (paper Fig. 13)",
-                          description="Explain every image with PMI/IG under each --samplers entry and with each "
-                          "comparison --methods entry, score each map's deletion and insertion AUC for the image's top "
-                          "class, and write DIR/suite.csv (one row per image × map × sampler, with forwards and "
-                          "seconds), DIR/summary.md (means ± standard errors) and plots (deletion_auc.png like the "
-                          "paper's Fig. 13, deletion_curves.png, example_maps.png).",
+    su = evsub.add_parser("suite", help="compare maps on images of your own by removal in both orders (no labels)",
+                          description="The removal study of `infolens eval benchmark` on the images given, explaining "
+                          "each one's predicted class: PMI and IG under each --samplers entry and each --methods "
+                          "entry, removal in both orders under each fill — AUC(MoRF), AUC(LeRF), SRG, Kendall τ "
+                          "between the fills' rankings, paired tests against PMI with the first sampler. One JSON per "
+                          "image in DIR/removal/ (run the same command again to resume, or to add images); "
+                          "DIR/report.md, DIR/results.csv and DIR/srg_pred.png are rebuilt at the end. For labelled "
+                          "photos and every protocol, use `infolens eval benchmark`.",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    su.set_defaults(run=run)
+    # the other studies' settings, which the removal study does not read
+    su.set_defaults(run=run, studies="removal", quick=False, ray=None, study_photos=20, grids="16:16:4", grid_photos=1,
+                    mosaics=1, min_p=0.5, sanity_every=10, sample_counts="1", patch_sizes="16", negative_steps=10,
+                    fit_data=[], sanity_crops=256, report_only=False)
     su.add_argument("images", nargs="+", metavar="IMAGE")
-    su.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    su.add_argument("--out", required=True, metavar="DIR", help="the records and the report")
     options.add_model(su, card=False)
-    su.add_argument("--samplers", default="patchsampler,gaussian,mean,noise,black",
-                    help="samplers for PMI/IG, each NAME or NAME=MODEL_FILE (e.g. another PatchSampler); the first "
-                    "is the reference of the paired differences (default patchsampler,gaussian,mean,noise,black)")
-    su.add_argument("--maps", default="pmi,ig", help="which maps of the sampler runs are scored (default pmi,ig)")
-    su.add_argument("--resume", action="store_true", help="continue DIR/suite.csv of an earlier run: the runs (image "
-                    "× sampler or method) that already have their rows are skipped, so new samplers may be added")
-    su.add_argument("--methods", default="occlusion,pda,rise",
-                    help="comparison methods (default occlusion,pda,rise; '' for none)")
-    options.add_grid(su, K=16, N=8)
-    su.add_argument("--rise-masks", type=int, default=1000, help="RISE masks (default 1000)")
-    options.add_coupling(su)
-    options.add_fill(su, "blur")
-    options.add_steps(su, 100, "deletion/insertion steps")
+    benchmark.add_removal(su, SUITE)
     options.add_run(su)
-    options.add_quiet(su, "no progress bars")
+    options.add_quiet(su, "no progress bar")
 
 
 def run(args) -> int:
-    from ..catalog import DEFAULT_CLASSIFIER, shipped
-    from ..classifier import OnnxClassifier
-    from ..outfiles import prepare_dir
-    from ..evaluate.suite import METHOD_DEFAULTS, parse_sampler, run_suite
+    from ..errors import InfolensError
+    from ..evaluate.benchmark import unlabelled
 
-    samplers = [s for s in args.samplers.split(",") if s]
-    methods = [m for m in args.methods.split(",") if m]
-    for s in samplers:
-        parse_sampler(s)
-    maps = [m for m in args.maps.split(",") if m]
-    if not maps or set(maps) - {"pmi", "ig"}:
-        raise InfolensError(f"bad maps {args.maps!r}: choose pmi, ig or pmi,ig", "maps")
-    for m in methods:
-        if m not in METHOD_DEFAULTS:
-            raise InfolensError(f"unknown method {m!r}: choose from {', '.join(METHOD_DEFAULTS)}", "methods")
-    prepare_dir(args.out)
-    clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device,
-                                   **options.gpu(args))
-    command = "infolens eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else ""
-    stride = args.K if args.S is None else args.S
-    rows = run_suite(clf, args.images, args.out, samplers, methods, args.K, stride, args.N, args.rise_masks,
-                     args.fill, args.steps, args.seed, args.batch_size, not args.quiet, command, args.coupling,
-                     maps, args.resume, args.fill_draws)
-    print(open(os.path.join(args.out, "summary.md")).read())
-    return 0 if len({r["image"] for r in rows}) == len(args.images) else 2
+    for key, default in SUITE.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    if "true" in args.targets.split(","):
+        raise InfolensError("the suite's images have no labels, so only --targets pred: for the true class use "
+                            "`infolens eval benchmark --labels`", "targets")
+    return benchmark.run_studies(args, unlabelled(args.images), None)

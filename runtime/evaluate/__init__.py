@@ -1,4 +1,4 @@
-"""Evaluation of explanations (DESIGN §1 evaluate/): curves.py (deletion/insertion and negative evidence), sanity.py
-(model randomization), suite.py (the methods side by side on a few images), benchmark.py (the faithfulness
-benchmark on labelled photos) and studies.py (its negative-evidence, sanity, N and K sections), plots.py
-(matplotlib)."""
+"""Evaluation of explanations (DESIGN §1 evaluate/): fills.py (what removed pixels become), curves.py (removal curves
+and negative evidence), maps.py (the maps a study scores, the controls, the candidates), sanity.py (model
+randomization), benchmark.py (the runner of `eval benchmark` and `eval suite`, and its statistics), removal.py,
+pointing.py, mipin.py and studies.py (its studies), plots.py (matplotlib)."""

@@ -9,6 +9,7 @@ grid pointing game; studies.py: negative evidence, sanity, cause, N and K.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -92,21 +93,29 @@ class Study:
         """(record name, item) pairs, one per photo this study measures (all, or `study_photos` evenly spaced);
         folder: the study's own (for what choosing the items writes)."""
         mine = photos if self.every_photo else evenly(photos, study_photos)
-        return [(os.path.splitext(os.path.basename(p))[0], {"path": p, "cls": c}) for p, c, _ in mine]
+        stems = [os.path.splitext(os.path.basename(p))[0] for p, _, _ in mine]
+        # photos of one name from different folders get their own records
+        names = [stem if stems.count(stem) == 1 else f"{stem}-{hashlib.sha1(os.path.abspath(p).encode()).hexdigest()[:8]}"
+                 for stem, (p, _, _) in zip(stems, mine)]
+        return [(name, {"path": p, "cls": c}) for name, (p, c, _) in zip(names, mine)]
 
     def run(self, item: dict) -> dict:
         """The record of one item (JSON-ready)."""
-        return self.photo(str(item["path"]), int(item["cls"]))
+        return self.photo(str(item["path"]), as_label(item["cls"]))
 
-    def photo(self, path: str, true_class: int) -> dict:
+    def photo(self, path: str, true_class: int | None, **options) -> dict:
+        """The record of one photo: the prediction, then `measure(image, pred, true_class, **options)`; an
+        unlabelled photo (true_class None) has no accuracy."""
         clf, t_photo = self.classifier, time.perf_counter()
         image = clf.load_image(path)
         probs = clf.predict_images(image[None])[0]
         top5 = [int(c) for c in np.argsort(-probs, kind="stable")[:5]]
-        record = {"image": os.path.basename(path), "true_class": int(true_class), "top5": top5,
-                  "top5_probs": [float(probs[c]) for c in top5], "top1_correct": top5[0] == true_class,
-                  "top5_correct": true_class in top5}
-        record.update(self.measure(image, top5[0], int(true_class)))
+        labelled = true_class is not None
+        record = {"image": os.path.basename(path), "true_class": int(true_class) if labelled else None, "top5": top5,
+                  "top5_probs": [float(probs[c]) for c in top5],
+                  "top1_correct": top5[0] == true_class if labelled else None,
+                  "top5_correct": true_class in top5 if labelled else None}
+        record.update(self.measure(image, top5[0], record["true_class"], **options))
         record["seconds"] = round(time.perf_counter() - t_photo, 2)
         return record
 
@@ -136,6 +145,15 @@ class Study:
         return cache[(sampler, K, model)]
 
 
+def as_label(cls) -> int | None:
+    return None if cls is None else int(cls)
+
+
+def unlabelled(paths: list[str]) -> list[tuple[str, None, str]]:
+    """Photos without labels, as read_labels gives labelled ones: the predicted class is explained."""
+    return [(p, None, "") for p in paths]
+
+
 def check_fills(fills) -> None:
     for f in fills:
         if f not in FILLS:
@@ -144,11 +162,12 @@ def check_fills(fills) -> None:
 
 def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_dir: str, progress: bool = True,
                   command: str = "", ray: str | None = None, report_dir: str | None = None,
-                  study_photos: int = 20) -> dict:
+                  study_photos: int = 20, measure: bool = True) -> dict:
     """Each study on its photos (every photo, or `study_photos` of them evenly spaced), skipping the photos it
     has in OUT/<study>/ (each JSON written as soon as it is done), then the report (into report_dir, default OUT)
     from every study's records; returns the report's figures.  ray: spread the photos over Ray actors
-    (distributed.ray) at that address."""
+    (distributed.ray) at that address.  measure False: measure nothing, report on the records there are (the
+    report of a run that is not finished)."""
     params.check("study_photos", study_photos)
     records, expected = {}, {}
     for study in studies:
@@ -168,7 +187,7 @@ def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_
             outfiles.write_atomic(settings_path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
         items = study.items(photos, study_photos, folder)
         expected[study.name] = len(items)
-        todo = [(name, item) for name, item in items if not os.path.exists(_record_path(folder, name))]
+        todo = [(name, item) for name, item in items if measure and not os.path.exists(_record_path(folder, name))]
         if todo and ray is not None:
             _on_ray(study, todo, folder, ray)
         elif todo:
@@ -283,7 +302,7 @@ def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: 
     """OUT/report.md: the header (command, settings, the classifier's accuracy on the photos of the study with the
     most), then each study's section (which writes its CSV and plots into OUT); returns {"photos", "top1",
     "top5"}."""
-    most = max((r for r in records.values() if r and "top1_correct" in r[0]), key=len, default=[])
+    most = max((r for r in records.values() if r and r[0].get("top1_correct") is not None), key=len, default=[])
     n = len(most)
     top1 = float(np.mean([r["top1_correct"] for r in most])) if most else float("nan")
     top5 = float(np.mean([r["top5_correct"] for r in most])) if most else float("nan")
@@ -324,3 +343,12 @@ def fmt_ci(entry: dict) -> str:
 
 def fmt_p(p: float) -> str:
     return "" if np.isnan(p) else (f"{p:.2g}" + (" *" if p < 0.05 else ""))
+
+
+def fmt_values(values, digits: int = 3) -> str:
+    """Mean [95 % CI] of the finite values ("—" for none)."""
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    if not v:
+        return "—"
+    m, lo, hi = ci(v)
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if len(v) > 1 else f"{m:.{digits}f}"

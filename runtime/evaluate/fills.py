@@ -23,6 +23,7 @@ All but `road` are *static*: one replacement image per draw, whatever the mask (
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -158,6 +159,32 @@ def road_system(mask: np.ndarray, image: np.ndarray):
     return A, b, idx
 
 
+@functools.lru_cache(maxsize=8)
+def dissection_rank(H: int, W: int, leaf: int = 4) -> np.ndarray:
+    """int64 [H·W]: each pixel's place in a nested-dissection order of the H×W grid — the two halves of a rectangle
+    (split across its longer side) first, each ordered the same way, then the line between them; rectangles of at
+    most leaf²/2 pixels or 2 pixels wide in row-major order.  Eliminating pixels in this order keeps the fill of a
+    grid system's factors near n·log n."""
+    rank = np.empty(H * W, np.int64)
+    stack, order = [(0, H, 0, W)], []
+    while stack:  # depth first, the separator after both halves: pushed in reverse
+        y0, y1, x0, x1 = stack.pop()
+        h, w = y1 - y0, x1 - x0
+        if h <= 0 or w <= 0:
+            continue
+        if h * w <= leaf * leaf // 2 or min(h, w) <= 2:
+            order.append((np.arange(y0, y1)[:, None] * W + np.arange(x0, x1)).ravel())
+        elif h >= w:
+            m = (y0 + y1) // 2
+            stack += [(m, m + 1, x0, x1), (m + 1, y1, x0, x1), (y0, m, x0, x1)]
+        else:
+            m = (x0 + x1) // 2
+            stack += [(y0, y1, m, m + 1), (y0, y1, m + 1, x1), (y0, y1, x0, m)]
+    rank[np.concatenate(order)] = np.arange(H * W)
+    rank.flags.writeable = False  # cached: shared by every caller
+    return rank
+
+
 def road_impute(image: np.ndarray, mask: np.ndarray, noise: float = 0.01, rng=None) -> np.ndarray:
     """float64 [H, W, 3] on the 0..255 scale: uint8 `image` with the pixels of `mask` (bool [H, W]) replaced by
     ROAD's noisy linear imputation (module doc); noise σ in [0, 1] pixel units, drawn from `rng`."""
@@ -167,9 +194,14 @@ def road_impute(image: np.ndarray, mask: np.ndarray, noise: float = 0.01, rng=No
     if not mask.any():
         return out
     A, b, idx = road_system(mask, image.astype(np.float64) / 255.0)
-    # with no pixel kept nothing anchors the system (it is singular): its trivial solution, 0, stands
-    # COLAMD: a minimum-degree ordering is faster on blocky masks but takes minutes on scattered ones
-    x = np.zeros(b.shape) if mask.all() else splu(A, permc_spec="COLAMD").solve(b)
+    x = np.zeros(b.shape)  # with no pixel kept nothing anchors the system (it is singular): its solution 0 stands
+    if not mask.all():
+        # −A is symmetric positive definite, so LU needs no pivoting and keeps the grid's nested-dissection order:
+        # half the time of SuperLU's own COLAMD ordering on blocky and scattered masks alike (a minimum-degree
+        # ordering is faster on blocky masks but takes minutes on scattered ones)
+        p = np.argsort(dissection_rank(*mask.shape)[idx], kind="stable")
+        lu = splu(A[p][:, p].tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        x[p] = lu.solve(b[p])
     if noise:
         x = x + noise * (rng or np.random.default_rng()).standard_normal(x.shape)
     flat = out.reshape(-1, 3)

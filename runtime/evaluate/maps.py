@@ -18,6 +18,7 @@ and two candidates for a map that holds under every protocol:
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ import numpy as np
 from ..errors import InfolensError
 from ..measures import patches_to_pixels
 from ..methods import METHODS, patch_grid
-from ..samplers import windows
+from ..samplers import SAMPLERS, windows
 
 CONTROLS = ("random", "edge")
 SHRUNK = "+se"
@@ -68,6 +69,24 @@ def shrunk(v: np.ndarray, se: np.ndarray) -> np.ndarray:
     v, se = np.asarray(v, np.float64), np.asarray(se, np.float64)
     d = v * v + se * se
     return np.where(d > 0, v * v * v / np.where(d > 0, d, 1), 0).astype(np.float32)
+
+
+def parse_sampler(spec: str) -> tuple[str, str, str | None]:
+    """A --samplers entry, `NAME` or `NAME=MODEL` (a model file for that sampler, e.g. another PatchSampler), as
+    (label, sampler name, model path or None); the label of `NAME=MODEL` is the model file's stem."""
+    name, _, model = spec.partition("=")
+    if name not in SAMPLERS:
+        raise InfolensError(f"unknown sampler {name!r}: choose from {', '.join(SAMPLERS)} "
+                            "(optionally NAME=MODEL_FILE)", "samplers")
+    if model and not os.path.isfile(model):
+        raise InfolensError(f"sampler model not found: {model} (in {spec})", "samplers")
+    return (os.path.splitext(os.path.basename(model))[0] if model else name), name, model or None
+
+
+def plain_label(sampler: str) -> str:
+    """The sampler label of the plain map a smoothed copy or a candidate was made from ("patchsampler~smooth",
+    "patchsampler+se", "patchsampler@16+8" → "patchsampler"); a plain map's own label."""
+    return sampler.removesuffix(SMOOTHED).removesuffix(SHRUNK).split("@")[0]
 
 
 def check_methods(methods) -> None:

@@ -26,22 +26,23 @@ from ..measures import patches_to_pixels
 from ..methods import METHODS, Explainer, patch_grid
 from ..samplers import windows
 from ..samplers.rng import streams
-from .benchmark import Study, check_fills, ci, csv_text, fmt_p, fmt_signed, wilcoxon
+from .benchmark import Study, check_fills, csv_text, fmt_p, fmt_signed, fmt_values, wilcoxon
 from .curves import pixel_order, removal_probs, step_counts
-from .maps import CONTROLS, edge_map
+from .maps import CONTROLS, edge_map, parse_sampler
 from .plots import pyplot
 from .pointing import PointingStudy
-from .removal import RemovalStudy, score
+from .mipin import MipinStudy
+from .removal import GridStudy, RemovalStudy, score
 from .sanity import correlations, layer_table, step_model, twin
-from .suite import parse_sampler
 
-STUDIES = ("removal", "pointing", "negative", "sanity", "cause", "samples", "patch")
+STUDIES = ("removal", "grids", "pointing", "negative", "sanity", "cause", "samples", "patch", "mipin")
 CAUSE_SAMPLERS = ("gray", "mean", "black", "noise", "gaussian")  # besides the reference sampler
 
 
 def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills, seed, batch_size,
           sanity_every=10, counts=(1, 2, 4, 8, 16), sizes=(8, 16, 32), negative_steps=10, fill_draws=4, smooth=8.0,
-          mosaics=100, targets=("pred", "true"), min_p=0.5, shrink=True, scales=()) -> list[Study]:
+          mosaics=100, targets=("pred",), min_p=0.5, shrink=True, scales=(), extra_photos=50, grid_photos=50,
+          grids=((16, 8, 8), (8, 4, 4)), fit_data=(), sanity_crops=256) -> list[Study]:
     """The studies `names` (of STUDIES, in that order) with the benchmark's settings; `samplers[0]` is the
     reference sampler of every study after the removal and pointing ones."""
     unknown = [n for n in names if n not in STUDIES]
@@ -54,7 +55,12 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
     cheap = tuple(f for f in fills if f in ("blur", "black", "mean")) or ("blur",)
     make = {
         "removal": lambda: RemovalStudy(classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills,
-                                        fill_draws, smooth, shrink, scales, targets, seed, batch_size),
+                                        fill_draws, smooth, shrink, scales, targets, seed, batch_size,
+                                        extra_photos),
+        # the maps that take a grid, the first sampler with the two that carry nothing or little of the patch
+        "grids": lambda: GridStudy(classifier, list(dict.fromkeys((samplers[0], "mean", "ring-mean"))),
+                                   [m for m in methods if m in ("occlusion", "cam", *CONTROLS)], grids, grid_photos,
+                                   rise_masks, steps, fills, fill_draws, targets, seed, batch_size),
         "pointing": lambda: PointingStudy(classifier, samplers, methods, K, stride, samples, rise_masks, smooth,
                                           mosaics, min_p, shrink, scales, seed, batch_size),
         "negative": lambda: NegativeStudy(classifier, samples=samples, steps=negative_steps,
@@ -65,6 +71,8 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
         "samples": lambda: SamplesStudy(classifier, counts=list(counts), steps=steps, fills=cheap, **common),
         "patch": lambda: PatchStudy(classifier, sizes=list(sizes), samples=samples, steps=steps, fills=cheap,
                                     samplers=[samplers[0], "mean"], seed=seed, batch_size=batch_size, reference=K),
+        "mipin": lambda: MipinStudy(classifier, samples=samples, steps=steps, fit_data=fit_data,
+                                    sanity_crops=sanity_crops, **common),
     }
     return [make[n]() for n in STUDIES if n in names]
 
@@ -72,15 +80,6 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
 def _write_csv(out_dir: str, name: str, rows: list[dict]) -> None:
     if rows:
         outfiles.write_atomic(os.path.join(out_dir, name), lambda f: f.write(csv_text(rows, list(rows[0])).encode()))
-
-
-def _cell(values, digits=3) -> str:
-    """Mean [95 % CI] of the finite values."""
-    v = [x for x in values if x is not None and np.isfinite(x)]
-    if not v:
-        return "—"
-    m, lo, hi = ci(v)
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if len(v) > 1 else f"{m:.{digits}f}"
 
 
 # ---- negative evidence (Fig. 10) ---------------------------------------------------------------------------------
@@ -148,7 +147,7 @@ class NegativeStudy(Study):
                       "| negative evidence removed | p(class), negative first | p(class), random pixels | "
                       "top-1 probability | class still top-1 |", "|---|---|---|---|---|"]
             for j, frac in enumerate(k):
-                lines.append(f"| {100 * frac:.0f} % | {_cell(neg[:, j])} | {_cell(rnd[:, j])} | {_cell(top[:, j])} | "
+                lines.append(f"| {100 * frac:.0f} % | {fmt_values(neg[:, j])} | {fmt_values(rnd[:, j])} | {fmt_values(top[:, j])} | "
                              f"{100 * kept[:, j].mean():.1f} % |")
             rises = int((neg[:, -1] > neg[:, 0]).sum())
             peak = int(np.argmax(neg.mean(0)))
@@ -264,7 +263,7 @@ class SanityStudy(Study):
                       "| map | " + " | ".join(f"{n} layers" for n in layers[1:]) + " |",
                       "|---|" + "---|" * (len(layers) - 1)]
             for name in names:
-                cells = [_cell([_rho(r["steps"][j]["correlation"][name], kind) for r in records], 2)
+                cells = [fmt_values([_rho(r["steps"][j]["correlation"][name], kind) for r in records], 2)
                          for j in range(1, len(layers))]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
@@ -384,7 +383,7 @@ class CauseStudy(Study):
         for label, *_ in self.samplers:
             for m in ("ig", "pmi"):
                 values = [r["cause"][label][m] for r in records]
-                lines.append(f"| {label} | {m} | " + " | ".join(_cell([v[c] for v in values], 2) for c in cols)
+                lines.append(f"| {label} | {m} | " + " | ".join(fmt_values([v[c] for v in values], 2) for c in cols)
                              + " |")
                 rows += [{"image": r["image"], "sampler": label, "map": m, **r["cause"][label][m]} for r in records]
         _write_csv(out_dir, "cause.csv", rows)
@@ -451,11 +450,11 @@ class SamplesStudy(Study):
                 sel = [x for x in rows if x["map"] == name and x["N"] == n]
                 est = [np.sqrt(max(x["split_pearson"], 0)) for x in sel if x["split_pearson"] is not None]
                 lines.append(f"| {name} | {n} | {np.mean([x['forwards'] for x in sel]):.0f} | "
-                             f"{_cell([x['split_pearson'] for x in sel])} | {_cell(est)} | "
-                             f"{_cell([x['split_spearman'] for x in sel])} | {_cell([x['se_mean'] for x in sel], 4)} | "
-                             f"{_cell([x['map_std'] for x in sel], 4)} | " +
-                             " | ".join(f"{_cell([x[f'deletion_{f}'] for x in sel])} | "
-                                        f"{_cell([x[f'insertion_{f}'] for x in sel])}" for f in fills) + " |")
+                             f"{fmt_values([x['split_pearson'] for x in sel])} | {fmt_values(est)} | "
+                             f"{fmt_values([x['split_spearman'] for x in sel])} | {fmt_values([x['se_mean'] for x in sel], 4)} | "
+                             f"{fmt_values([x['map_std'] for x in sel], 4)} | " +
+                             " | ".join(f"{fmt_values([x[f'deletion_{f}'] for x in sel])} | "
+                                        f"{fmt_values([x[f'insertion_{f}'] for x in sel])}" for f in fills) + " |")
         lines += ["", f"Paired against N={self.counts[-1]} on the same photos (Δ = smaller N − N={self.counts[-1]}, "
                   "Wilcoxon p):", ""]
         for name in ("pmi", "ig"):
@@ -562,7 +561,7 @@ class PatchStudy(Study):
                     for f in fills:
                         for kind in ("deletion", "insertion"):
                             key = f"{kind}_{f}"
-                            cells.append(_cell([x[key] for x in sel]))
+                            cells.append(fmt_values([x[key] for x in sel]))
                             paired = [x for x in sel if x["image"] in ref]
                             a = [x[key] for x in paired]
                             b = [ref[x["image"]][key] for x in paired]
