@@ -161,7 +161,7 @@ class GridStudy(RemovalStudy):
         return {**out, "grids": list(self.grids), "grid_photos": self.grid_photos}
 
     def items(self, photos, study_photos, folder):
-        return Study.items(self, evenly(photos, self.grid_photos), self.grid_photos, folder)
+        return Study.items(self, photos, self.grid_photos, folder)  # every_photo False: grid_photos of them
 
     run = Study.run  # no smoothed copies, no candidates
 
