@@ -100,9 +100,17 @@ def export_classifier(name: str, out_dir: str | Path = "models", opset: int = 17
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / f"{s.stem}.onnx"
-    model = s.load()
+    export_module(s.load(), onnx_path, s.size, opset)
+    card = _card(name, s, onnx_path, opset)
+    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    return onnx_path
+
+
+def export_module(model: torch.nn.Module, onnx_path: Path, size: tuple[int, int], opset: int = 17) -> None:
+    """Export a classifier module (eval mode) to `onnx_path`: input `input` float32 [batch, 3, H, W], output
+    `logits`, batch dynamic; simplified (`_simplify`) and checked against the module (`_check_against_torch`)."""
     # Trace with batch 2, not 1, so no size-1 batch dimension can be specialized into a constant by the tracer.
-    example = torch.zeros(2, 3, *s.size)
+    example = torch.zeros(2, 3, *size)
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen on purpose (dynamo=False) and the Slice it cannot fold is folded by
         # _simplify below, so its deprecation and constant-folding warnings would only be noise.
@@ -119,10 +127,7 @@ def export_classifier(name: str, out_dir: str | Path = "models", opset: int = 17
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
     _simplify(onnx_path)
-    _check_against_torch(model, onnx_path, s.size)
-    card = _card(name, s, onnx_path, opset)
-    onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
-    return onnx_path
+    _check_against_torch(model, onnx_path, size)
 
 
 def _simplify(path: Path) -> None:

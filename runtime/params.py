@@ -147,6 +147,9 @@ PARAMS: dict[str, Param] = {
     "sanity_crops": Param("--sanity-crops", int, low=1, meaning="crops per refitted inverse"),
     "grids": Param("--grids", meaning="the grids study's K:S:N triples"),
     "grid_photos": Param("--grid-photos", int, low=1, meaning="photos of the removal study at the other grids"),
+    "indist_photos": Param("--indist-photos", int, low=1, meaning="photos of the in-distribution study"),
+    "cell": Param("--cell", int, low=2, meaning="in-distribution study: the removed cells' side in pixels"),
+    "evaluator": Param("--evaluator", meaning="the in-distribution study's fine-tuned evaluator (ONNX file)"),
 }
 
 

@@ -10,7 +10,7 @@ from . import options
 
 
 # flags whose default --quick changes (None on the command line: not given)
-DEFAULTS = {"limit": None, "studies": "removal,grids,pointing,negative,sanity,cause,samples,patch,mipin",
+DEFAULTS = {"limit": None, "studies": "removal,grids,pointing,indist,negative,sanity,cause,samples,patch,mipin",
             "samplers": None,
             "methods": "occlusion,pda,rise,mipin,cam,random,edge", "fills": "blur,black,mean,road,patchsampler",
             "targets": "pred", "mosaics": 100, "steps": 10, "smooth": 8.0, "shrink": "yes", "scales": "8"}
@@ -50,6 +50,12 @@ def register(evsub) -> None:
                    "the PatchSampler's best scale)")
     p.add_argument("--grid-photos", type=int, default=50, metavar="N",
                    help="grids: photos, evenly spaced (default %(default)s)")
+    p.add_argument("--indist-photos", type=int, default=50, metavar="N",
+                   help="indist: photos, evenly spaced (default %(default)s)")
+    p.add_argument("--evaluator", metavar="FILE", help="indist: the fine-tuned evaluator (default: "
+                   "<model>.evaluator.onnx beside the classifier; python -m infolens.export.evaluator makes one)")
+    p.add_argument("--cell", type=int, default=24, metavar="PIXELS",
+                   help="indist: side of the cells removed one at a time (default %(default)s)")
     p.add_argument("--mosaics", type=int, help=f"pointing: 2×2 mosaics (default {DEFAULTS['mosaics']})")
     p.add_argument("--min-p", type=float, default=0.5, help="pointing: a photo qualifies when the classifier gives "
                    "its label at least this probability shown alone at the quadrant's size (default %(default)s)")
@@ -155,7 +161,8 @@ def run_studies(args, photos, report_dir: str | None) -> int:
                     _ints(args.patch_sizes, "patch_sizes"), args.negative_steps, args.fill_draws, args.smooth,
                     args.mosaics, tuple(targets), args.min_p, args.shrink == "yes",
                     tuple(_ints(args.scales, "scales")) if args.scales.strip() else (), args.extra_photos,
-                    args.grid_photos, _grids(args.grids), args.fit_data, args.sanity_crops)
+                    args.grid_photos, _grids(args.grids), args.fit_data, args.sanity_crops,
+                    args.indist_photos, args.evaluator, args.cell)
     # the report names the command that measures, not the one that only rebuilt it
     command = ("infolens eval " + shlex.join(a for a in sys.argv[2:] if a != "--report-only")
                if sys.argv[1:2] == ["eval"] else "")

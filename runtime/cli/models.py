@@ -52,6 +52,11 @@ def _card_lines(card: dict) -> list[str]:
         lines.append(f"MIP-IN inverse of {card.get('classifier')}: map layer {card.get('map_layer')} "
                      f"{card.get('map_shape')}, {len(r2)} fitted tensors (held-out R² {first:.3f} at the top, "
                      f"{min(r2.values()):.3f} at worst); {card.get('crops')} crops" if r2 else "MIP-IN inverse")
+    if card.get("task") == "removal-evaluator":
+        t, h = card.get("training", {}), card.get("held_out", {})
+        lines.append(f"removal evaluator of {card.get('classifier')}: fine-tuned {t.get('steps')} steps on "
+                     f"{t.get('images')} crops with parts removed by {', '.join(t.get('fills', []))}; held-out top-1 "
+                     f"agreement with the classifier {h.get('top1_agreement', float('nan')):.3f}")
     source = card.get("source") if isinstance(card.get("source"), dict) else {}
     command = source.get("command") or card.get("command")
     if command:

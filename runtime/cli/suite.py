@@ -24,7 +24,8 @@ def register(evsub) -> None:
     # the other studies' settings, which the removal study does not read
     su.set_defaults(run=run, studies="removal", quick=False, ray=None, study_photos=20, grids="16:16:4", grid_photos=1,
                     mosaics=1, min_p=0.5, sanity_every=10, sample_counts="1", patch_sizes="16", negative_steps=10,
-                    fit_data=[], sanity_crops=256, report_only=False)
+                    fit_data=[], sanity_crops=256, indist_photos=1, evaluator=None, cell=24,
+                    report_only=False)
     su.add_argument("images", nargs="+", metavar="IMAGE")
     su.add_argument("--out", required=True, metavar="DIR", help="the records and the report")
     options.add_model(su, card=False)

@@ -281,13 +281,18 @@ def compare(rows: list[dict], metric: str, fill: str, target: str) -> dict:
         v = [r[metric] for r in sel if (r["map"], r["sampler"]) == key]
         mean, low, high = ci(v)
         entry = {"mean": mean, "low": low, "high": high, "n": len(v), "diff": float("nan"), "p": float("nan")}
-        common = sorted(i for (m, s, i) in value if (m, s) == key and (*REFERENCE, i) in value)
-        if key != REFERENCE and common:
-            a = np.array([value[(*key, i)] for i in common])
-            b = np.array([value[(*REFERENCE, i)] for i in common])
+        a, b = paired(value, key, REFERENCE)
+        if key != REFERENCE and len(a):
             entry["diff"], entry["p"] = float(np.mean(a - b)), wilcoxon(a, b)
         out[key] = entry
     return out
+
+
+def paired(value: dict, key: tuple, base: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The values of groups `key` and `base` on the photos both have, in photo order: value {(map, sampler, photo):
+    float} → (a, b) float64 [n]."""
+    common = sorted(i for (m, s, i) in value if (m, s) == key and (*base, i) in value)
+    return np.array([value[(*key, i)] for i in common], float), np.array([value[(*base, i)] for i in common], float)
 
 
 def wilcoxon(a, b) -> float:

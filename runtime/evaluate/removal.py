@@ -17,7 +17,8 @@ import os
 import numpy as np
 
 from .. import outfiles
-from .benchmark import REFERENCE, Study, as_label, check_fills, compare, csv_text, evenly, fmt_ci, fmt_p, fmt_signed, wilcoxon
+from .benchmark import (REFERENCE, Study, as_label, check_fills, compare, csv_text, evenly, fmt_ci, fmt_p, fmt_signed,
+                        paired, wilcoxon)
 from .curves import auc, pixel_order, removal_probs, step_counts
 from .maps import SMOOTHED, MapSet, check_methods, make_maps, parse_sampler, plain_label
 from .plots import pyplot
@@ -304,10 +305,8 @@ def _derived(rows, fills, target) -> list[str]:
         e, base = overall[key], (key[0], plain_label(key[1]))
         d, p = float("nan"), float("nan")
         if base != key:
-            common = sorted(i for (m, s, i) in value if (m, s) == key and (*base, i) in value)
-            a = np.array([value[(*key, i)] for i in common])
-            b = np.array([value[(*base, i)] for i in common])
-            d, p = (float(np.mean(a - b)), wilcoxon(a, b)) if common else (d, p)
+            a, b = paired(value, key, base)
+            d, p = (float(np.mean(a - b)), wilcoxon(a, b)) if len(a) else (d, p)
         lines.append(f"| {key[0]} | {key[1]} | {fmt_ci(e)} | {fmt_signed(d)} | {fmt_p(p)} | {fmt_signed(e['diff'])} "
                      f"| {fmt_p(e['p'])} |")
     return lines + [""]
@@ -315,8 +314,6 @@ def _derived(rows, fills, target) -> list[str]:
 
 def _across_fills(rows, fills, target) -> list[str]:
     """SRG averaged over the fills per photo (paired test against the reference), and Kendall τ of the rankings."""
-    from scipy import stats
-
     overall = compare(srg_over_fills(rows, fills, target), "srg", "mean", target)
     lines = [f"#### SRG averaged over the {len(fills)} fills", "", "| rank | map | sampler | SRG [95 % CI] | Δ | p |",
              "|---|---|---|---|---|---|"]
@@ -327,15 +324,23 @@ def _across_fills(rows, fills, target) -> list[str]:
               "τ of the maps' mean score under one fill against another (1: the same order, 0: unrelated).", ""]
     for metric, label in (("srg", "SRG"), ("morf_auc", "MoRF"), ("lerf_auc", "LeRF")):
         means = {f: {k: v["mean"] for k, v in compare(rows, metric, f, target).items()} for f in fills}
-        lines += [f"{label}:", "", "| | " + " | ".join(fills) + " |", "|---" * (len(fills) + 1) + "|"]
-        for a in fills:
-            cells = []
-            for b in fills:
-                keys = [k for k in means[a] if k in means[b]]
-                tau = stats.kendalltau([means[a][k] for k in keys], [means[b][k] for k in keys]).statistic
-                cells.append(f"{tau:.2f}")
-            lines.append(f"| {a} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [f"{label}:", ""] + tau_table(means) + [""]
+    return lines
+
+
+def tau_table(means: dict[str, dict]) -> list[str]:
+    """Markdown table of Kendall τ (scipy.stats) between the rankings of the maps by their mean score under each
+    pair of fills (means: {fill: {map key: mean}}), over the maps both have."""
+    from scipy import stats
+
+    fills = list(means)
+    lines = ["| | " + " | ".join(fills) + " |", "|---" * (len(fills) + 1) + "|"]
+    for a in fills:
+        cells = []
+        for b in fills:
+            keys = [k for k in means[a] if k in means[b]]
+            cells.append(f"{stats.kendalltau([means[a][k] for k in keys], [means[b][k] for k in keys]).statistic:.2f}")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -30,19 +30,21 @@ from .benchmark import Study, check_fills, csv_text, fmt_p, fmt_signed, fmt_valu
 from .curves import pixel_order, removal_probs, step_counts
 from .maps import CONTROLS, edge_map, parse_sampler
 from .plots import pyplot
+from .indist import IndistStudy
 from .pointing import PointingStudy
 from .mipin import MipinStudy
 from .removal import GridStudy, RemovalStudy, score
 from .sanity import correlations, layer_table, step_model, twin
 
-STUDIES = ("removal", "grids", "pointing", "negative", "sanity", "cause", "samples", "patch", "mipin")
+STUDIES = ("removal", "grids", "pointing", "indist", "negative", "sanity", "cause", "samples", "patch", "mipin")
 CAUSE_SAMPLERS = ("gray", "mean", "black", "noise", "gaussian")  # besides the reference sampler
 
 
 def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills, seed, batch_size,
           sanity_every=10, counts=(1, 2, 4, 8, 16), sizes=(8, 16, 32), negative_steps=10, fill_draws=4, smooth=8.0,
           mosaics=100, targets=("pred",), min_p=0.5, shrink=True, scales=(), extra_photos=50, grid_photos=50,
-          grids=((16, 8, 8), (8, 4, 4)), fit_data=(), sanity_crops=256) -> list[Study]:
+          grids=((16, 8, 8), (8, 4, 4)), fit_data=(), sanity_crops=256, indist_photos=50, evaluator=None,
+          cell=24) -> list[Study]:
     """The studies `names` (of STUDIES, in that order) with the benchmark's settings; `samplers[0]` is the
     reference sampler of every study after the removal and pointing ones."""
     unknown = [n for n in names if n not in STUDIES]
@@ -63,6 +65,9 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
                                    rise_masks, steps, fills, fill_draws, targets, seed, batch_size),
         "pointing": lambda: PointingStudy(classifier, samplers, methods, K, stride, samples, rise_masks, smooth,
                                           mosaics, min_p, shrink, scales, seed, batch_size),
+        "indist": lambda: IndistStudy(classifier, samplers, methods, K, stride, samples, rise_masks, fills,
+                                      fill_draws, smooth, shrink, scales, evaluator, cell, indist_photos, seed,
+                                      batch_size),
         "negative": lambda: NegativeStudy(classifier, samples=samples, steps=negative_steps,
                                           fills=tuple(dict.fromkeys(("patchsampler", *cheap))), **common),
         "sanity": lambda: SanityStudy(classifier, samples=samples, rise_masks=rise_masks, every=sanity_every,
