@@ -97,14 +97,14 @@ class IndistStudy(Study):
     def items(self, photos, study_photos, folder):
         return super().items(photos, self.indist_photos, folder)  # every_photo False: indist_photos of them
 
-    def drops(self, image: np.ndarray, cls: int, at: list[tuple[int, int]]) -> dict[str, dict[str, list[float]]]:
-        """{"evaluator" | "original": {fill: [n]}}: p(cls | image) − p(cls | image without cell i) of each model, the
-        mean over the fill's draws (both models see the same removed images)."""
+    def drops(self, image: np.ndarray, cls: int, at: list[tuple[int, int]], models: dict,
+              intact: dict) -> dict[str, dict[str, list[float]]]:
+        """{model name: {fill: [n]}}: p(cls | image) − p(cls | image without cell i) of each of `models` (intact:
+        their p(Y | image) [Y]), the mean over the fill's draws (every model sees the same removed images)."""
         H, W = image.shape[:2]
         masks = np.zeros((len(at), H, W), bool)
         for m, (y, x) in zip(masks, at):
             m[y:y + self.cell, x:x + self.cell] = True
-        models = {"evaluator": self.evaluator, "original": self.classifier}
         out = {name: {} for name in models}
         for fill in self.fills:
             removed = self.fill(fill, self.maps.K).images(image, masks)  # [D, n, H, W, 3]
@@ -112,15 +112,16 @@ class IndistStudy(Study):
             for name, model in models.items():
                 p = np.concatenate([model.predict_images(flat[i:i + self.batch_size])[:, cls]
                                     for i in range(0, len(flat), self.batch_size)])
-                intact = model.predict_images(image[None])[0, cls]
-                out[name][fill] = (intact - p.reshape(len(removed), len(at)).mean(axis=0)).tolist()
+                out[name][fill] = (intact[name][cls] - p.reshape(len(removed), len(at)).mean(axis=0)).tolist()
         return out
 
     def measure(self, image, pred, true_class) -> dict:
         at = cells(*image.shape[:2], self.cell)
         if len(at) < 3:
             raise InfolensError(f"the input is too small for {self.cell}-pixel cells", "cell")
-        drops = self.drops(image, pred, at)
+        models = {"evaluator": self.evaluator, "original": self.classifier}
+        intact = {name: model.predict_images(image[None])[0] for name, model in models.items()}
+        drops = self.drops(image, pred, at, models, intact)
         key = pred if true_class is None else true_class  # seeds the random map
         rows = []
         for m in make_maps(self, image, [pred], key, self.maps):
@@ -130,7 +131,7 @@ class IndistStudy(Study):
                 row[f"rho_{model}"] = spearman(sums, np.mean([d[f] for f in self.fills], axis=0))
                 row.update({f"rho_{model}_{f}": spearman(sums, np.asarray(d[f])) for f in self.fills})
             rows.append(row)
-        p = self.evaluator.predict_images(image[None])[0]
+        p = intact["evaluator"]
         return {"class": pred, "evaluator_top1": int(p.argmax()), "evaluator_p": float(p[pred]), "cells": len(at),
                 "drops": drops, "rows": rows}
 
