@@ -18,10 +18,14 @@ $(VENV)/.dev: $(VENV)/.runtime
 	$(BIN)/python -m pip install -q -e ".[cpu,dev,train,serve,ray]"
 	touch $@
 
+# the default map (PMI/ring-mean, one in-fill per patch), then the PatchSampler's ("true to the data", 8 in-fills)
 demo: $(VENV)/.runtime
 	@start=$$(date +%s); \
 	$(BIN)/infolens explain examples/chelsea.png -K 16 -S 8 --out out/demo && \
-	echo "make demo: explained examples/chelsea.png in $$(( $$(date +%s) - start )) s; see out/demo/"
+	echo "make demo: explained examples/chelsea.png (default sampler ring-mean) in $$(( $$(date +%s) - start )) s; see out/demo/" && \
+	start=$$(date +%s) && \
+	$(BIN)/infolens explain examples/chelsea.png -K 16 -S 8 --sampler patchsampler --out out/demo/patchsampler && \
+	echo "make demo: explained examples/chelsea.png with the PatchSampler in $$(( $$(date +%s) - start )) s; see out/demo/patchsampler/"
 
 test: $(VENV)/.dev
 	INFOLENS_REQUIRE_EXT=1 $(BIN)/python -m pytest -q tests

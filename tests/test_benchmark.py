@@ -73,8 +73,8 @@ def test_benchmark_end_to_end_and_resume(tmp_path, labels):
     assert sorted(by_grid) == ["K16 S16 N1", "K8 S8 N1"]
     for maps in by_grid.values():
         assert maps == {("pmi", "patchsampler"), ("ig", "patchsampler"), ("pmi", "mean"), ("ig", "mean"),
-                        ("pmi", "ring-mean"), ("ig", "ring-mean"), ("occlusion", "-"), ("cam", "-"), ("random", "-"),
-                        ("edge", "-")}
+                        ("pmi", "ring-mean"), ("ig", "ring-mean"), ("pmi", "black"), ("ig", "black"),
+                        ("occlusion", "-"), ("cam", "-"), ("random", "-"), ("edge", "-")}
     k8 = {(r["map"], r["sampler"], r["fill"], r["target"]): r for r in grid["rows"] if r["grid"] == "K8 S8 N1"}
     k16 = {(r["map"], r["sampler"], r["fill"], r["target"]): r for r in grid["rows"] if r["grid"] == "K16 S16 N1"}
     assert k8["cam", "-", "blur", "pred"]["srg"] == pytest.approx(k16["cam", "-", "blur", "pred"]["srg"])
@@ -301,3 +301,55 @@ def test_the_candidates_shrunk_by_the_standard_error_and_multi_scale():
     np.testing.assert_allclose(ms.per_class[967], (base.per_class[967] + at8.map_for("pmi", 967)) / 2, rtol=1e-5,
                                atol=1e-6)
     assert ms.forwards == base.forwards + at8.forwards  # each run counts its own p(Y|x)
+
+
+def test_the_verdict_puts_the_protocols_side_by_side_against_the_default_map():
+    from scipy import stats
+
+    from infolens.evaluate.benchmark import Study, ci, verdict_section
+    from infolens.methods import METHODS
+
+    base = METHODS["pmi"].default_sampler
+    rng = np.random.default_rng(0)
+    scores = {("pmi", base): rng.random(6), ("cam", "-"): rng.random(6) + 0.5, ("edge", "-"): rng.random(6) - 0.5}
+
+    class Scored(Study):  # a study whose headline is given: the verdict reads nothing else of it
+        def __init__(self, name, label, keys):
+            super().__init__(None)
+            self.name, self.headline_label, self.keys = name, label, keys
+
+        def headline(self, records):
+            return [{"map": m, "sampler": s, "image": f"photo{i}", "score": float(scores[m, s][i] + (self.name == "b"))}
+                    for m, s in self.keys for i in range(6)]
+
+    a, b = Scored("a", "SRG", list(scores)), Scored("b", "pointing", [("pmi", base), ("cam", "-")])
+    lines = verdict_section([a, b, Scored("c", "", [])], {"a": [], "b": [], "c": []})
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")]
+    head, rows = table[0], {tuple(row[:2]): row[2:] for row in table[2:]}
+    assert head[2::2] == ["a: SRG (rank)", "b: pointing (rank)"] and len(head) == 6  # c has no headline
+    cam = rows["cam", "-"]
+    d = scores["cam", "-"] - scores["pmi", base]
+    m, lo, hi = ci(d)
+    assert cam[0] == f"{scores['cam', '-'].mean():.3f} (1)"
+    assert cam[1].startswith(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}], {stats.wilcoxon(d).pvalue:.2g}")
+    assert cam[2] == f"{scores['cam', '-'].mean() + 1:.3f} (1)"
+    assert rows["pmi", base][1] == "" and rows["edge", "-"][2:] == ["—", ""]  # the default is the base
+    assert rows["edge", "-"][0].endswith("(3)") and len(rows) == 3
+    assert verdict_section([a], {"a": []}) == []  # one protocol is not a comparison
+
+
+def test_a_resume_with_fewer_multi_scale_candidates_keeps_the_records(tmp_path, labels):
+    out = tmp_path / "few"
+    flags = ["--studies", "removal", "--limit", "1", "--samplers", "mean", "--methods", "random", "--fills", "blur",
+             "--steps", "2", "-K", "32", "-N", "1", "--smooth", "0", "--shrink", "no", "--extra-photos", "1", "-q"]
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *flags, "--scales", "16")
+    assert r.returncode == 0, r.stderr
+    (rec,) = records(out / "removal").values()
+    assert {row["sampler"] for row in rec["rows"]} == {"mean", "mean@32+16", "-"}
+    stamps = {p: os.stat(p).st_mtime_ns for p in out.glob("removal/*.json") if p.name != "settings.json"}
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *flags, "--scales", "")
+    assert r.returncode == 0, r.stderr
+    assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps  # nothing measured again
+    assert json.loads((out / "removal" / "settings.json").read_text())["scales"] == []
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *flags, "--scales", "16")
+    assert r.returncode == 2 and "removal study with other settings (scales)" in r.stderr  # no longer promised

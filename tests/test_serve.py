@@ -203,8 +203,10 @@ def test_cancel(tmp_path, models_dir, photo):
     ({"model": "toy", "image": "PHOTO", "params": {"bogus": 1}}, 422, "params.bogus"),
     ({"model": "toy", "image": "PHOTO", "params": {"method": "magic"}}, 422, "params.method"),
     ({"model": "toy", "image": "PHOTO", "params": {"N": 3, "samples": 3}}, 422, "params.samples"),
-    ({"model": "toy", "image": "PHOTO", "params": {"K": 8, "S": 1, "N": 100}}, 422, "params"),  # over --max-forwards
-    ({"model": "toy", "image": "PHOTO", "params": {"K": 2}}, 422, "params.K"),  # no PatchSampler for K=2
+    ({"model": "toy", "image": "PHOTO", "params": {"K": 8, "S": 1, "N": 100, "sampler": "noise"}}, 422,
+     "params"),  # over --max-forwards
+    ({"model": "toy", "image": "PHOTO", "params": {"K": 2, "sampler": "patchsampler"}}, 422,
+     "params.K"),  # no PatchSampler for K=2
     ({"model": "toy", "image": "BIG"}, 413, "image"),  # over --max-pixels, from the header alone
 ])
 def test_bad_requests_are_json_errors_naming_the_field(tmp_path, models_dir, photo, body, status, field):

@@ -13,7 +13,7 @@ from . import options
 DEFAULTS = {"limit": None, "studies": "removal,grids,pointing,indist,negative,sanity,cause,samples,patch,mipin",
             "samplers": None,
             "methods": "occlusion,pda,rise,mipin,cam,random,edge", "fills": "blur,black,mean,road,patchsampler",
-            "targets": "pred", "mosaics": 100, "steps": 10, "smooth": 8.0, "shrink": "yes", "scales": "8"}
+            "targets": "pred", "mosaics": 100, "steps": 10, "smooth": 8.0, "shrink": "yes", "scales": ""}
 QUICK = {"limit": 20, "studies": "removal,pointing", "samplers": "patchsampler,mean,ring-mean",
          "methods": "occlusion,cam,random,edge", "fills": "blur,road,patchsampler", "targets": "pred", "mosaics": 20,
          "steps": 10, "smooth": 0.0, "shrink": "no", "scales": ""}

@@ -13,28 +13,29 @@ from . import options
 
 EXPLAIN_HELP = """\
 Explain why an ONNX image classifier decided what it did, with information-theoretic maps in bits
-(Yi et al.): each K×K patch is marginalized out by drawing N in-fills from a sampler (by default the
-learned PatchSampler), and the classifier is re-run on every in-filled copy.
+(Yi et al.): each K×K patch is marginalized out by in-filling it from a sampler (by default `ring-mean`,
+the mean colour of its surroundings, one in-fill; `--sampler patchsampler`: N draws from the learned
+PatchSampler, the paper's "true to the data" map), and the classifier is re-run on every in-filled copy.
 
   PMI map (per class c):  log2 p(c|x) − log2 p(c|x without the patch)   red supports c, blue opposes it
   IG map (all classes):   KL( p(Y|x) ‖ p(Y|x without the patch) )       how much the patch informs the decision
 
 Each pixel gets the mean over the patches that cover it.  Cost: (#patches × N + 1) classifier forwards,
-#patches ≈ (H/S) × (W/S).  Outputs in --out, named after each image:
+#patches ≈ (H/S) × (W/S); N = 1 for a deterministic sampler.  Outputs in --out, named after each image:
   <stem>.npz   image (uint8 H×W×3, the model-input-space image), probs, classes, pmi [k,H,W], ig [H,W]
   <stem>.json  labels, probabilities, every parameter and preprocessing value used, forwards, timings
   <stem>_ig.png, <stem>_pmi_<class>.png   overlays with a colour bar in bits
 (--method occlusion|pda|rise|mipin|cam write occlusion / woe / rise / mipin / cam maps instead, same file scheme)
 
-Without --model it uses the shipped ImageNet classifier (EfficientNet-Lite0) and PatchSampler.
+Without --model it uses the shipped ImageNet classifier (EfficientNet-Lite0).
 A model's card (model.json beside model.onnx) supplies preprocessing and labels; flags override it;
 what neither gives is inferred from the graph (layout, size, dtype, output kind: softmax probabilities,
 logits, or multi-label sigmoid probabilities)."""
 
 EXPLAIN_EXAMPLES = """\
 examples:
-  infolens explain photo.jpg                                   # shipped models, top-3 classes
-  infolens explain a.jpg b.png -K 16 -S 8 -N 16 --out maps/    # finer grid, more samples
+  infolens explain photo.jpg                                   # shipped classifier, top-3 classes
+  infolens explain a.jpg -K 16 -S 8 --sampler patchsampler     # the PatchSampler, 8 in-fills per patch
   infolens explain cat.jpg --classes 285,281 --sampler gaussian
   infolens explain x.jpg --model vendor.onnx --layout nhwc --channel-order bgr \\
       --mean 103.94,116.78,123.68 --std 1,1,1 --size 224,224 --output-kind probs
@@ -52,8 +53,9 @@ def register(sub) -> None:
                        "pda: weight of evidence in bits with the gaussian sampler; rise: random-mask saliency; mipin: "
                        "one pass through a fitted inverse of the classifier (infolens mipin fit); cam: class activation map, one "
                        "forward, for a classifier ending in global average pooling and a linear layer")
-    options.add_sampler(g, None, "how a patch is marginalized (default: patchsampler; occlusion: gray; pda: "
-                        "gaussian; mean/gray/black/blur are deterministic, so N=1 is used)")
+    options.add_sampler(g, None, "how a patch is marginalized (default: ring-mean, the context's mean colour; "
+                        "patchsampler: the learned PatchSampler, the paper's \"true to the data\" map; occlusion: "
+                        "gray; pda: gaussian; mean/gray/black/blur/ring-mean are deterministic, so N=1 is used)")
     options.add_coupling(g)
     options.add_grid(g, K=8, N=None, N_help="in-fills per patch (default 8); with --method rise: masks (default 1000)")
     g.add_argument("--classes", default="top3", help="classes that get a PMI map: topK or indices like 285,281 "

@@ -1,7 +1,8 @@
 """`infolens eval benchmark`: the paper's evaluation at scale on labelled photos, one study per section.
 
 A Study measures one item at a time — a photo, or a mosaic of four photos; the runner writes one JSON per item and
-study under OUT/<study>/ (atomically), so a restart skips what is done and refuses other settings; the report
+study under OUT/<study>/ (atomically), so a restart skips what is done and refuses other settings (except fewer
+multi-scale candidates: `--scales`); the report
 (report.md, CSVs, plots) is rebuilt from all records at the end of every run.  This file: the runner, the report's
 frame and the statistics every study uses; removal.py: removal in both orders under every fill; pointing.py: the
 grid pointing game; studies.py: negative evidence, sanity, cause, N and K.
@@ -88,6 +89,13 @@ class Study:
     def section(self, records: list[dict], out_dir: str) -> list[str]:
         """The report's Markdown lines for this study; writes its CSV and plots into out_dir."""
         raise NotImplementedError
+
+    headline_label = ""  # what `headline` scores, for the verdict's column (empty: the study has no headline)
+
+    def headline(self, records: list[dict]) -> list[dict]:
+        """The study's one faithfulness score per item and plain map (higher is better), for the report's verdict
+        across protocols: rows {"map", "sampler", "image", "score"}; none by default."""
+        return []
 
     def items(self, photos: list[tuple[str, int, str]], study_photos: int, folder: str) -> list[tuple[str, dict]]:
         """(record name, item) pairs, one per photo this study measures (all, or `study_photos` evenly spaced);
@@ -178,8 +186,12 @@ def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_
         if os.path.exists(settings_path):
             with open(settings_path) as f:
                 earlier = json.load(f)
-            if earlier != settings:
-                changed = sorted(k for k in {**settings, **earlier} if earlier.get(k) != settings.get(k))
+            changed = sorted(k for k in {**settings, **earlier} if earlier.get(k) != settings.get(k))
+            if changed == ["scales"] and set(settings["scales"]) <= set(earlier["scales"]):
+                # fewer multi-scale candidates than the records have: the records keep theirs (the report pairs a
+                # candidate on the items that have it), and from now on the folder promises only these
+                outfiles.write_atomic(settings_path, lambda f: f.write(json.dumps(settings, indent=1).encode()))
+            elif changed:
                 raise InfolensError(f"{folder} holds the {study.name} study with other settings "
                                     f"({', '.join(changed)}): resume it with the same ones, or choose another --out",
                                     "out")
@@ -315,6 +327,7 @@ def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: 
              f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %."
              if n else "",
              "", "Sections: " + ", ".join(f"{s.name} ({len(records[s.name])} {s.unit}s)" for s in studies) + ".", ""]
+    lines += verdict_section(studies, records)
     for study in studies:
         section = study.section(records[study.name], out_dir)  # its heading, then the settings it ran with
         lines += section[:2] + ["Settings: " + ", ".join(f"{k}={v}" for k, v in study.settings().items()), ""]
@@ -324,6 +337,52 @@ def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: 
         lines.append("")
     outfiles.write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(lines).encode()))
     return {"photos": n, "top1": top1, "top5": top5}
+
+
+def verdict_section(studies: list[Study], records: dict[str, list[dict]]) -> list[str]:
+    """The protocols side by side: each plain map's headline score under every study that has one (its mean and
+    rank), and the paired difference from `explain`'s default map (PMI with PMI.default_sampler) with its 95 % t
+    interval and Wilcoxon p; no lines when fewer than two studies have a headline."""
+    from ..methods import METHODS
+
+    base = ("pmi", METHODS["pmi"].default_sampler)
+    scored = [(s, s.headline(records[s.name])) for s in studies]
+    scored = [(s, rows) for s, rows in scored if rows]
+    if len(scored) < 2:
+        return []
+    value, means = {}, {}
+    for s, rows in scored:
+        value[s.name] = {(r["map"], r["sampler"], r["image"]): r["score"] for r in rows}
+        groups = {}
+        for r in rows:
+            groups.setdefault((r["map"], r["sampler"]), []).append(r["score"])
+        means[s.name] = {k: float(np.mean(v)) for k, v in groups.items()}
+    rank = {n: {k: i for i, k in enumerate(sorted(m, key=lambda k: -m[k]), 1)} for n, m in means.items()}
+    keys = sorted({k for m in means.values() for k in m},
+                  key=lambda k: np.mean([rank[n].get(k, len(rank[n]) + 1) for n in rank]))
+    lines = ["## Which map to trust: the protocols side by side", "",
+             f"Each map's headline score under every protocol measured here (higher is better) and its rank there; "
+             f"Δ: paired against `infolens explain`'s default map, {base[0]} / {base[1]}, with its 95 % t interval "
+             "and Wilcoxon p, on the items both have. A removal protocol favours maps built on the same removal and "
+             "the pointing game maps that spread over the object, so no single column is neutral; the controls "
+             "(random, edge: no classifier) show what a protocol gives for nothing.", "",
+             "| map | sampler | " + " | ".join(f"{s.name}: {s.headline_label} (rank) | Δ [95 % CI], p" for s, _ in scored)
+             + " |", "|---|---|" + "---|---|" * len(scored)]
+    for key in keys:
+        cells = []
+        for s, _ in scored:
+            if key not in means[s.name]:
+                cells += ["—", ""]
+                continue
+            cells.append(f"{means[s.name][key]:.3f} ({rank[s.name][key]})")
+            a, b = paired(value[s.name], key, base)
+            if key == base or not len(a):
+                cells.append("")
+                continue
+            m, lo, hi = ci(a - b)
+            cells.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}], {fmt_p(wilcoxon(a, b))}")
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def csv_text(rows, fields) -> str:

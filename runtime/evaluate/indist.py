@@ -135,6 +135,13 @@ class IndistStudy(Study):
         return {"class": pred, "evaluator_top1": int(p.argmax()), "evaluator_p": float(p[pred]), "cells": len(at),
                 "drops": drops, "rows": rows}
 
+    headline_label = "ρ evaluator"
+
+    def headline(self, records):
+        return [{"map": row["map"], "sampler": row["sampler"], "image": r["image"], "score": row["rho_evaluator"]}
+                for r in records for row in r["rows"]
+                if plain_label(row["sampler"]) == row["sampler"] and np.isfinite(row["rho_evaluator"])]
+
     def section(self, records, out_dir) -> list[str]:
         rows = [{"image": r["image"], "target": "pred", **row} for r in records for row in r["rows"]]
         outfiles.write_atomic(os.path.join(out_dir, "indist.csv"),

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import outfiles
 from .benchmark import REFERENCE, Study, compare, csv_text, fmt_ci, fmt_p, fmt_signed
-from .maps import make_maps
+from .maps import make_maps, plain_label
 from .removal import METHOD_DEFAULTS, map_set
 
 
@@ -82,6 +82,15 @@ def draw_mosaics(pool: list[tuple[str, int, float]], n: int, seed: int) -> list[
         if len({c for _, c, _ in pick}) == 4:
             out.append([(p, c) for p, c, _ in pick])
     return out
+
+
+def per_mosaic(records: list[dict]) -> list[dict]:
+    """Each map's score on each mosaic, the mean over its four quadrants: rows {"map", "sampler", "image", "score"}."""
+    per = {}
+    for r in records:
+        for row in r["rows"]:
+            per.setdefault((row["map"], row["sampler"], r["mosaic"]), []).append(row["score"])
+    return [{"map": m, "sampler": s, "image": i, "score": float(np.mean(v))} for (m, s, i), v in per.items()]
 
 
 class PointingStudy(Study):
@@ -144,13 +153,13 @@ class PointingStudy(Study):
                 "in_top4": sum(c in top4 for c in classes), "rows": rows,
                 "seconds": round(time.perf_counter() - t0, 2)}
 
+    headline_label = "pointing"
+
+    def headline(self, records):
+        return [r for r in per_mosaic(records) if plain_label(r["sampler"]) == r["sampler"]]
+
     def section(self, records, out_dir) -> list[str]:
-        per = {}
-        for r in records:
-            for row in r["rows"]:
-                per.setdefault((row["map"], row["sampler"], r["mosaic"]), []).append(row["score"])
-        rows = [{"map": m, "sampler": s, "image": i, "fill": "-", "target": "-", "score": float(np.mean(v))}
-                for (m, s, i), v in per.items()]
+        rows = [{**r, "fill": "-", "target": "-"} for r in per_mosaic(records)]
         outfiles.write_atomic(os.path.join(out_dir, "pointing.csv"), lambda f: f.write(csv_text(
             [{"mosaic": r["mosaic"], **row} for r in records for row in r["rows"]],
             ["mosaic", "map", "sampler", "quadrant", "class", "score"]).encode()))

@@ -129,6 +129,14 @@ class RemovalStudy(Study):
     def section(self, records, out_dir) -> list[str]:
         return removal_section(records, self, out_dir)
 
+    headline_label = "SRG over the fills"
+
+    def headline(self, records):
+        """SRG averaged over every fill, for the first target (the predicted class unless only the label)."""
+        return [{"map": r["map"], "sampler": r["sampler"], "image": r["image"], "score": r["srg"]}
+                for r in srg_over_fills(table(records), self.fills, self.targets[0])
+                if plain_label(r["sampler"]) == r["sampler"]]
+
 
 class GridStudy(RemovalStudy):
     """The removal study at other grids, on `grid_photos` of the photos: grids, (K, S, N) each — by default the
@@ -169,6 +177,11 @@ class GridStudy(RemovalStudy):
     def measure(self, image, pred, true_class) -> dict:
         targets = {t: {"pred": pred, "true": true_class}[t] for t in self.targets}
         return {"rows": [{"grid": g, **r} for g, ms in self.grids.items() for r in self.rows(image, targets, true_class, ms)]}
+
+    headline_label = ""  # other grids, for a few maps: the removal study's SRG is the headline
+
+    def headline(self, records):
+        return []
 
     def section(self, records, out_dir) -> list[str]:
         lines = ["## Removal at other grids", "",

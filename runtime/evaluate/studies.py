@@ -59,8 +59,9 @@ def build(names, classifier, samplers, methods, K, stride, samples, rise_masks, 
         "removal": lambda: RemovalStudy(classifier, samplers, methods, K, stride, samples, rise_masks, steps, fills,
                                         fill_draws, smooth, shrink, scales, targets, seed, batch_size,
                                         extra_photos),
-        # the maps that take a grid, the first sampler with the two that carry nothing or little of the patch
-        "grids": lambda: GridStudy(classifier, list(dict.fromkeys((samplers[0], "mean", "ring-mean"))),
+        # the maps that take a grid: the first sampler, the two in-fills that carry nothing or little of the patch,
+        # and black, which leads the pointing game
+        "grids": lambda: GridStudy(classifier, list(dict.fromkeys((samplers[0], "mean", "ring-mean", "black"))),
                                    [m for m in methods if m in ("occlusion", "cam", *CONTROLS)], grids, grid_photos,
                                    rise_masks, steps, fills, fill_draws, targets, seed, batch_size),
         "pointing": lambda: PointingStudy(classifier, samplers, methods, K, stride, samples, rise_masks, smooth,
