@@ -220,10 +220,13 @@ def _table(args) -> int:
 
 
 def _stride_for(forwards: float, size, K: int, N: int) -> int:
-    """The smallest stride (at most K) whose positions × N stay within `forwards`."""
+    """The smallest stride (at most K) whose positions × N stay within `forwards` (the positions of patch_grid: with
+    the border-aligned last row and column)."""
+    from .methods.grid import patch_grid
+
     H, W = size
     S = 1
-    while ((H - K) // S + 1) * ((W - K) // S + 1) * N > forwards and S < K:
+    while len(patch_grid(H, W, K, S)[0]) * N > forwards and S < K:
         S += 1
     return S
 

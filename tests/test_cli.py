@@ -36,6 +36,18 @@ def test_explain_writes_the_promised_files(tmp_path, image_file, model_file):
     assert cv2.imread(str(out / "scene_ig.png")) is not None
 
 
+def test_the_default_sampler_uses_one_infill_and_says_so_when_more_are_asked(tmp_path, image_file, model_file):
+    for flags, noted in (([], False), (["-N", "1"], False), (["-N", "2"], True), (["--target-se", "0.1"], True),
+                         (["-N", "2", "--sampler", "noise"], False)):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        r = run_cli("explain", image_file, "--model", model_file, "--out", out, "-K", "4", *flags)
+        assert r.returncode == 0, r.stderr
+        assert ("the ring-mean sampler is deterministic: one in-fill per patch" in r.stderr) == noted, (flags, r.stderr)
+        meta = json.loads((out / "scene.json").read_text())
+        assert meta["params"]["sampler"] == ("noise" if "noise" in flags else "ring-mean")
+        assert meta["forwards"] == 1 + meta["params"]["positions"] * (2 if "noise" in flags else 1)
+
+
 def test_compiled_module_and_numpy_fallback_give_identical_maps(tmp_path, image_file, model_file):
     from infolens import kernels
 

@@ -172,3 +172,13 @@ def test_bench_table_and_agreement_run_on_the_cpu(tmp_path):
     assert [c.strip() for c in rows[0][2:]] == ["0.00e+00", rows[0][3].strip(), "1.000000", "0.00e+00", "1.000000",
                                                 "yes"]
     assert 0 < float(rows[1][2]) < float(rows[1][3]) and rows[1][7].strip() == "yes"
+
+
+def test_the_benchs_stride_counts_the_border_aligned_positions():
+    from infolens.bench import _stride_for
+    from infolens.methods import patch_grid
+
+    # at S = 5 the grid has 42 offsets per axis and the border-aligned 43rd: 1,849 positions, over a budget of 1,800
+    assert len(patch_grid(224, 224, 16, 5)[0]) == 43 * 43
+    S = _stride_for(1800, (224, 224), 16, 1)
+    assert S == 6 and len(patch_grid(224, 224, 16, S)[0]) <= 1800

@@ -1,2 +1,3 @@
-"""Where the classifier runs: session creation (sessions.py) and the perturbation batch each device backend
-provides (cpu.py; a CUDA backend with IO binding is a later issue)."""
+"""Where the classifier runs: session creation (sessions.py) and the perturbation batch each backend provides
+(cpu.py: in-fills composited into a host batch; composer.py: an ONNX graph composes the batch on the classifier's
+device, handed over by IO binding)."""

@@ -100,9 +100,9 @@ def build_explainer(args):
 
     clf = options.classifier(args)
     default_sampler = method_class(args.method).default_sampler
-    sampler = None if default_sampler is None else load_sampler(args.sampler or default_sampler, K=args.K,
-                                                                model=args.sampler_model, device=clf.placement,
-                                                                coupling=args.coupling)
+    sampler = None if default_sampler is None else load_sampler(
+        options.sampler_name(args, default_sampler), K=args.K, model=args.sampler_model, device=clf.placement,
+        coupling=args.coupling)
     return Explainer(clf, sampler, batch_size=args.batch_size, progress=not args.quiet and args.ray is None,
                      rise_grid=args.rise_grid, rise_p=args.rise_p, target_se=args.target_se,
                      max_samples=args.max_samples, inverse=args.inverse)
@@ -179,6 +179,7 @@ def run(args) -> int:
         pattern = result_pattern(stem)
         clash = [p for p in inputs if os.path.dirname(p) == out_real and pattern.fullmatch(os.path.basename(p))]
         todo.append((path, stem, clash[0] if clash else None))
+    _note_one_infill(args)
     if args.ray is not None:
         return _run_ray(args, out, todo)
     explainer = build_explainer(args)
@@ -284,6 +285,18 @@ def _ray_item(args, out, explainer, item) -> dict:
     except InfolensError as err:
         return {"path": path, "error": params.with_flag(err), "line": ""}
     return {"path": path, "error": "", "line": _summary(path, e, time.perf_counter() - t0, out, stem, len(files))}
+
+
+def _note_one_infill(args) -> None:
+    """-N or --target-se with a deterministic sampler (the default among them): more in-fills would be copies."""
+    from ..methods import method_class
+    from ..samplers import HeuristicSampler
+
+    name = options.sampler_name(args, method_class(args.method).default_sampler)
+    if (name in HeuristicSampler.NAMES and HeuristicSampler(name, args.K).deterministic
+            and (args.N not in (None, 1) or args.target_se is not None)):
+        _notice(args, f"the {name} sampler is deterministic: one in-fill per patch, so -N and --target-se change "
+                "nothing (--sampler patchsampler draws N)")
 
 
 def _notice(args, text: str) -> None:

@@ -54,7 +54,17 @@ def add_sampler(p, default: str | None, help: str) -> None:
 
     p.add_argument("--sampler", choices=SAMPLERS, default=default, help=help)
     p.add_argument("--sampler-model", metavar="PATH", help="PatchSampler .onnx (either head, staged or not; or "
-                   "gaussian .npz) instead of the shipped one for K")
+                   "gaussian .npz) instead of the shipped one for K; given without --sampler, it is the sampler")
+
+
+def sampler_name(args, default: str | None) -> str | None:
+    """The sampler the flags ask for: --sampler; else what --sampler-model holds (a .npz: gaussian; else
+    patchsampler), so that a model given alone is used; else `default`."""
+    if args.sampler:
+        return args.sampler
+    if args.sampler_model:
+        return "gaussian" if str(args.sampler_model).endswith(".npz") else "patchsampler"
+    return default
 
 
 def add_coupling(p) -> None:

@@ -20,7 +20,7 @@ def register(evsub) -> None:
     sa.add_argument("image", metavar="IMAGE", help="image file (anything OpenCV decodes)")
     options.add_classifier(sa.add_argument_group("model (flags win over the model card)"))
     options.add_method(sa, "maps to check (default pmi: the PMI map of the original top class and the IG map)")
-    options.add_sampler(sa, "gray", "how a patch is marginalized (default gray: cheap, the explanation reruns every "
+    options.add_sampler(sa, None, "how a patch is marginalized (default gray: cheap, the explanation reruns every "
                         "step)")
     options.add_grid(sa, K=16, N=2, N_help="in-fills per patch (default 2; gray is deterministic: 1 used)")
     sa.add_argument("--steps-every", type=int, metavar="N",
@@ -40,8 +40,8 @@ def run(args) -> int:
     out = prepare_dir(args.out or os.path.join("out", "sanity", os.path.splitext(os.path.basename(args.image))[0]))
     clf = options.classifier(args)
     uses_sampler = method_class(args.method).default_sampler is not None
-    sampler = load_sampler(args.sampler, K=args.K, model=args.sampler_model, device=args.device) if uses_sampler \
-        else None
+    sampler = load_sampler(options.sampler_name(args, "gray"), K=args.K, model=args.sampler_model,
+                           device=args.device) if uses_sampler else None
     result = cascade(clf, args.image, sampler, stride=args.S, samples=args.N, method=args.method, seed=args.seed,
                      steps_every=args.steps_every, batch_size=args.batch_size, progress=not args.quiet)
     files = save(result, out)
