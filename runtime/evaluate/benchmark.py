@@ -2,8 +2,8 @@
 
 A Study measures one item at a time — a photo, or a mosaic of four photos; the runner writes one JSON per item and
 study under OUT/<study>/ (atomically), so a restart skips what is done and refuses other settings (except fewer
-multi-scale candidates: `--scales`); the report
-(report.md, CSVs, plots) is rebuilt from all records at the end of every run.  This file: the runner, the report's
+multi-scale candidates: `--scales`); the report (report.md, CSVs, plots) is rebuilt from all records at the end of
+every run.  This file: the runner, the report's
 frame and the statistics every study uses; removal.py: removal in both orders under every fill; pointing.py: the
 grid pointing game; studies.py: negative evidence, sanity, cause, N and K.
 """
@@ -357,11 +357,13 @@ def verdict_section(studies: list[Study], records: dict[str, list[dict]]) -> lis
         for r in rows:
             groups.setdefault((r["map"], r["sampler"]), []).append(r["score"])
         means[s.name] = {k: float(np.mean(v)) for k, v in groups.items()}
-    rank = {n: {k: i for i, k in enumerate(sorted(m, key=lambda k: -m[k]), 1)} for n, m in means.items()}
+    # ties (the class-independent maps' 0.25 in the pointing game) broken by name, so a rebuilt report is the same
+    rank = {n: {k: i for i, k in enumerate(sorted(m, key=lambda k: (-m[k], k)), 1)} for n, m in means.items()}
     keys = sorted({k for m in means.values() for k in m},
-                  key=lambda k: np.mean([rank[n].get(k, len(rank[n]) + 1) for n in rank]))
+                  key=lambda k: (np.mean([rank[n].get(k, len(rank[n]) + 1) for n in rank]), k))
     lines = ["## Which map to trust: the protocols side by side", "",
-             f"Each map's headline score under every protocol measured here (higher is better) and its rank there; "
+             f"Each map's headline score under every protocol measured here (higher is better) and its rank there (ties by "
+             "name); "
              f"Δ: paired against `infolens explain`'s default map, {base[0]} / {base[1]}, with its 95 % t interval "
              "and Wilcoxon p, on the items both have. A removal protocol favours maps built on the same removal and "
              "the pointing game maps that spread over the object, so no single column is neutral; the controls "
