@@ -362,8 +362,8 @@ def verdict_section(studies: list[Study], records: dict[str, list[dict]]) -> lis
     keys = sorted({k for m in means.values() for k in m},
                   key=lambda k: (np.mean([rank[n].get(k, len(rank[n]) + 1) for n in rank]), k))
     lines = ["## Which map to trust: the protocols side by side", "",
-             f"Each map's headline score under every protocol measured here (higher is better) and its rank there (ties by "
-             "name); "
+             "Each map's headline score under every protocol measured here (higher is better) and its rank there "
+             "(ties by name); "
              f"Δ: paired against `infolens explain`'s default map, {base[0]} / {base[1]}, with its 95 % t interval "
              "and Wilcoxon p, on the items both have. A removal protocol favours maps built on the same removal and "
              "the pointing game maps that spread over the object, so no single column is neutral; the controls "
