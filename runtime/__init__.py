@@ -6,11 +6,11 @@
 >>> e = ex.explain("photo.jpg", classes="top3", stride=8, samples=8, seed=0)
 >>> e.pmi.shape, e.ig.shape            # (3, 224, 224), (224, 224) — bits
 """
-from .classifier import OnnxClassifier
+from .classifier import OnnxClassifier, Preprocessing
 from .methods import Explainer
 from .errors import InfolensError
 from .explanation import Explanation
 from .samplers import SAMPLERS, load_sampler
 
-__all__ = ["OnnxClassifier", "Explainer", "Explanation", "InfolensError", "load_sampler", "SAMPLERS"]
+__all__ = ["OnnxClassifier", "Preprocessing", "Explainer", "Explanation", "InfolensError", "load_sampler", "SAMPLERS"]
 __version__ = "0.1.0"

@@ -38,10 +38,10 @@ def bound_throughput(clf: OnnxClassifier, batch: int, seconds: float = 4.0) -> f
     graphs), input and output bound on its device once (IO binding); each call copies its [batch, Y] scores back, as
     an explanation must."""
     dev = clf.placement.device
-    session = clf.open_edited(lambda m: m, graph=True)
+    session = clf.open_graph(graph=True)
     x = clf.normalize(np.random.default_rng(0).integers(0, 256, (batch, *clf.pre.size, 3), dtype=np.uint8))
     bind = session.io_binding()
-    bind.bind_ortvalue_input(clf._feed, ort.OrtValue.ortvalue_from_numpy(x, dev, 0))
+    bind.bind_ortvalue_input(clf.feed_name, ort.OrtValue.ortvalue_from_numpy(x, dev, 0))
     bind.bind_output(clf.output.name, dev)
     session.run_with_iobinding(bind)
     out = bind.get_outputs()[0]

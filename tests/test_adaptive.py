@@ -5,7 +5,7 @@ import pytest
 
 import onnx_builders
 from conftest import run_cli, scene
-from infolens import Explainer, InfolensError, OnnxClassifier, load_sampler
+from infolens import Explainer, InfolensError, OnnxClassifier, Preprocessing, load_sampler
 from infolens.samplers.rng import streams
 
 H = W = 24
@@ -14,7 +14,8 @@ H = W = 24
 @pytest.fixture(scope="module")
 def clf(tmp_path_factory):
     path = onnx_builders.classifier(tmp_path_factory.mktemp("ad") / "clf.onnx", H, W, seed=2)
-    return OnnxClassifier(path, mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD), resize="none")
+    return OnnxClassifier(path, Preprocessing(mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD),
+                                              resize="none"))
 
 
 @pytest.mark.parametrize("name", ["noise", "gaussian", "patchsampler"])

@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnx_builders
 from conftest import run_cli
-from infolens import OnnxClassifier
+from infolens import OnnxClassifier, Preprocessing
 from infolens.methods import Explainer
 from infolens.samplers import load_sampler
 
@@ -38,7 +38,7 @@ def gap_classifier(path, pool="GlobalAveragePool", softmax=False):
 @pytest.mark.parametrize("pool,softmax", [("GlobalAveragePool", False), ("ReduceMean", True)])
 def test_cam_is_the_class_weights_on_the_pooled_activation(tmp_path, pool, softmax):
     path, conv, w, b = gap_classifier(tmp_path / "gap.onnx", pool, softmax)
-    clf = OnnxClassifier(path, resize="none")
+    clf = OnnxClassifier(path, Preprocessing(resize="none"))
     image = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     ex = Explainer(clf)
     e = ex.explain(image, classes=[0, 2, 3], method="cam")
@@ -62,7 +62,7 @@ def test_cam_on_the_shipped_classifier_adds_up_to_its_logits():
     e = ex.explain("examples/chelsea.png", classes="top3", method="cam")
     cam = ex.method("cam")
     img = clf.load_image("examples/chelsea.png")
-    _, found = clf.predict_with(cam.session, clf.normalize(img[None]), [cam.tensor])
+    _, found = cam.tapped.run(clf.normalize(img[None]))
     cells = cam.cells(found[cam.tensor][0], e.classes)
     logits = clf.forward(clf.normalize(img[None]))[0]
     np.testing.assert_allclose(cells.mean((1, 2)) + cam.bias[e.classes], logits[e.classes], rtol=1e-4)

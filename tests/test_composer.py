@@ -5,7 +5,7 @@ import pytest
 
 import onnx_builders
 from conftest import scene, write_card
-from infolens import Explainer, OnnxClassifier, load_sampler
+from infolens import Explainer, OnnxClassifier, Preprocessing, load_sampler
 from infolens.backends.composer import ComposerPerturbationBatch, composer_model
 from infolens.backends.cpu import CpuPerturbationBatch
 
@@ -55,7 +55,9 @@ def test_grey_models_and_fixed_batches(tmp_path):
     grey = onnx_builders.classifier(tmp_path / "g.onnx", channels=1)
     fixed = onnx_builders.classifier(tmp_path / "f.onnx", batch=1, reshape_batch=1)
     for path in (grey, fixed):
-        maps = [Explainer(OnnxClassifier(path, resize="none", batch_backend=b), load_sampler("noise", K=4),
+        maps = [Explainer(OnnxClassifier(path, Preprocessing(resize="none"), batch_backend=b),
+                          load_sampler("noise", K=4),
                           batch_size=5).explain(scene(), stride=3, samples=2).pmi for b in ("host", "composer")]
         np.testing.assert_array_equal(*maps)
-    assert OnnxClassifier(fixed, resize="none").batch_limit == 1  # the composer leaves it to the host batch
+    # the composer leaves it to the host batch
+    assert OnnxClassifier(fixed, Preprocessing(resize="none")).batch_limit == 1

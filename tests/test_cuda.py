@@ -7,7 +7,7 @@ import pytest
 
 import onnx_builders
 from conftest import scene
-from infolens import Explainer, OnnxClassifier, load_sampler
+from infolens import Explainer, OnnxClassifier, Preprocessing, backends, load_sampler
 
 pytestmark = pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(),
                                 reason="no CUDAExecutionProvider in this onnxruntime (install infolens[gpu] on a GPU)")
@@ -34,7 +34,7 @@ def test_everything_runs_on_the_device_without_cpu_fallback(photo):
     assert clf.batch_backend == "composer" and clf.session.get_providers()[0] == "CUDAExecutionProvider"
     e = explain(clf, photo)
     assert e.model["providers"][0] == "CUDAExecutionProvider" and np.isfinite(e.pmi).all()
-    assert clf._composers[(64, 8)].composer.get_providers()[0] == "CUDAExecutionProvider"
+    assert backends.composers(clf)[(64, 8)].composer.get_providers()[0] == "CUDAExecutionProvider"
 
 
 def test_cuda_maps_agree_with_the_cpu_maps(photo):
@@ -48,8 +48,8 @@ def test_cuda_maps_agree_with_the_cpu_maps(photo):
 
 def test_the_composer_on_cuda_builds_the_host_batch(tmp_path):
     path = onnx_builders.classifier(tmp_path / "m.onnx")
-    cpu = OnnxClassifier(path, resize="none", mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD))
-    gpu = OnnxClassifier(path, resize="none", mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD),
+    cpu = OnnxClassifier(path, Preprocessing(resize="none", mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD)))
+    gpu = OnnxClassifier(path, Preprocessing(resize="none", mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD)),
                          device="cuda")
     maps = [Explainer(c, load_sampler("noise", K=4), batch_size=6).explain(scene(), stride=2, samples=3).pmi
             for c in (cpu, gpu)]

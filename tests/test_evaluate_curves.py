@@ -8,7 +8,7 @@ import pytest
 
 import onnx_builders
 from conftest import run_cli
-from infolens import Explanation, OnnxClassifier
+from infolens import Explanation, OnnxClassifier, Preprocessing
 from infolens.evaluate.curves import auc, curve, pixel_order, removal_probs, step_counts
 from infolens.evaluate.fills import Black, make_fill
 
@@ -20,7 +20,7 @@ REGION = (4, 8, 6, 12)
 def region_setup(tmp_path):
     """A region classifier, a bright image, and explanations whose maps rank the region first or randomly."""
     path = onnx_builders.region_classifier(tmp_path / "region.onnx", H, W, REGION)
-    clf = OnnxClassifier(path, resize="none")
+    clf = OnnxClassifier(path, Preprocessing(resize="none"))
     rng = np.random.default_rng(0)
     image = rng.integers(180, 256, (H, W, 3), dtype=np.uint8)
     probs = clf.predict_images(image[None])[0]
@@ -63,8 +63,8 @@ def test_static_fills_are_as_specified(region_setup):
 
 def test_the_mean_fill_is_zero_after_the_models_normalization(tmp_path):
     path = onnx_builders.region_classifier(tmp_path / "region.onnx", H, W, REGION)
-    clf = OnnxClassifier(path, resize="none", mean=(120.0, 100.0, 80.0), std=(50.0, 50.0, 50.0),
-                         channel_order="BGR")
+    clf = OnnxClassifier(path, Preprocessing(resize="none", mean=(120.0, 100.0, 80.0), std=(50.0, 50.0, 50.0),
+                                             channel_order="BGR"))
     colour = make_fill("mean", clf).replacements(np.zeros((H, W, 3), np.uint8))[0, 5, 5]
     assert colour.tolist() == [80, 100, 120]  # RGB: model channel 0 (B) has mean 120
     tensor = clf.normalize(np.broadcast_to(colour, (1, H, W, 3)).copy())
@@ -120,7 +120,7 @@ def test_eval_bad_input_is_one_line(region_setup, tmp_path):
 
 def test_negative_evidence_removes_only_negative_pixels_and_top_class_rises(tmp_path):
     path = onnx_builders.region_classifier(tmp_path / "region.onnx", H, W, REGION)
-    clf = OnnxClassifier(path, resize="none")
+    clf = OnnxClassifier(path, Preprocessing(resize="none"))
     image = np.full((H, W, 3), 250, np.uint8)
     image[REGION[0]:REGION[1], REGION[2]:REGION[3]] = 140  # pulls class 0 down, but it stays on top
     probs = clf.predict_images(image[None])[0]

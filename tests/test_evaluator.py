@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import torch
 
-from infolens.classifier import OnnxClassifier
+from infolens.classifier import OnnxClassifier, Preprocessing
 from infolens.export import data
 from infolens.export.classifier import export_module
 from infolens.export.evaluator import CELLS, INTACT, ONE_CELL, Remover, kl, main, random_crops, removal_mask, train
@@ -52,7 +52,7 @@ def _net(seed, classes=5):
 def test_fine_tuning_learns_the_intact_answer_through_removed_photos(tmp_path):
     teacher_path = tmp_path / "teacher.onnx"
     export_module(_net(0), teacher_path, (48, 48))
-    teacher = OnnxClassifier(teacher_path, size=[48, 48], mean=[127.0] * 3, std=[128.0] * 3)
+    teacher = OnnxClassifier(teacher_path, Preprocessing(size=[48, 48], mean=[127.0] * 3, std=[128.0] * 3))
     photos = [data.rescale(read_image(os.path.join(EXAMPLES, f)), 64) for f in sorted(os.listdir(EXAMPLES))
               if f.endswith((".png", ".jpg"))]
     rng = np.random.default_rng(1)

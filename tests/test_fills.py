@@ -7,7 +7,7 @@ import pytest
 
 import onnx_builders
 from conftest import run_cli
-from infolens import Explanation, OnnxClassifier
+from infolens import Explanation, OnnxClassifier, Preprocessing
 from infolens.evaluate.curves import removal_probs, step_counts, pixel_order
 from infolens.evaluate.fills import ROAD_WEIGHTS, Road, dissection_rank, make_fill, road_impute
 
@@ -76,7 +76,7 @@ def test_the_patchsampler_fill_averages_its_draws_at_the_explanations_K(tmp_path
     """`eval deletion --fill patchsampler` uses the explanation's K (here 8 and 16, the shipped PatchSamplers),
     and each curve point is the mean p(class) over the D draws, which differ."""
     path = onnx_builders.region_classifier(tmp_path / "region.onnx", 32, 32, (4, 20, 6, 22))
-    clf = OnnxClassifier(path, resize="none")
+    clf = OnnxClassifier(path, Preprocessing(resize="none"))
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     fill = make_fill("patchsampler", clf, K=8, draws=3, seed=2)
     reps = fill.replacements(image)

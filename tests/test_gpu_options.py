@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 import onnx_builders
 from conftest import run_cli, scene
-from infolens import Explainer, OnnxClassifier, load_sampler
+from infolens import Explainer, OnnxClassifier, Preprocessing, backends, load_sampler
 from infolens.backends.sessions import Placement
 from infolens.bench import parse_config, resnet50
 from infolens.errors import InfolensError
@@ -92,9 +92,9 @@ def test_fp16_is_refused_when_half_precision_changes_the_answer(tmp_path):
     model.graph.node.extend([helper.make_node("MatMul", [node.input[0], "dense_w2"], ["xw2"]),
                              helper.make_node("Sub", ["xw2", "xw"], ["d"]), helper.make_node("Mul", ["d", "k"], [out])])
     onnx.save(model, path)
-    OnnxClassifier(path, resize="none")  # fine in float32
+    OnnxClassifier(path, Preprocessing(resize="none"))  # fine in float32
     with pytest.raises(InfolensError) as e:
-        OnnxClassifier(path, resize="none", fp16=True)
+        OnnxClassifier(path, Preprocessing(resize="none"), fp16=True)
     assert e.value.param == "fp16" and "without --fp16" in str(e.value)
 
 
@@ -104,10 +104,10 @@ def test_fp16_grey_models_keep_their_exact_grey_front(tmp_path):
     tolerance, accepted at 1 bit."""
     grey = onnx_builders.classifier(tmp_path / "g.onnx", channels=1)
     with pytest.raises(InfolensError):
-        OnnxClassifier(grey, resize="none", fp16=True)
-    clf = OnnxClassifier(grey, resize="none", fp16=True, fp16_tolerance=1.0)
+        OnnxClassifier(grey, Preprocessing(resize="none"), fp16=True)
+    clf = OnnxClassifier(grey, Preprocessing(resize="none"), fp16=True, fp16_tolerance=1.0)
     assert 0.1 < clf.fp16_drift < 1.0
-    full = OnnxClassifier(grey, resize="none").predict_images(scene()[None])
+    full = OnnxClassifier(grey, Preprocessing(resize="none")).predict_images(scene()[None])
     half = clf.predict_images(scene()[None])
     top = full.argmax()
     assert half.argmax() == top and abs(np.log2(half[0, top] / full[0, top])) < 1e-3
@@ -123,7 +123,7 @@ def test_one_composer_batch_serves_image_after_image(model_file):
                 for b, c in clfs.items()}
         np.testing.assert_array_equal(runs["host"].pmi, runs["composer"].pmi)
         assert runs["host"].forwards == runs["composer"].forwards
-    assert len(clfs["composer"]._composers) == 1
+    assert len(backends.composers(clfs["composer"])) == 1
 
 
 def test_batch_backend_auto_is_host_on_the_cpu(model_file):

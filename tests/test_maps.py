@@ -4,7 +4,7 @@ import pytest
 
 import onnx_builders
 from conftest import H, W, scene
-from infolens import Explainer, OnnxClassifier, load_sampler, measures
+from infolens import Explainer, OnnxClassifier, Preprocessing, load_sampler, measures
 from infolens.methods import patch_grid
 
 
@@ -85,8 +85,8 @@ def test_equivalent_models_give_identical_maps(tmp_path, model_file, layout, ord
 def test_flags_alone_explain_a_model_without_card(tmp_path, model_file):
     """A vendor model known only from its documentation: everything through keyword overrides, nothing inferred."""
     bare = onnx_builders.classifier(tmp_path / "bare.onnx", layout="NHWC", order="BGR")
-    clf = OnnxClassifier(bare, layout="NHWC", channel_order="BGR", mean=list(onnx_builders.MEAN[::-1]),
-                         std=list(onnx_builders.STD[::-1]), resize="none")
+    clf = OnnxClassifier(bare, Preprocessing(layout="NHWC", channel_order="BGR", mean=list(onnx_builders.MEAN[::-1]),
+                                             std=list(onnx_builders.STD[::-1]), resize="none"))
     got = Explainer(clf, load_sampler("gray", K=4)).explain(scene(), stride=4)
     ref = Explainer(OnnxClassifier.from_card(model_file), load_sampler("gray", K=4)).explain(scene(), stride=4)
     np.testing.assert_allclose(got.pmi, ref.pmi, rtol=1e-4, atol=1e-5)

@@ -6,7 +6,7 @@ import pytest
 
 import onnx_builders
 from conftest import run_cli
-from infolens import Explainer, OnnxClassifier, load_sampler
+from infolens import Explainer, OnnxClassifier, Preprocessing, load_sampler
 
 H = W = 16
 REGION = (4, 8, 6, 12)
@@ -14,7 +14,8 @@ REGION = (4, 8, 6, 12)
 
 @pytest.fixture
 def region(tmp_path):
-    clf = OnnxClassifier(onnx_builders.region_classifier(tmp_path / "region.onnx", H, W, REGION), resize="none")
+    clf = OnnxClassifier(onnx_builders.region_classifier(tmp_path / "region.onnx", H, W, REGION),
+                         Preprocessing(resize="none"))
     image = np.random.default_rng(0).integers(180, 256, (H, W, 3), dtype=np.uint8)
     inside = np.zeros((H, W), bool)
     inside[REGION[0]:REGION[1], REGION[2]:REGION[3]] = True

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from infolens import Explainer, OnnxClassifier
+from infolens import Explainer, OnnxClassifier, Preprocessing
 from infolens.errors import InfolensError
 from infolens.mipin.fit import Fitter, fit, save
 from infolens.mipin.part import for_classifier, taps
@@ -29,7 +29,7 @@ def crops(n=48, seed=0):
 def cnn(tmp_path):
     path = str(tmp_path / "cnn.onnx")
     small_cnn(path)
-    return OnnxClassifier(path, resize="none", scale=1 / 255)
+    return OnnxClassifier(path, Preprocessing(resize="none", scale=1 / 255))
 
 
 def conv_transpose(s, w, geom):
@@ -92,7 +92,7 @@ def numpy_maps(f: Fitter, tapped_out: dict, classes):
 def test_runtime_maps_equal_a_numpy_computation_of_the_fitted_inverse(tmp_path, map_layer, depthwise):
     path = str(tmp_path / "cnn.onnx")
     small_cnn(path, depthwise_stride=depthwise)
-    cnn = OnnxClassifier(path, resize="none", scale=1 / 255)
+    cnn = OnnxClassifier(path, Preprocessing(resize="none", scale=1 / 255))
     model, part = for_classifier(cnn, map_layer)
     f = Fitter(cnn, part, crops(), progress=False, workdir=str(tmp_path))
     f.fit()
@@ -149,7 +149,7 @@ def test_explain_with_mipin_one_forward(tmp_path, cnn):
     changed.doc_string = "another model"  # any change of the file: another sha256
     onnx.save(changed, str(tmp_path / "changed.onnx"))
     with pytest.raises(InfolensError, match="fitted for another classifier") as err:
-        Explainer(OnnxClassifier(str(tmp_path / "changed.onnx"), resize="none", scale=1 / 255),
+        Explainer(OnnxClassifier(str(tmp_path / "changed.onnx"), Preprocessing(resize="none", scale=1 / 255)),
                   inverse=inverse).explain(crops(1)[0], method="mipin")
     assert err.value.param == "inverse"
 
@@ -206,7 +206,7 @@ def test_qdq_quantized_model_is_inverted_on_its_dequantized_tensors(tmp_path):
     quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"), Calibration(),
                     quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                     activation_type=QuantType.QUInt8)
-    clf = OnnxClassifier(str(tmp_path / "q.onnx"), resize="none", scale=1 / 255)
+    clf = OnnxClassifier(str(tmp_path / "q.onnx"), Preprocessing(resize="none", scale=1 / 255))
     model, part = for_classifier(clf, "r1_DequantizeLinear_Output")  # down through the residual block and pool
     assert {"QuantizeLinear", "DequantizeLinear", "MaxPool", "Add"} <= {n.op_type for n in part.nodes}
     assert for_classifier(clf)[1].map_tensor.endswith("DequantizeLinear_Output")

@@ -11,7 +11,8 @@ import pytest
 
 import onnx_builders
 from conftest import scene, write_card
-from infolens import Explainer, OnnxClassifier, load_sampler
+from infolens import Explainer, OnnxClassifier, Preprocessing, load_sampler
+from infolens.classifier import Tapped
 from infolens.errors import InfolensError
 from infolens.images import INTERPOLATIONS
 
@@ -103,7 +104,8 @@ def test_single_channel_models_see_the_grey_image_a_vendor_would_make(tmp_path, 
     assert clf.pre.channels == 1 and clf.describe()["grayscale"] == "bt601"
     images = np.stack([photo(H, W, seed) for seed in range(6)] + [scene()] +
                       [np.random.default_rng(s).integers(0, 256, (H, W, 3), dtype=np.uint8) for s in range(30)])
-    grey = clf.intermediates(clf.normalize(images), ["infolens_grey"])["infolens_grey"].reshape(len(images), H, W)
+    grey = Tapped(clf, ["infolens_grey"]).run(clf.normalize(images))[1]["infolens_grey"]
+    grey = grey.reshape(len(images), H, W)
     opencv = np.stack([cv2.cvtColor(i, cv2.COLOR_RGB2GRAY) for i in images])
     assert np.abs(grey - opencv).max() == 0, "the grey front must equal OpenCV's BT.601 conversion here"
     np.testing.assert_allclose(clf.predict_images(images), grey_reference(path, images, layout, dtype),
@@ -115,9 +117,9 @@ def test_single_channel_models_see_the_grey_image_a_vendor_would_make(tmp_path, 
 @pytest.mark.parametrize("formula", ["pil", "average"])
 def test_grey_model_with_fixed_batch_and_other_formulas(tmp_path, formula):
     path = onnx_builders.classifier(tmp_path / "g.onnx", channels=1, batch=1)
-    clf = OnnxClassifier(path, resize="none", grayscale=formula)
+    clf = OnnxClassifier(path, Preprocessing(resize="none", grayscale=formula))
     img = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    grey = clf.intermediates(clf.normalize(img[None]), ["infolens_grey"])["infolens_grey"].reshape(H, W)
+    grey = Tapped(clf, ["infolens_grey"]).run(clf.normalize(img[None]))[1]["infolens_grey"].reshape(H, W)
     x = img.astype(np.int64)
     expected = ((x @ [19595, 38470, 7471] + 0x8000) >> 16) if formula == "pil" else (x.sum(-1) * 2 + 3) // 6
     np.testing.assert_array_equal(grey, expected)  # PIL's convert("L") integer formula; round((R + G + B) / 3)
@@ -139,7 +141,8 @@ def test_values_a_model_cannot_use_are_errors(tmp_path, variant, key, value, par
     else:
         path = onnx_builders.classifier(tmp_path / "m.onnx", dtype=variant)
     with pytest.raises(InfolensError) as err:
-        OnnxClassifier(path, resize="stretch" if key in ("pad_value", "crop_fraction") else None, **{key: value})
+        OnnxClassifier(path, Preprocessing(resize="stretch" if key in ("pad_value", "crop_fraction") else None,
+                                           **{key: value}))
     assert err.value.param == param
 
 

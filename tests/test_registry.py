@@ -7,7 +7,8 @@ from onnx.reference import ReferenceEvaluator
 
 import onnx_builders
 from conftest import scene
-from infolens import Explainer, InfolensError, OnnxClassifier, load_sampler
+from infolens import Explainer, InfolensError, OnnxClassifier, Preprocessing, backends, load_sampler
+from infolens.classifier import Tapped
 from infolens.cli import build_parser
 from infolens.explanation import MAPS
 from infolens.methods import METHODS, Occlusion, PatchMarginalization
@@ -51,7 +52,7 @@ def test_perturbation_batch_writes_runs_and_restores(model_file):
     clf = OnnxClassifier.from_card(model_file)
     img = scene()
     base = clf.normalize(img[None])[0]
-    batch = clf.perturbation_batch(base, 4, 3)
+    batch = backends.perturbation_batch(clf, base, 4, 3)
     patches = np.random.default_rng(0).integers(0, 256, (3, 3, 3, 3), dtype=np.uint8)
     ys, xs = np.array([0, 5, 14]), np.array([2, 16, 7])
     batch.write(patches, ys, xs)
@@ -67,13 +68,14 @@ def test_classifier_returns_named_intermediate_tensors(model_file):
     """Any node output, checked against ONNX's own reference evaluator (an independent implementation)."""
     clf = OnnxClassifier.from_card(model_file)
     x = clf.normalize(np.stack([scene(), scene(seed=1)]))
-    got = clf.intermediates(x, ["r", "logits"])
+    p, got = Tapped(clf, ["r", "logits"]).run(x)
     ref = ReferenceEvaluator(onnx.load(model_file))
     for name in ("r", "logits"):
         np.testing.assert_allclose(got[name], ref.run([name], {clf.input_name: x})[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["logits"], clf.forward(x), rtol=1e-6)
+    np.testing.assert_allclose(p, clf.predict(x), rtol=1e-6)
     with pytest.raises(InfolensError, match="no tensor named 'nope'"):
-        clf.intermediates(x, ["nope"])
+        Tapped(clf, ["nope"])
 
 
 class _CountingSession:
@@ -103,7 +105,7 @@ def test_forwards_are_the_rows_the_session_ran(model_file, method, sampler, samp
 
 def test_forwards_do_not_count_the_padding_of_a_fixed_batch(tmp_path):
     path = onnx_builders.classifier(tmp_path / "fixed.onnx", batch=4, reshape_batch=4)
-    clf = OnnxClassifier(path, mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD), resize="none")
+    clf = OnnxClassifier(path, Preprocessing(mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD), resize="none"))
     assert clf.batch_limit == 4
     counting = clf.session = _CountingSession(clf.session)
     e = Explainer(clf, load_sampler("noise", K=4), batch_size=6).explain(scene(), stride=4, samples=3)

@@ -4,7 +4,7 @@ import pytest
 
 import onnx_builders
 from conftest import scene
-from infolens import Explainer, OnnxClassifier, load_sampler, measures
+from infolens import Explainer, OnnxClassifier, Preprocessing, load_sampler, measures
 from infolens.methods import patch_grid
 
 H = W = 24
@@ -14,7 +14,8 @@ H = W = 24
 def clf(tmp_path_factory):
     # seed 2: p(Y|x) = 0.77, 0.13, 0.06, … on the scene, so the top-3 classes all move under in-filling
     path = onnx_builders.classifier(tmp_path_factory.mktemp("se") / "clf.onnx", H, W, seed=2)
-    return OnnxClassifier(path, mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD), resize="none")
+    return OnnxClassifier(path, Preprocessing(mean=list(onnx_builders.MEAN), std=list(onnx_builders.STD),
+                                              resize="none"))
 
 
 def _z(a, b):

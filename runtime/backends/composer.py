@@ -99,7 +99,7 @@ class ComposerPerturbationBatch:
         self.device = where.device
         model = composer_model(H, W, K, channels, base.dtype, nchw)
         self.composer = where.helper().open(model.SerializeToString(), graph=True)
-        self.session = classifier.open_edited(lambda m: m, graph=True) if where.cuda_graph else classifier.session
+        self.session = classifier.open_graph(graph=True) if where.cuda_graph else classifier.session
 
         def buffer(array):
             return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
@@ -114,7 +114,7 @@ class ComposerPerturbationBatch:
             self.compose.bind_ortvalue_input(name, value)
         self.compose.bind_ortvalue_output("batch", self.batch)
         self.classify = self.session.io_binding()
-        self.classify.bind_ortvalue_input(classifier._feed, self.batch)
+        self.classify.bind_ortvalue_input(classifier.feed_name, self.batch)
         self.classify.bind_output(classifier.output.name, self.device)
         self._run()  # the classifier's output buffer, now that its shape is known, bound for good
         out = self.classify.get_outputs()[0]

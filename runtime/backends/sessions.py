@@ -3,7 +3,7 @@ graphs, CPU fallback) and the session options."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import onnxruntime as ort
 
@@ -18,13 +18,17 @@ class Placement:
     cuda_graph: sessions opened with `graph=True` capture CUDA graphs (their inputs and outputs must be bound to the
     same device buffers on every run); cpu_fallback: on CUDA, let ops without a CUDA kernel run on the CPU (off:
     such an op is an error when the session opens, not a silent slowdown); fp16: TensorRT builds fp16 engines (the
-    other providers get a converted graph from the classifier instead)."""
+    other providers get a converted graph from the classifier instead).  session_options, providers_given: a user's
+    own onnxruntime.SessionOptions and providers list, used instead of infolens's (`options`, `providers`) for the
+    classifier's sessions; helper graphs keep infolens's."""
 
     device: str = "cpu"
     provider: str = "default"
     cuda_graph: bool = False
     cpu_fallback: bool = False
     fp16: bool = False
+    session_options: object = field(default=None, compare=False)
+    providers_given: tuple | None = None
 
     def __post_init__(self):
         params.check("device", self.device)
@@ -37,10 +41,18 @@ class Placement:
     def helper(self) -> "Placement":
         """The placement of helper graphs (samplers, the composer, MIP-IN inverses): the same device, CUDA's own
         provider, no TensorRT fp16 engines."""
-        return replace(self, provider="default", fp16=False)
+        return replace(self, provider="default", fp16=False, session_options=None, providers_given=None)
 
     def providers(self, graph: bool = False) -> list:
         """`providers` for ort.InferenceSession, with provider options."""
+        if self.providers_given is not None:  # ONNX Runtime would only warn and fall back to the CPU
+            have = ort.get_available_providers()
+            for p in self.providers_given:
+                name = p if isinstance(p, str) else p[0]
+                if name not in have:
+                    raise InfolensError(f"this onnxruntime ({ort.__version__}) has no {name}; it has "
+                                        f"{', '.join(have)}", "providers")
+            return list(self.providers_given)
         if self.device == "cpu":
             return ["CPUExecutionProvider"]
         needed = "TensorrtExecutionProvider" if self.provider == "tensorrt" else "CUDAExecutionProvider"
@@ -65,6 +77,8 @@ class Placement:
         return chain
 
     def options(self) -> ort.SessionOptions:
+        if self.session_options is not None:
+            return self.session_options
         return session_options(strict=self.device == "cuda" and not self.cpu_fallback)
 
     def open(self, source, graph: bool = False) -> ort.InferenceSession:

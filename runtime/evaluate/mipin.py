@@ -39,13 +39,22 @@ class Upper:
         model = onnx.shape_inference.infer_shapes(model)  # the extractor types the new input from value_info
         upper = onnx.utils.Extractor(model).extract_model([map_layer], [clf.output.name])
         self.session = sessions.open_session(upper.SerializeToString())
-        self.input, self.clf = map_layer, clf
+        self.input, self.clf, self._tapped = map_layer, clf, None
+
+    def activation(self, base: np.ndarray, found: dict) -> np.ndarray:
+        """The map layer's tensor for the normalized images `base`: from a tapped forward's `found` when it has it,
+        else from a forward of its own."""
+        if self.input in found:
+            return found[self.input]
+        if self._tapped is None:
+            from ..classifier import Tapped
+
+            self._tapped = Tapped(self.clf, [self.input])
+        return self._tapped.run(base)[1][self.input]
 
     def probs(self, x: np.ndarray) -> np.ndarray:
-        from ..classifier import _to_probs
-
         raw = self.session.run(None, {self.input: x.astype(np.float32)})[0].astype(np.float64)
-        return _to_probs(raw.reshape(len(x), -1), self.clf.output.kind)
+        return self.clf.to_probs(raw.reshape(len(x), -1))
 
 
 def unit(m: np.ndarray) -> np.ndarray:
@@ -96,7 +105,7 @@ class MipinStudy(Study):
 
         clf, H, W = self.classifier, *image.shape[:2]
         base = clf.normalize(image[None])
-        p0, found = clf.predict_with(self.mipin.session, base, self.mipin.taps)
+        p0, found = self.mipin.tapped.run(base)
         p0 = p0[0]
         c, c2 = (int(v) for v in np.argsort(-p0, kind="stable")[:2])
         rng = np.random.default_rng([self.seed, c, int(true_class if true_class is not None else c)])
@@ -117,9 +126,7 @@ class MipinStudy(Study):
             rows.append({"map": name, "l2_random_classes": float(np.linalg.norm(unit(m[2]) - unit(m[3]))),
                          "corr_top1_top2": float(np.corrcoef(m[0].ravel(), m[1].ravel())[0, 1]),
                          "swap_gain": other - own})
-        x_map = found.get(self.upper.input)
-        if x_map is None:
-            x_map = clf.intermediates(base, [self.upper.input])[self.upper.input]
+        x_map = self.upper.activation(base, found)
         at_mean, keep, drop = self.upper.probs(np.stack([mean, mean + signal[0], x_map[0] - signal[0]]))
         return {"rows": rows, "p_top1": float(p0[c]), "mean_p": float(at_mean[c]),
                 "complete_keeps_class": bool(np.argmax(keep) == c), "complete_p": float(keep[c]),

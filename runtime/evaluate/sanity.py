@@ -222,14 +222,10 @@ def _method(clf: OnnxClassifier, original: OnnxClassifier, name: str, sampler, b
 
 
 def twin(classifier: OnnxClassifier, model: onnx.ModelProto, path: str) -> OnnxClassifier:
-    """A classifier for `model` with exactly `classifier`'s preprocessing, output handling and labels."""
+    """`model` saved at `path`, as a classifier with exactly `classifier`'s preprocessing, output handling and
+    labels."""
     onnx.save(model, path)
-    pre = classifier.pre
-    return OnnxClassifier(path, layout=pre.layout, size=pre.size, channel_order=pre.channel_order, scale=pre.scale,
-                          mean=pre.mean, std=pre.std, dtype=pre.dtype, resize=pre.resize,
-                          output_kind=classifier.output.kind, labels=classifier.labels, device=classifier.device,
-                          input_name=classifier.input_name, output_name=classifier.output.name,
-                          name=classifier.name)
+    return classifier.twin(path)
 
 
 # ---- outputs -----------------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
-from ..classifier import OnnxClassifier
+from ..classifier import OnnxClassifier, Tapped
 from ..errors import InfolensError
+from ..graphs import with_outputs
 from .base import Attribution
 from .mipin import upsample
 
@@ -27,20 +28,14 @@ class CAM(Attribution):
 
     def __init__(self, classifier: OnnxClassifier, batch_size: int = 64, progress: bool = False):
         super().__init__(classifier, batch_size, progress)
-        head = {}
-
-        def tap(model):
-            from ..graphs import with_outputs
-
-            head.update(find_head(model, classifier.output.name))
-            return with_outputs(model, [head["tensor"]])
-
-        self.session = classifier.open_edited(tap)
+        model = classifier.graph()
+        head = find_head(model, classifier.output.name)
+        self.tapped = Tapped(classifier, [head["tensor"]], with_outputs(model, [head["tensor"]]))
         self.tensor, self.weight, self.bias, self.channels_last = (head["tensor"], head["weight"], head["bias"],
                                                                     head["channels_last"])
 
     def _predict(self, base):
-        p, found = self.classifier.predict_with(self.session, base, [self.tensor])
+        p, found = self.tapped.run(base)
         return p[0], found[self.tensor][0]
 
     def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from .. import kernels, measures, params
+from .. import backends, kernels, measures, params
 from ..classifier import OnnxClassifier
 from ..errors import InfolensError
 from ..explanation import Explanation
@@ -205,7 +205,7 @@ class PatchMarginalization(Attribution):
         """
         clf, K, B = self.classifier, self.sampler.K, self.batch_size
         P = len(todo)
-        batch = clf.perturbation_batch(base, B, K)
+        batch = backends.perturbation_batch(clf, base, B, K)
         step = max(SAMPLER_POSITIONS, -(-B // n))
         chunks = [todo[i:i + step] for i in range(0, P, step)]
         t = {"sampler_s": 0.0, "sampler_wait_s": 0.0, "composite_s": 0.0, "classifier_s": 0.0}

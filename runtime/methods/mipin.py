@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..catalog import file_sha256, models_dir
-from ..classifier import OnnxClassifier
+from ..classifier import OnnxClassifier, Tapped
 from ..errors import InfolensError
 from .base import Attribution
 
@@ -63,27 +63,26 @@ class MIPIN(Attribution):
                                 f"{self.card['classifier_sha256'][:12]}…); fit one for this model", "inverse")
         model, part = for_classifier(classifier, self.card["map_layer"])
         self.taps = [self.card["logits"], *self.card["taps"]]
-        self.session = classifier.open_edited(lambda m: taps(m, part)[0])
-        del model
+        self.tapped = Tapped(classifier, self.taps, taps(model, part)[0])
         self.inverse = classifier.placement.helper().open(self.inverse_path)
 
     def batch_maps(self, images: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Many images at once, one class each: uint8 RGB input-space images [B, H, W, 3] and classes int64 [B]
         (default: each image's top class) → (probabilities float64 [B, Y], maps float32 [B, H, W]): one tapped
         forward and one inverse forward for the whole batch."""
-        p, found = self.classifier.predict_with(self.session, self.classifier.normalize(images), self.taps)
+        p, found = self.tapped.run(self.classifier.normalize(images))
         cls = np.argmax(p, 1) if classes is None else classes
         return p, upsample(self.inverse_run(found, cls)[0], *images.shape[1:3])
 
     def inverse_run(self, found: dict, classes, outputs=("maps",)) -> list[np.ndarray]:
-        """The inverse on the taps of one tapped forward (`found`, from `_predict` or `predict_with`) for classes
+        """The inverse on the taps of one tapped forward (`found`, from `_predict` or `tapped.run`) for classes
         int64 [k] (one image) or [B] (B images, one class each); `outputs` of the inverse graph."""
         feeds = {name: np.ascontiguousarray(found[name]) for name in self.taps}
         feeds["classes"] = np.asarray(classes, np.int64)
         return self.inverse.run(list(outputs), feeds)
 
     def _predict(self, base):
-        p, found = self.classifier.predict_with(self.session, base, self.taps)
+        p, found = self.tapped.run(base)
         return p[0], found
 
     def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):

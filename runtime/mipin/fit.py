@@ -83,7 +83,7 @@ class Fitter:
                  prior: bool = True):
         self.clf, self.part, self.ridge, self.progress = classifier, part, ridge, progress
         self.use_prior = prior
-        model = classifier._edit(onnx.load(classifier.model_path))
+        model = classifier.graph()
         self.tapped, self.indices = taps(model, part)
         self.inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         for n in model.graph.node:
@@ -118,7 +118,7 @@ class Fitter:
         wanted = [self.part.logits] + [t for t in self.readers] + [n.output[0] for n in self.part.nodes] + \
             list(self.indices.values())
         wanted = [t for t in dict.fromkeys(wanted) if t not in self.inits]
-        feed = self.clf._feed
+        feed = self.clf.feed_name
         bar = tqdm(total=self.N, unit="crop", desc="mipin: activations", disable=not self.progress, leave=False)
         for i in range(0, self.N, BATCH):
             out = dict(zip(wanted, session.run(wanted, {feed: self.clf.normalize(images[i:i + BATCH])})))

@@ -71,8 +71,8 @@ def for_classifier(classifier, map_layer: str | None = None, max_ops: int = MAX_
     pre = classifier.pre
     H, W = pre.size
     shape = [1, 3, H, W] if pre.layout == "NCHW" else [1, H, W, 3]  # RGB: a grey model's front takes RGB too
-    model = classifier._edit(onnx.load(classifier.model_path))
-    return model, inverted_part(model, classifier._feed, classifier.output.name, shape, map_layer, max_ops)
+    model = classifier.graph()
+    return model, inverted_part(model, classifier.feed_name, classifier.output.name, shape, map_layer, max_ops)
 
 
 def inverted_part(model: onnx.ModelProto, input_name: str, output_name: str, input_shape: list[int],
