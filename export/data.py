@@ -17,9 +17,8 @@ import cv2
 import numpy as np
 
 from infolens.errors import InfolensError
-from infolens.images import read_image, to_input_space
+from infolens.images import IMAGE_SUFFIXES, read_image, to_input_space
 
-PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VALIDATION_MODULUS = 10  # one photo in ten, by name hash, is held out
 # Shorter side of the training photos: the input space (224) and up to twice it, never enlarged beyond the
 # photo's own size, so every scale holds real detail rather than interpolation.
@@ -41,7 +40,7 @@ def load_photos(folders: list[str]) -> list[tuple[str, np.ndarray]]:
         found = 0
         for root, _, files in os.walk(folder):
             for file in files:
-                if not file.lower().endswith(PHOTO_EXTENSIONS):
+                if not file.lower().endswith(IMAGE_SUFFIXES):
                     continue
                 path = os.path.join(root, file)
                 try:
@@ -51,7 +50,7 @@ def load_photos(folders: list[str]) -> list[tuple[str, np.ndarray]]:
                 photos.append((f"{tag}/{os.path.relpath(path, folder)}", image))
                 found += 1
         if not found:
-            raise ValueError(f"no photos ({', '.join(PHOTO_EXTENSIONS)}) found in {folder!r} (--data)")
+            raise ValueError(f"no photos ({', '.join(IMAGE_SUFFIXES)}) found in {folder!r} (--data)")
     photos.sort(key=lambda item: item[0])
     return photos
 

@@ -33,12 +33,12 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from infolens.samplers import PatchSampler as RuntimeSampler
+from infolens.samplers.patchsampler import CONTEXT, META_FEATURES, META_STAGES, MIXTURE_OUTPUTS, STAGE
 
 from . import data
 
 ONNX_IR_VERSION = 10  # the newest onnxruntime 1.31 accepts
 ONNX_OPSET = 17
-OUTPUTS = ("patch_logits", "pixel_logits", "loc", "log_scale", "coeff")
 CONTEXT_FEATURES = "context_features"  # the ring-only tensor the runtime computes once per position (DESIGN §3)
 MIN_LOG_SCALE = math.log(0.05)  # σ ≥ 0.05 grey levels: a bin then holds > 0.99 of a component, no sharper is needed
 
@@ -248,20 +248,20 @@ def train(model: PatchSampler, images: list[np.ndarray], seconds: float, batch: 
 
 
 def export_onnx(model: PatchSampler, path: str) -> None:
-    """Write the interface of DESIGN §3: `context` (+ `stage` when T > 1) → OUTPUTS, dynamic batch, metadata
+    """Write the interface of DESIGN §3: `context` (+ `stage` when T > 1) → MIXTURE_OUTPUTS, dynamic batch, metadata
     `stages` = JSON K×K grid, `context_features` = the encoder output's name."""
     model = model.cpu().eval()
     K, T = model.K, model.T
     dummy = torch.zeros(2, 3 * K, 3 * K, 3, dtype=torch.uint8)
-    inputs, names = ((dummy, torch.zeros(2, dtype=torch.int64)), ["context", "stage"]) if T > 1 else ((dummy,), ["context"])
-    axes = {name: {0: "B"} for name in names + list(OUTPUTS)}
+    inputs, names = ((dummy, torch.zeros(2, dtype=torch.int64)), [CONTEXT, STAGE]) if T > 1 else ((dummy,), [CONTEXT])
+    axes = {name: {0: "B"} for name in names + list(MIXTURE_OUTPUTS)}
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen on purpose (dynamo=False); its deprecation notice is noise.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         # The stride-1 slices of the fine path are not constant-folded; the graph is still exact (parity-tested).
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(model, inputs, path, dynamo=False, opset_version=ONNX_OPSET, input_names=names,
-                          output_names=list(OUTPUTS), dynamic_axes=axes)
+                          output_names=list(MIXTURE_OUTPUTS), dynamic_axes=axes)
     proto = onnx.load(path)
     shapes = {"patch_logits": ["B", model.S], "pixel_logits": ["B", model.S, K, K, model.M]}
     for output in proto.graph.output:
@@ -276,7 +276,7 @@ def export_onnx(model: PatchSampler, path: str) -> None:
             else:
                 dim.dim_value = value
     _name_context_features(proto, model.width)
-    for key, value in (("stages", json.dumps(stage_grid(K, T).tolist())), ("context_features", CONTEXT_FEATURES)):
+    for key, value in ((META_STAGES, json.dumps(stage_grid(K, T).tolist())), (META_FEATURES, CONTEXT_FEATURES)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.ir_version = min(proto.ir_version, ONNX_IR_VERSION)

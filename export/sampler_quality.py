@@ -47,10 +47,11 @@ from infolens.catalog import models_dir
 from infolens.samplers.rng import streams
 from infolens.images import read_image, to_input_space
 from infolens.samplers import GaussianSampler, PatchSampler, load_sampler, pad, windows as cut_windows
+from infolens.samplers.patchsampler import PROB_FLOOR
 
 from . import data
 
-FLOOR = 1e-12  # probability floor of the binned baselines, as of the categorical PatchSampler
+FLOOR = PROB_FLOOR  # probability floor of the binned baselines, as of the categorical PatchSampler
 TRAIN_PER_PHOTO = 10  # training-side windows per photo for fitting the `mean` and `histogram` baselines
 CATEGORICAL = "patchsampler_k{K}_categorical.onnx"  # the first PatchSampler, kept to compare against
 

@@ -6,6 +6,8 @@
 >>> e = ex.explain("photo.jpg", classes="top3", stride=8, samples=8, seed=0)
 >>> e.pmi.shape, e.ig.shape            # (3, 224, 224), (224, 224) — bits
 """
+from importlib.metadata import PackageNotFoundError, version
+
 from .classifier import OnnxClassifier, Preprocessing
 from .methods import Explainer
 from .errors import InfolensError
@@ -13,4 +15,7 @@ from .explanation import Explanation
 from .samplers import SAMPLERS, load_sampler
 
 __all__ = ["OnnxClassifier", "Preprocessing", "Explainer", "Explanation", "InfolensError", "load_sampler", "SAMPLERS"]
-__version__ = "0.1.0"
+try:
+    __version__ = version("infolens")  # one place: pyproject.toml, through the installed package's metadata
+except PackageNotFoundError:  # a source tree used without installing it
+    __version__ = "0+unknown"

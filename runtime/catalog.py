@@ -41,6 +41,12 @@ def model_file(name_or_path) -> str:
     return candidate if os.path.isfile(candidate) else path
 
 
+def card_path(model_path: str) -> str:
+    """Where the card of an ONNX file lives: beside it, the same stem with .json (model.onnx → model.json,
+    x.mipin.onnx → x.mipin.json; a file named otherwise, e.g. model.bin, → model.json)."""
+    return os.path.splitext(model_path)[0] + ".json"
+
+
 def shipped_names() -> list[str]:
     """Names of the shipped classifiers (model files with a card that has an "input" section)."""
     return [os.path.splitext(os.path.basename(p))[0] for p, card in list_cards() if "input" in card]
@@ -51,10 +57,9 @@ def list_cards(folder: str | None = None) -> list[tuple[str, dict]]:
     file name."""
     out = []
     for path in sorted(glob.glob(os.path.join(folder or models_dir(), "*.onnx"))):
-        card_path = os.path.splitext(path)[0] + ".json"
-        card = {}
-        if os.path.exists(card_path):
-            with open(card_path) as f:
+        card, where = {}, card_path(path)
+        if os.path.exists(where):
+            with open(where) as f:
                 card = json.load(f)
         out.append((path, card))
     return out

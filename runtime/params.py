@@ -6,6 +6,7 @@ same constraint gives the same message from every front end.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +17,10 @@ from .errors import InfolensError
 @dataclass(frozen=True)
 class Param:
     """One parameter: `flag` is its command-line spelling; `kind` int, float or str; `low`/`high` inclusive bounds;
-    `choices` the allowed values.  Parameters with only a flag (files, free-form text) are checked where they are
-    read, but still name their flag through this table."""
+    `choices` the allowed values, or `registry` ("module:name"): the registry whose keys they are (samplers, methods,
+    fills), read when first needed so that the registry stays the one place a name is declared.  Parameters with
+    only a flag (files, free-form text) are checked where they are read, but still name their flag through this
+    table."""
 
     flag: str
     kind: type | None = None
@@ -26,10 +29,18 @@ class Param:
     choices: tuple | None = None
     meaning: str = ""
     low_open: bool = False  # low itself is excluded
+    registry: str | None = None
+
+    def allowed(self) -> tuple | None:
+        """The allowed values (None: any value of `kind` within the bounds)."""
+        if self.registry is None:
+            return self.choices
+        module, name = self.registry.split(":")
+        return tuple(getattr(importlib.import_module(module), name))
 
     def constraint(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(map(str, self.choices))
+        if self.allowed() is not None:
+            return "one of " + ", ".join(map(str, self.allowed()))
         what = {int: "an integer", float: "a number"}.get(self.kind, "a value")
         if self.low is not None and self.high is not None:
             return f"{what} in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}]"
@@ -44,14 +55,14 @@ def _num(v: float) -> str:
 
 PARAMS: dict[str, Param] = {
     # the explanation
-    "method": Param("--method", str, meaning="attribution method"),
+    "method": Param("--method", str, meaning="attribution method", registry="infolens.methods:METHODS"),
     "K": Param("-K", int, low=1, meaning="patch size in pixels"),
     "stride": Param("-S", int, low=1, meaning="patch stride in pixels"),
     "samples": Param("-N", int, low=1, meaning="in-fills per patch (RISE: masks)"),
     "classes": Param("--classes", meaning="classes that get a map: topK or indices"),
     "seed": Param("--seed", int, low=0, high=2**64 - 1, meaning="random seed"),
     "batch_size": Param("--batch-size", int, low=1, meaning="classifier images per call"),
-    "sampler": Param("--sampler", str, meaning="how a patch is marginalized"),
+    "sampler": Param("--sampler", str, meaning="how a patch is marginalized", registry="infolens.samplers:SAMPLERS"),
     "sampler_model": Param("--sampler-model", meaning="PatchSampler .onnx or Gaussian .npz file"),
     "coupling": Param("--coupling", str, choices=("pixel", "none"), meaning="categorical head: channel coupling"),
     "rise_grid": Param("--rise-grid", int, low=1, meaning="RISE mask grid s×s"),
@@ -118,7 +129,7 @@ PARAMS: dict[str, Param] = {
     "overwrite": Param("--overwrite", meaning="replace files infolens did not write"),
     "map": Param("--map", meaning="which map orders the pixels"),
     "cls": Param("--class", meaning="class whose probability is tracked"),
-    "fill": Param("--fill", str, meaning="what replaces removed pixels"),
+    "fill": Param("--fill", str, meaning="what replaces removed pixels", registry="infolens.evaluate.fills:FILLS"),
     "steps": Param("--steps", int, low=1, meaning="deletion/insertion steps"),
     "steps_every": Param("--steps-every", int, low=1, meaning="layers randomized per sanity step"),
     "samplers": Param("--samplers", meaning="PMI/IG samplers of a study"),
@@ -158,13 +169,14 @@ def check(name: str, value):
     accept numpy integers (not bool), numbers accept ints."""
     p = PARAMS[name]
     ok = True
-    if p.choices is not None:
-        ok = value in p.choices
+    allowed = p.allowed()
+    if allowed is not None:
+        ok = value in allowed
     elif p.kind is int:
         ok = _is_int(value)
     elif p.kind is float:
         ok = _is_int(value) or isinstance(value, (float, np.floating))
-    if ok and p.choices is None and p.low is not None:
+    if ok and allowed is None and p.low is not None:
         ok = (value > p.low if p.low_open else value >= p.low) and (p.high is None or value <= p.high)
     if not ok:
         raise InfolensError(f"{name} must be {p.constraint()}, got {value!r}", name)

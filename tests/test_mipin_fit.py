@@ -152,6 +152,11 @@ def test_explain_with_mipin_one_forward(tmp_path, cnn):
         Explainer(OnnxClassifier(str(tmp_path / "changed.onnx"), Preprocessing(resize="none", scale=1 / 255)),
                   inverse=inverse).explain(crops(1)[0], method="mipin")
     assert err.value.param == "inverse"
+    renamed = str(tmp_path / "my_inverse.bin")  # an inverse under any name: its card is my_inverse.json
+    save(model, record, cnn, renamed)
+    assert os.path.isfile(tmp_path / "my_inverse.json")
+    again = Explainer(cnn, inverse=renamed).explain(crops(1, seed=5)[0], classes="top2", method="mipin")
+    np.testing.assert_array_equal(again.maps["mipin"], e.maps["mipin"])
 
 
 def test_mipin_fit_command_writes_the_inverse_and_card_beside_the_model(tmp_path, cnn):

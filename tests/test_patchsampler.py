@@ -119,7 +119,7 @@ def test_torch_loss_is_the_runtime_likelihood(tiny_trained):
             outputs = model(torch.from_numpy(windows), stage)
             nats = ps.log_likelihood(outputs, torch.from_numpy(windows[:, 4:8, 4:8]),
                                      torch.from_numpy(grid == t).float().expand(12, 4, 4)).numpy()
-        named = {name: o.double().numpy() for name, o in zip(ps.OUTPUTS, outputs)}
+        named = {name: o.double().numpy() for name, o in zip(ps.MIXTURE_OUTPUTS, outputs)}
         bits = logistic_mixture_log2prob(named, windows[:, 4:8, 4:8], grid == t)
         np.testing.assert_allclose(nats / math.log(2), bits, rtol=1e-4, atol=1e-3)
 
@@ -131,10 +131,10 @@ def test_export_matches_torch_with_dynamic_batch(tiny_trained, tiny_onnx):
     for batch in (1, 5):
         context = rng.integers(0, 256, (batch, 12, 12, 3), dtype=np.uint8)
         stage = rng.integers(0, 2, batch).astype(np.int64)
-        got = sess.run(list(ps.OUTPUTS), {"context": context, "stage": stage})
+        got = sess.run(list(ps.MIXTURE_OUTPUTS), {"context": context, "stage": stage})
         with torch.no_grad():
             want = model(torch.from_numpy(context), torch.from_numpy(stage))
-        for name, g, w in zip(ps.OUTPUTS, got, want):
+        for name, g, w in zip(ps.MIXTURE_OUTPUTS, got, want):
             assert g.dtype == np.float32 and g.shape == tuple(w.shape), name
             np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=2e-4, err_msg=name)
 

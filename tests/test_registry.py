@@ -1,5 +1,9 @@
 """Methods as classes: one registry feeds the CLI, each method a thin sibling over the marginalization core; the
 classifier's perturbation batch and intermediate outputs."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -7,12 +11,15 @@ from onnx.reference import ReferenceEvaluator
 
 import onnx_builders
 from conftest import scene
-from infolens import Explainer, InfolensError, OnnxClassifier, Preprocessing, backends, load_sampler
+import infolens
+from infolens import Explainer, InfolensError, OnnxClassifier, Preprocessing, backends, load_sampler, params
 from infolens.classifier import Tapped
 from infolens.cli import build_parser
 from infolens.explanation import MAPS
-from infolens.methods import METHODS, Occlusion, PatchMarginalization
+from infolens.evaluate.fills import FILLS, make_fill
+from infolens.methods import METHODS, Occlusion, PatchMarginalization, method_class
 from infolens.samplers import SAMPLERS
+from infolens.serve.models import check_params
 
 
 def _choices(parser, dest, command):
@@ -25,6 +32,46 @@ def test_registry_feeds_the_cli_and_declares_maps_and_samplers():
     for name, cls in METHODS.items():
         assert set(cls.maps) <= set(MAPS), name
         assert cls.default_sampler is None or cls.default_sampler in SAMPLERS, name
+
+
+def _every_choices(parser, dest) -> list:
+    """The choices of every `dest` option in the parser and its subcommands, at any depth."""
+    found = []
+    for a in parser._actions:
+        if a.dest == dest and a.choices is not None:
+            found.append(list(a.choices))
+        if isinstance(a.choices, dict):
+            for sub in {id(p): p for p in a.choices.values()}.values():
+                found += _every_choices(sub, dest)
+    return found
+
+
+@pytest.mark.parametrize("param,registry", [("method", METHODS), ("sampler", SAMPLERS), ("fill", FILLS)])
+def test_each_name_is_declared_once_in_its_registry(param, registry):
+    """The registry is the one declaration: PARAMS' choices, the CLI's, and the one message for a wrong name, whether
+    the library (load_sampler, method_class, make_fill), the CLI or the server is asked."""
+    assert params.PARAMS[param].allowed() == tuple(registry)
+    cli = _every_choices(build_parser(), param)
+    assert cli and all(c == list(registry) for c in cli)
+    make = {"method": method_class, "sampler": load_sampler, "fill": make_fill}[param]
+    with pytest.raises(InfolensError) as e:
+        make("nope")
+    assert e.value.param == param and str(e.value) == f"{param} must be one of {', '.join(registry)}, got 'nope'"
+    if param != "fill":
+        with pytest.raises(InfolensError) as e:
+            check_params({param: "nope"})
+        assert e.value.param == f"params.{param}" and f"must be one of {', '.join(registry)}" in str(e.value)
+
+
+def test_the_version_is_the_packages_own():
+    import tomllib
+    from importlib.metadata import version
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as f:
+        declared = tomllib.load(f)["project"]["version"]
+    assert infolens.__version__ == version("infolens") == declared
+    r = subprocess.run([sys.executable, "-m", "infolens", "--version"], capture_output=True, text=True)
+    assert r.stdout.strip() == f"infolens {declared}"
 
 
 def test_a_new_method_is_one_small_sibling(model_file):

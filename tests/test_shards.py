@@ -18,7 +18,7 @@ def test_shards_merge_into_the_single_run(tmp_path, model_file, sampler, adaptiv
     whole = ex.explain(scene(), stride=2, samples=3, seed=5, classes="top2")
     method = ex.method("pmi")
     plan = method.plan(scene(), "top2", 2, 3, 5)
-    P = method.positions(plan)
+    P = method.positions(plan.img, plan.stride)
     order = np.random.default_rng(0).permutation(P)
     shards = [method.run(plan, part) for part in np.array_split(order, 4)][::-1]
     for i, s in enumerate(shards):  # through the disk, as the server keeps them
@@ -37,7 +37,7 @@ def test_shards_that_miss_or_repeat_positions_are_refused(model_file):
     ex = Explainer(OnnxClassifier.from_card(model_file), load_sampler("noise", K=4))
     method = ex.method("pmi")
     plan = method.plan(scene(), "top1", 4, 2, 0)
-    P = method.positions(plan)
+    P = method.positions(plan.img, plan.stride)
     a, b = method.run(plan, np.arange(0, P // 2)), method.run(plan, np.arange(P // 2 - 1, P))
     with pytest.raises(InfolensError, match="some twice"):
         method.merge(plan, [a, b])

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .. import backends, graphs, params
+from .. import backends, catalog, graphs, params
 from ..backends import sessions
 from ..catalog import DEFAULT_CLASSIFIER, model_file
 from ..errors import InfolensError
@@ -98,7 +98,7 @@ class OnnxClassifier:
         model_path = model_file(model_path)
         if card_path is not None and not os.path.isfile(card_path):
             raise InfolensError(f"model card not found: {card_path}", "card")
-        card = read_card(card_path or os.path.splitext(model_path)[0] + ".json")
+        card = read_card(card_path or catalog.card_path(model_path))
         inp, out = card.get("input", {}), card.get("output", {})
         pre = Preprocessing.from_card(inp, **{k: overrides.pop(k) for k in FIELDS if k in overrides})
         kw = dict(input_name=inp.get("name"), output_name=out.get("name"), output_kind=out.get("kind", "auto"),

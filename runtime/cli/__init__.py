@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import params
+from .. import __version__, params
 from ..errors import InfolensError
 from . import bench, benchmark, evaluate, explain, mipin, models, sanity, serve, suite
 from .options import Parser
@@ -12,7 +12,7 @@ from .options import Parser
 def build_parser() -> Parser:
     top = Parser(prog="infolens", description="Information-theoretic explanations (PMI, IG in bits) for any ONNX "
                  "image classifier, on ONNX Runtime.")
-    top.add_argument("--version", action="version", version="infolens 0.1.0")
+    top.add_argument("--version", action="version", version=f"infolens {__version__}")
     sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
     explain.register(sub)
     ev = sub.add_parser("eval", help="faithfulness of saved explanations (deletion / insertion AUC)",

@@ -250,6 +250,8 @@ def _run_ray(args, out: str, todo: list) -> int:
         def compute(image, notes):
             n = explainer.positions(image, args.S, args.method)
             parts = [(image, idx) for idx in np.array_split(np.arange(n), n_slots) if idx.size]
+            _notice(args, f"{n} patch positions split into {len(parts)} shards over the Ray actors (each shard runs "
+                    "p(Y|x) once more, counted in the forwards)")
             shards = engine.run_parts(parts, setup, functools.partial(_shard, args), args.ray, args.device)
             return explainer.merge(image, shards, args.classes, args.S, samples(args), args.seed, path, args.method,
                                    notes)

@@ -15,7 +15,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def choices(param: str) -> tuple:
-    return params.PARAMS[param].choices
+    return params.PARAMS[param].allowed()
 
 
 def floats(text: str) -> list[float]:
@@ -43,16 +43,12 @@ def add_grid(p, K: int, N: int, N_help: str = "") -> None:
 
 
 def add_method(p, help: str) -> None:
-    from ..methods import METHODS
-
-    p.add_argument("--method", default="pmi", choices=list(METHODS), help=help)
+    p.add_argument("--method", default="pmi", choices=choices("method"), help=help)
 
 
 def add_sampler(p, default: str | None, help: str) -> None:
     """--sampler and --sampler-model."""
-    from ..samplers import SAMPLERS
-
-    p.add_argument("--sampler", choices=SAMPLERS, default=default, help=help)
+    p.add_argument("--sampler", choices=choices("sampler"), default=default, help=help)
     p.add_argument("--sampler-model", metavar="PATH", help="PatchSampler .onnx (either head, staged or not; or "
                    "gaussian .npz) instead of the shipped one for K; given without --sampler, it is the sampler")
 
@@ -160,9 +156,7 @@ def gpu(args) -> dict:
 
 
 def add_fill(p, default: str) -> None:
-    from ..evaluate.fills import FILLS
-
-    p.add_argument("--fill", choices=list(FILLS), default=default,
+    p.add_argument("--fill", choices=choices("fill"), default=default,
                    help=f"what replaces removed pixels (default {default}; evaluate/fills.py)")
     p.add_argument("--fill-draws", type=int, default=4, metavar="D",
                    help="patchsampler fill: independent in-fill draws each curve point averages (default 4)")

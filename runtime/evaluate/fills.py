@@ -30,6 +30,7 @@ import os
 import cv2
 import numpy as np
 
+from .. import params
 from ..errors import InfolensError
 
 # ROAD's neighbour weights (dy, dx, w): the authors' `neighbors_weights`
@@ -254,9 +255,7 @@ def make_fill(name: str, classifier=None, K: int = 8, sampler=None, sampler_mode
     """The fill `name` (a FILLS key) for images explained by `classifier` (its preprocessing sets `mean`).
     patchsampler: `sampler` (an open PatchSampler) or one opened for K from `sampler_model` (default: the shipped
     one for K), `draws` in-fills per tile; road: its noise seeded by `seed`."""
-    if name not in FILLS:
-        raise InfolensError(f"unknown fill {name!r}: choose one of {', '.join(FILLS)}", "fill")
-    if name == "mean":
+    if params.check("fill", name) == "mean":
         return DatasetMean(dataset_mean(classifier.pre) if classifier is not None else (0, 0, 0))
     if name == "road":
         return Road(seed=seed)

@@ -168,7 +168,7 @@ class MipinStudy(Study):
                 _, part = for_classifier(rclf)
                 crops = random_crops(rclf, self.files, self.sanity_crops, self.seed, False)
                 inverse, record = fit(rclf, part, crops, progress=False)
-                save(inverse, record, rclf, path[:-5] + ".mipin.onnx")
+                save(inverse, record, rclf, os.path.splitext(path)[0] + ".mipin.onnx")
                 self._refits.append((depth, names, rclf, MIPIN(rclf), CAM(rclf)))
         return self._refits
 

@@ -26,9 +26,7 @@ METHODS: dict[str, type[Attribution]] = {"pmi": PMI, "ig": PMI, "pda": PDA, "occ
 
 def method_class(name: str) -> type[Attribution]:
     """The class registered under `name` (InfolensError naming the parameter `method` otherwise)."""
-    if name not in METHODS:
-        raise InfolensError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}", "method")
-    return METHODS[name]
+    return METHODS[params.check("method", name)]
 
 
 class Explainer:
@@ -69,16 +67,20 @@ class Explainer:
 
     # ---- one explanation split by patch positions (DESIGN §12): any engine runs the shards, `merge` joins them ----
     def positions(self, image, stride: int | None = None, method: str = "pmi") -> int:
-        """How many patch positions an explanation of `image` has (shards index them 0..positions−1)."""
+        """How many patch positions an explanation of `image` has (shards index them 0..positions−1); no forward."""
         m = self._splittable(method)
-        return m.positions(m.plan(image, "top1", stride, 1, 0))
+        return m.positions(self.classifier.load_image(image), stride)
 
     def explain_shard(self, image, positions, classes="top3", stride: int | None = None, samples: int = 8,
                       seed: int = 0, method: str = "pmi") -> Shard:
         """The per-position results of `positions` (grid indices) of the explanation `explain` would give with the
-        same arguments; a shard's forwards exclude p(Y|x), which `merge` runs once."""
+        same arguments; a shard's forwards include the p(Y|x) forward each shard runs (its plan), so that the
+        merged explanation counts every forward that was run."""
         m = self._splittable(method)
-        return m.run(m.plan(image, classes, stride, samples, seed), positions)
+        plan = m.plan(image, classes, stride, samples, seed)
+        shard = m.run(plan, positions)
+        shard.forwards += plan.forwards
+        return shard
 
     def merge(self, image, shards: list[Shard], classes="top3", stride: int | None = None, samples: int = 8,
               seed: int = 0, source: str | None = None, method: str = "pmi",

@@ -91,9 +91,10 @@ class PatchMarginalization(Attribution):
         return self._run(plan.img, plan.base, plan.p0, plan.classes, plan.stride, plan.samples, plan.seed, positions,
                          progress or Progress("", False))
 
-    def positions(self, plan: Plan) -> int:
-        """How many patch positions the grid of `plan` has (shards index them 0..positions−1)."""
-        return len(self._geometry(plan.img, plan.stride, plan.samples, plan.seed)[0])
+    def positions(self, img: np.ndarray, stride: int | None = None) -> int:
+        """How many patch positions the grid of the input-space image `img` [H, W, 3] has at `stride` (default K);
+        shards index them 0..positions−1."""
+        return len(self._geometry(img, stride, 1, 0)[0])
 
     def merge(self, plan: Plan, shards: list["Shard"]) -> Explanation:
         """The Explanation of `plan` from shards that cover every position once (InfolensError otherwise)."""

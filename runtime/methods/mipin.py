@@ -9,7 +9,7 @@ import time
 import cv2
 import numpy as np
 
-from ..catalog import file_sha256, models_dir
+from ..catalog import card_path, file_sha256, models_dir
 from ..classifier import OnnxClassifier, Tapped
 from ..errors import InfolensError
 from .base import Attribution
@@ -52,12 +52,12 @@ class MIPIN(Attribution):
         from ..mipin.part import for_classifier, taps
 
         self.inverse_path = inverse or default_inverse(classifier)
-        card_path = self.inverse_path[:-len(".onnx")] + ".json"
+        card = card_path(self.inverse_path)
         try:
-            with open(card_path) as f:
+            with open(card) as f:
                 self.card = json.load(f)
         except (OSError, ValueError) as e:
-            raise InfolensError(f"cannot read the inverse's card {card_path}: {e}", "inverse") from None
+            raise InfolensError(f"cannot read the inverse's card {card}: {e}", "inverse") from None
         if self.card.get("classifier_sha256") not in (None, fitted_for or file_sha256(classifier.model_path)):
             raise InfolensError(f"{self.inverse_path} was fitted for another classifier (sha256 "
                                 f"{self.card['classifier_sha256'][:12]}…); fit one for this model", "inverse")

@@ -29,6 +29,7 @@ from onnx import TensorProto, numpy_helper
 from tqdm import tqdm
 
 from ..errors import InfolensError
+from ..images import IMAGE_SUFFIXES
 from . import inverse as inv
 from .part import InvertedPart, taps
 
@@ -412,9 +413,6 @@ class Fitter:
         raise InfolensError(f"MIP-IN has no inverse for {op} yet", "model")
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
 def photo_files(folders: list[str]) -> list[str]:
     """Every image file under the folders (recursively), sorted: the same list on every machine."""
     files = []
@@ -422,7 +420,7 @@ def photo_files(folders: list[str]) -> list[str]:
         if not os.path.isdir(folder):
             raise InfolensError(f"no folder {folder}", "data")
         for root, _, names in os.walk(folder):
-            files += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+            files += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
     if not files:
         raise InfolensError(f"no image files under {', '.join(folders)}", "data")
     return sorted(files)
@@ -474,7 +472,7 @@ def save(model: onnx.ModelProto, record: dict, classifier, path: str, data: list
     """Write the inverse to `path` (<stem>.mipin.onnx) and its card beside it (<stem>.mipin.json), atomically; the
     card names the classifier (name, sha256), the taps, the map layer, the data and the fit's record."""
     from .. import outfiles
-    from ..catalog import file_sha256
+    from ..catalog import card_path, file_sha256
 
     card = {"task": "mipin-inverse", "classifier": classifier.name,
             "classifier_sha256": file_sha256(classifier.model_path), **record, "data": data or [],
@@ -485,5 +483,5 @@ def save(model: onnx.ModelProto, record: dict, classifier, path: str, data: list
                       "on the fitting crops",
             "method": __doc__.split("\n\n")[1].replace("\n", " ")}
     outfiles.write_atomic(path, lambda f: f.write(model.SerializeToString()))
-    outfiles.write_json(path[:-len(".onnx")] + ".json", card)
+    outfiles.write_json(card_path(path), card)
     return card

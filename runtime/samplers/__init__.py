@@ -17,15 +17,13 @@ heads, optional stages), `gaussian` (PDA's conditional Gaussian), `heuristic` (m
 from __future__ import annotations
 
 import os
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from .. import params
 from ..catalog import models_dir, shipped
 from ..errors import InfolensError
-
-SAMPLERS = ("patchsampler", "gaussian", "mean", "gray", "black", "noise", "blur", "ring-mean")
 
 
 class Sampler(Protocol):
@@ -56,9 +54,33 @@ from .heuristic import HeuristicSampler  # noqa: E402
 from .patchsampler import COUPLINGS, PatchSampler, logistic_mixture_log2prob  # noqa: E402
 
 
+def _patchsampler(K: int, model: str | None, device, coupling: str) -> Sampler:
+    s = PatchSampler(model or shipped(f"patchsampler_k{K}.onnx", "sampler_model"), device, coupling)
+    if s.K != K and model is None:
+        raise InfolensError(f"shipped PatchSampler for K={K} has K={s.K}", "K")
+    return s
+
+
+def _gaussian(K: int, model: str | None, device, coupling: str) -> Sampler:
+    path = model or os.path.join(models_dir(), f"gaussian_k{K}.npz")
+    if model and not os.path.isfile(model):
+        raise InfolensError(f"Gaussian fit not found: {model}", "sampler_model")
+    return GaussianSampler.load(path) if os.path.isfile(path) else GaussianSampler(K)
+
+
+def _heuristic(name: str):
+    return lambda K, model, device, coupling: HeuristicSampler(name, K)
+
+
+# The registry: name → factory(K, model, device, coupling).  It feeds params.PARAMS["sampler"] (the CLI's choices,
+# the server's validation) and `load_sampler`.
+SAMPLERS: dict[str, Callable[..., Sampler]] = {"patchsampler": _patchsampler, "gaussian": _gaussian,
+                                               **{name: _heuristic(name) for name in HeuristicSampler.NAMES}}
+
+
 def load_sampler(name: str = "patchsampler", K: int = 8, model: str | None = None, device="cpu",
                  coupling: str = "pixel") -> Sampler:
-    """A sampler by name (one of SAMPLERS) for K×K patches.
+    """A sampler by name (a SAMPLERS key) for K×K patches.
 
     `patchsampler` loads `model` or the shipped `patchsampler_k{K}.onnx`; `gaussian` loads `model` (.npz) or the
     shipped `gaussian_k{K}.npz`, else fits on the explained image.  `device` ("cpu", "cuda" or a
@@ -69,19 +91,7 @@ def load_sampler(name: str = "patchsampler", K: int = 8, model: str | None = Non
     (α, β, γ), so `coupling` does not change its draws.
     """
     params.check("K", K)
-    if name == "patchsampler":
-        s = PatchSampler(model or shipped(f"patchsampler_k{K}.onnx", "sampler_model"), device, coupling)
-        if s.K != K and model is None:
-            raise InfolensError(f"shipped PatchSampler for K={K} has K={s.K}", "K")
-        return s
-    if name == "gaussian":
-        path = model or os.path.join(models_dir(), f"gaussian_k{K}.npz")
-        if model and not os.path.isfile(model):
-            raise InfolensError(f"Gaussian fit not found: {model}", "sampler_model")
-        return GaussianSampler.load(path) if os.path.isfile(path) else GaussianSampler(K)
-    if name in HeuristicSampler.NAMES:
-        return HeuristicSampler(name, K)
-    raise InfolensError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}", "sampler")
+    return SAMPLERS[params.check("sampler", name)](K, model, device, coupling)
 
 
 __all__ = ["SAMPLERS", "COUPLINGS", "Sampler", "windows", "pad", "load_sampler", "PatchSampler", "GaussianSampler",

@@ -42,7 +42,13 @@ from ..errors import InfolensError
 from . import pad, windows
 
 COUPLINGS = ("pixel", "none")  # categorical head: channels of a pixel share one uniform, or every sub-pixel its own
-MIXTURE_OUTPUTS = ("patch_logits", "pixel_logits", "loc", "log_scale", "coeff")
+# The PatchSampler's ONNX interface (DESIGN §3): export/patchsampler.py writes these names, this module reads them.
+CONTEXT = "context"  # input: uint8 [B, 3K, 3K, 3], the window around the patch
+STAGE = "stage"  # input of a staged graph: int64 [B], the stage of each window
+CATEGORICAL_OUTPUT = "probs"  # categorical head: float [B, K, K, 3, 256]
+MIXTURE_OUTPUTS = ("patch_logits", "pixel_logits", "loc", "log_scale", "coeff")  # logistic-mixture head
+META_STAGES = "stages"  # metadata: the stage of every pixel of the patch, a JSON [K, K] grid
+META_FEATURES = "context_features"  # metadata: the ring-only tensor the graph may be cut at
 HEADS = ("categorical", "logistic_mixture")
 PROB_FLOOR = 1e-12  # categorical scores: as export/patchsampler.nll_bits, so one zero cannot make a score infinite
 U_CLIP = 1e-12  # value uniforms are kept this far from 0 and 1, so every logistic quantile is finite (|z| < 27.7)
@@ -97,8 +103,8 @@ class PatchSampler:
     def _read_interface(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
         # DESIGN names the input `context`; a one-input file with another name is accepted as before
-        others = [name for name in inputs if name != "stage"]
-        ctx = inputs.get("context", inputs[others[0]] if len(others) == 1 else None)
+        others = [name for name in inputs if name != STAGE]
+        ctx = inputs.get(CONTEXT, inputs[others[0]] if len(others) == 1 else None)
         if ctx is None:
             raise self._bad(f"inputs {', '.join(inputs)}: expected context and optionally stage")
         shape = ctx.shape
@@ -107,12 +113,12 @@ class PatchSampler:
             raise self._bad(f"input {ctx.name} is {ctx.type} {shape}, expected uint8 [B, 3K, 3K, 3]")
         self.K = K = shape[1] // 3
         self._context = ctx.name
-        stage = inputs.get("stage")
+        stage = inputs.get(STAGE)
         if stage is not None and (stage.type != "tensor(int64)" or len(stage.shape) != 1):
             raise self._bad(f"input stage is {stage.type} {stage.shape}, expected int64 [B]")
         self._stage_input = stage is not None
 
-        meta = self.session.get_modelmeta().custom_metadata_map.get("stages")
+        meta = self.session.get_modelmeta().custom_metadata_map.get(META_STAGES)
         if meta is None:
             if stage is not None:
                 raise self._bad("it has a stage input but no 'stages' metadata (the K×K grid of stage indices)")
@@ -125,10 +131,10 @@ class PatchSampler:
 
         outputs = {o.name: o for o in self.session.get_outputs()}
         mixture = [n for n in MIXTURE_OUTPUTS if n in outputs]
-        if "probs" in outputs and not mixture:
+        if CATEGORICAL_OUTPUT in outputs and not mixture:
             self.head = "categorical"
-            expected = {"probs": ["B", K, K, 3, 256]}
-        elif len(mixture) == len(MIXTURE_OUTPUTS) and "probs" not in outputs:
+            expected = {CATEGORICAL_OUTPUT: ["B", K, K, 3, 256]}
+        elif len(mixture) == len(MIXTURE_OUTPUTS) and CATEGORICAL_OUTPUT not in outputs:
             self.head = "logistic_mixture"
             expected = {"patch_logits": ["B", "S"], "pixel_logits": ["B", "S", K, K, "M"],
                         **{n: ["B", "S", K, K, 3, "M"] for n in ("loc", "log_scale", "coeff")}}
@@ -149,13 +155,13 @@ class PatchSampler:
     def _split(self, open_session) -> None:
         """Sessions for the two halves of a split graph (module docstring), or None when the file is not split."""
         self.encoder = self.head_session = None
-        self.features_name = self.session.get_modelmeta().custom_metadata_map.get("context_features")
+        self.features_name = self.session.get_modelmeta().custom_metadata_map.get(META_FEATURES)
         if self.features_name is None:
             return
         proto = onnx.load(self.model_path)
         if self.features_name not in {v.name for v in proto.graph.value_info}:
             proto = onnx.shape_inference.infer_shapes(proto)
-        inputs = [self._context] + (["stage"] if self._stage_input else [])
+        inputs = [self._context] + ([STAGE] if self._stage_input else [])
         try:
             parts = [onnx.utils.Extractor(proto).extract_model(i, o) for i, o in (
                 ([self._context], [self.features_name]), ([self.features_name, *inputs], self._names))]
@@ -240,7 +246,7 @@ class PatchSampler:
         (`_features` of these contexts, B rows) through the split graph's second half, else the whole graph."""
         feed = {self._context: contexts}
         if self._stage_input:
-            feed["stage"] = np.full(len(contexts), stage, np.int64)
+            feed[STAGE] = np.full(len(contexts), stage, np.int64)
         if features is None:
             return dict(zip(self._names, self.session.run(self._names, feed)))
         feed[self.features_name] = features
@@ -253,7 +259,7 @@ class PatchSampler:
         if self.head != "categorical" or self.T != 1:
             raise InfolensError(f"PatchSampler.probs needs a one-stage categorical model; {self.model_path} has "
                                 f"the {self.head} head with T={self.T}")
-        return self._run(windows(pad(image, self.K), ys, xs, 3 * self.K), 0)["probs"]
+        return self._run(windows(pad(image, self.K), ys, xs, 3 * self.K), 0)[CATEGORICAL_OUTPUT]
 
     def _uniforms(self, rngs, n: int, start: int = 0) -> np.ndarray:
         """The layout of the module docstring: [P, n, D] for samples start..start+n−1, float32 (categorical) or
@@ -277,7 +283,7 @@ class PatchSampler:
             return a if Q == K2 else np.take(a, q, axis)
 
         if self.head == "categorical":
-            probs = stage_pixels(out["probs"].reshape(B, K2, 3, 256), 1).reshape(B, Q * 3, 256)
+            probs = stage_pixels(out[CATEGORICAL_OUTPUT].reshape(B, K2, 3, 256), 1).reshape(B, Q * 3, 256)
             uq = stage_pixels(u.reshape(B, N, K2, 3), 2).reshape(B, N, Q * 3)
             return kernels.sample_categorical(np.ascontiguousarray(probs), np.ascontiguousarray(uq)).reshape(
                 B, N, Q, 3)
@@ -343,7 +349,7 @@ class PatchSampler:
             for t in range(self.T):
                 out, select = self._run(w, t, features), self.stages == t
                 if self.head == "categorical":
-                    p = np.take_along_axis(out["probs"], centre[..., None].astype(np.intp), axis=-1)[..., 0]
+                    p = np.take_along_axis(out[CATEGORICAL_OUTPUT], centre[..., None].astype(np.intp), axis=-1)[..., 0]
                     logs = np.log2(np.maximum(p.astype(np.float64), PROB_FLOOR))
                     bits[i:i + len(w)] += logs[:, select].sum((1, 2))
                 else:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import __version__
 from ..errors import InfolensError
 from ..images import IMAGE_SUFFIXES
 from .jobs import JobStore
@@ -72,7 +73,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         worker.stop()
         worker.join(timeout=30)
 
-    app = FastAPI(title="infolens", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="infolens", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store, app.state.models, app.state.worker, app.state.config = store, models, worker, config
     max_body = int(config.max_body_mb * 1024 * 1024)
     open_paths = ("/", "/v2/health/live", "/v2/health/ready")

@@ -108,7 +108,7 @@ class Worker(threading.Thread):
         t0, rows = time.perf_counter(), method.classifier.rows_run
         shards = [Shard.load(f) for f in sorted(glob.glob(os.path.join(folder, "shard_*.npz")))]
         have = np.concatenate([s.positions for s in shards]) if shards else np.empty(0, np.int64)
-        todo = np.setdiff1d(np.arange(method.positions(plan)), have)
+        todo = np.setdiff1d(np.arange(method.positions(plan.img, plan.stride)), have)
         if todo.size:
             n = plan.samples if not method.sampler.deterministic else 1
             shard = method.run(plan, todo[:max(1, self.chunk_forwards // n)])
