@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := pyproject.toml setup.py cpp_ext/sampling.cpp
 
-.PHONY: demo test bench loadtest benchmark benchmark-quick models clean
+.PHONY: demo test perf bench loadtest benchmark benchmark-quick models clean
 
 # runtime only (numpy, onnxruntime, opencv, tqdm, onnx) + the compiled sampler: what a user installs
 $(VENV)/.runtime: $(DEPS)
@@ -30,8 +30,8 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	INFOLENS_REQUIRE_EXT=1 $(BIN)/python -m pytest -q tests
 
-bench: $(VENV)/.runtime
-	$(BIN)/python -m infolens.bench
+perf bench: $(VENV)/.runtime
+	$(BIN)/python -m infolens.perf
 
 # the server under load on 127.0.0.1: 8 clients, 48 small jobs on the shipped model, one SIGKILL and restart
 loadtest: $(VENV)/.dev

@@ -6,8 +6,6 @@
 >>> e = ex.explain("photo.jpg", classes="top3", stride=8, samples=8, seed=0)
 >>> e.pmi.shape, e.ig.shape            # (3, 224, 224), (224, 224) — bits
 """
-from importlib.metadata import PackageNotFoundError, version
-
 from .classifier import OnnxClassifier, Preprocessing
 from .methods import Explainer
 from .errors import InfolensError
@@ -15,7 +13,16 @@ from .explanation import Explanation
 from .samplers import SAMPLERS, load_sampler
 
 __all__ = ["OnnxClassifier", "Preprocessing", "Explainer", "Explanation", "InfolensError", "load_sampler", "SAMPLERS"]
-try:
-    __version__ = version("infolens")  # one place: pyproject.toml, through the installed package's metadata
-except PackageNotFoundError:  # a source tree used without installing it
-    __version__ = "0+unknown"
+
+
+def __getattr__(name: str):
+    """`__version__`, read when first asked from the installed package's metadata (pyproject.toml is its one
+    declaration; importlib.metadata costs 40 ms of start-up otherwise)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'infolens' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("infolens")
+    except PackageNotFoundError:  # a source tree used without installing it
+        return "0+unknown"

@@ -41,6 +41,12 @@ def model_file(name_or_path) -> str:
     return candidate if os.path.isfile(candidate) else path
 
 
+def cache_dir(*parts: str) -> str:
+    """A folder under infolens's cache ($XDG_CACHE_HOME/infolens, default ~/.cache/infolens): what can be made again
+    from the models (TensorRT engines, cut PatchSampler graphs, the perf benchmark's ResNet-50)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "infolens", *parts)
+
+
 def card_path(model_path: str) -> str:
     """Where the card of an ONNX file lives: beside it, the same stem with .json (model.onnx → model.json,
     x.mipin.onnx → x.mipin.json; a file named otherwise, e.g. model.bin, → model.json)."""

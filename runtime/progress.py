@@ -7,8 +7,6 @@ import os
 import sys
 import time
 
-from tqdm import tqdm
-
 # seconds between log lines when stderr is not a terminal; INFOLENS_PROGRESS_SECONDS changes it (0: every batch)
 LOG_EVERY_S = float(os.environ.get("INFOLENS_PROGRESS_SECONDS", "10"))
 
@@ -22,8 +20,11 @@ class Progress:
         self.desc, self.enabled = desc, enabled
         self.total = self.done = 0
         self.t0 = self.last = time.perf_counter()
-        terminal = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.bar = tqdm(total=0, unit="fwd", desc=desc, delay=1.0, file=self.stream, leave=False) if terminal else None
+        self.bar = None
+        if enabled and hasattr(self.stream, "isatty") and self.stream.isatty():
+            from tqdm import tqdm  # only a terminal's bar needs it (start-up)
+
+            self.bar = tqdm(total=0, unit="fwd", desc=desc, delay=1.0, file=self.stream, leave=False)
 
     def add(self, n: int) -> None:
         self.total += n

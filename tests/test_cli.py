@@ -215,7 +215,7 @@ def test_runtime_never_imports_torch(tmp_path, image_file, model_file):
     import subprocess
     import sys
 
-    code = ("import sys; from infolens import cli, bench, methods, samplers, classifier; "
+    code = ("import sys; from infolens import cli, perf, methods, samplers, classifier; "
             f"rc = cli.main(['explain', {image_file!r}, '--model', {model_file!r}, '--out', {str(tmp_path)!r}, "
             "'-K', '4', '--sampler', 'gaussian', '-q']); "
             "assert rc == 0; assert 'torch' not in sys.modules, 'torch was imported'")

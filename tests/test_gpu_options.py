@@ -13,7 +13,6 @@ import onnx_builders
 from conftest import run_cli, scene
 from infolens import Explainer, OnnxClassifier, Preprocessing, backends, load_sampler
 from infolens.backends.sessions import Placement
-from infolens.bench import parse_config, resnet50
 from infolens.errors import InfolensError
 
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -131,54 +130,3 @@ def test_batch_backend_auto_is_host_on_the_cpu(model_file):
     with pytest.raises(InfolensError) as e:
         OnnxClassifier.from_card(model_file, batch_backend="wrong")
     assert e.value.param == "batch_backend"
-
-
-def test_bench_configs_parse_and_refuse():
-    assert parse_config("cuda+fp16+graph+trt") == {"device": "cuda", "fp16": True, "cuda_graph": True,
-                                                   "provider": "tensorrt"}
-    assert parse_config("cpu") == {"device": "cpu", "fp16": False, "cuda_graph": False, "provider": "default"}
-    for bad in ("gpu", "cpu+fast"):
-        with pytest.raises(InfolensError):
-            parse_config(bad)
-
-
-def test_the_benchs_resnet50_is_a_resnet50():
-    model = resnet50(width=4, classes=10)
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    assert len(convs) == 53 and sum(n.op_type == "Add" for n in model.graph.node) == 16
-    assert sum(np.prod(i.dims) for i in model.graph.initializer if i.name.startswith("w")) > 0
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    y = session.run(None, {"input": np.random.default_rng(0).standard_normal((2, 3, 224, 224), np.float32)})[0]
-    assert y.shape == (2, 10) and np.all(np.isfinite(y)) and np.allclose(y.sum(1), 1, atol=1e-5)
-
-
-def test_bench_table_and_agreement_run_on_the_cpu(tmp_path):
-    path = onnx_builders.classifier(tmp_path / "tiny.onnx", H=24, W=24, n_classes=10)
-    r = run_cli("bench", "--table", "--models", path, "--batches", "8", "--seconds", "0.2", "--configs",
-                "cpu,cpu+fp16,cpu+graph", "--fp16-tolerance", "10")  # a toy model: its runner-up classes p < 10⁻⁴
-    assert r.returncode == 0, r.stderr
-    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "tiny" in line]
-    assert len(rows) == 3 and "CUDA graphs need device cuda" in rows[2], r.stdout
-    for row in rows[:2]:
-        raw, e2e, ratio = (float(c.replace(",", "")) for c in row.strip("|").split("|")[3:6])
-        assert raw > 0 and e2e > 0 and ratio == pytest.approx(e2e / raw, rel=0.02)
-    img = tmp_path / "a.png"
-    import cv2
-
-    cv2.imwrite(str(img), scene(24, 24))
-    r = run_cli("bench", "--agreement", img, "--model", path, "--configs", "cpu,cpu+fp16", "--fp16-tolerance", "10")
-    assert r.returncode == 0, r.stderr
-    rows = [line.strip("|").split("|") for line in r.stdout.splitlines() if line.startswith("| a.png")]
-    assert [c.strip() for c in rows[0][2:]] == ["0.00e+00", rows[0][3].strip(), "1.000000", "0.00e+00", "1.000000",
-                                                "yes"]
-    assert 0 < float(rows[1][2]) < float(rows[1][3]) and rows[1][7].strip() == "yes"
-
-
-def test_the_benchs_stride_counts_the_border_aligned_positions():
-    from infolens.bench import _stride_for
-    from infolens.methods import patch_grid
-
-    # at S = 5 the grid has 42 offsets per axis and the border-aligned 43rd: 1,849 positions, over a budget of 1,800
-    assert len(patch_grid(224, 224, 16, 5)[0]) == 43 * 43
-    S = _stride_for(1800, (224, 224), 16, 1)
-    assert S == 6 and len(patch_grid(224, 224, 16, S)[0]) <= 1800

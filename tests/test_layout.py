@@ -58,3 +58,18 @@ def test_every_runtime_package_is_installed():
         listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
     rooms = {".".join(("infolens", *p.parent.relative_to(RUNTIME).parts)) for p in RUNTIME.rglob("__init__.py")}
     assert rooms - listed == set()
+
+
+def test_import_infolens_leaves_the_heavy_packages_to_where_they_are_used():
+    """Start-up: `import infolens` loads numpy, onnxruntime and OpenCV, not the onnx package (0.8 s of ml_dtypes),
+    scipy, matplotlib, FastAPI, Ray, torch or tqdm, and neither does building the CLI's parser; each is imported
+    where a graph is edited, a statistic computed, a server started, a bar drawn."""
+    import subprocess
+    import sys
+
+    heavy = ["onnx", "scipy", "matplotlib", "fastapi", "ray", "torch", "tqdm"]
+    r = subprocess.run([sys.executable, "-c", "import sys, infolens\nfrom infolens.cli import build_parser\n"
+                        "build_parser()\n"
+                        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""

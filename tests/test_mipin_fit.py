@@ -227,14 +227,3 @@ def test_qdq_quantized_model_is_inverted_on_its_dequantized_tensors(tmp_path):
     feeds = {i.name: out[i.name] for i in session.get_inputs() if i.name != "classes"}
     got = session.run(["maps"], {**feeds, "classes": np.array([1, 4], np.int64)})[0]
     np.testing.assert_allclose(got, numpy_maps(f, out, [1, 4]), rtol=1e-4, atol=1e-4 * np.abs(got).max())
-
-
-def test_infolens_bench_method_mipin_reports_a_ratio():
-    r = subprocess.run([sys.executable, "-m", "infolens", "bench", "--method", "mipin", "--rounds", "1",
-                        "--batch-size", "8"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    ratio = [ln for ln in r.stdout.splitlines() if ln.startswith("ratio")]
-    assert ratio and 0 < float(ratio[0].split()[1]) < 10
-    bad = subprocess.run([sys.executable, "-m", "infolens", "bench", "--method", "nope"], capture_output=True,
-                         text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

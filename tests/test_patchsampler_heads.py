@@ -287,3 +287,24 @@ def test_invalid_model_parameters_are_a_one_line_error(tmp_path):
     with pytest.raises(InfolensError, match=r"scale > 0$") as info:
         PatchSampler(path).sample(scene(), np.array([0]), np.array([0]), 2, streams(0, [0]))
     assert info.value.param == "sampler_model"
+
+
+def test_a_split_graphs_halves_are_cut_once_and_cached(tmp_path):
+    """The shipped K=16 PatchSampler is a split graph: the first load cuts it (the onnx package) and keeps the halves
+    under the cache folder; a later process loads them without importing onnx, and draws the same in-fills."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\nfrom infolens import load_sampler\nfrom infolens.samplers.rng import streams\n"
+            "s = load_sampler('patchsampler', K=16)\nassert s.encoder is not None\n"
+            "img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)\n"
+            "x = s.sample(img, np.array([0, 24]), np.array([8, 40]), 2, streams(3, np.arange(2)))\n"
+            "print('onnx' in sys.modules, x.tobytes().hex()[:4000])\n")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+                     for _ in range(2))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.split()[0] == "True" and second.stdout.split()[0] == "False"
+    assert first.stdout.split()[1] == second.stdout.split()[1]
+    assert len(list((tmp_path / "infolens" / "patchsampler").glob("*.onnx"))) == 2

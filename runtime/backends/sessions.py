@@ -66,7 +66,9 @@ class Placement:
             cuda["enable_cuda_graph"] = "1"
         chain = [("CUDAExecutionProvider", cuda)]
         if self.provider == "tensorrt":
-            cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "infolens", "trt")
+            from ..catalog import cache_dir
+
+            cache = cache_dir("trt")
             os.makedirs(cache, exist_ok=True)
             chain.insert(0, ("TensorrtExecutionProvider", {
                 "device_id": "0", "trt_fp16_enable": "True" if self.fp16 else "False",

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .. import backends, catalog, graphs, params
+from .. import backends, catalog, params
 from ..backends import sessions
 from ..catalog import DEFAULT_CLASSIFIER, model_file
 from ..errors import InfolensError
@@ -71,7 +71,9 @@ class OnnxClassifier:
             raise InfolensError("a session you open yourself runs as it is: a grey model's front and --fp16 need "
                                 "infolens to open the graph (pass session_options or providers instead)", "session")
         if self.pre.channels == 1:  # the session runs the graph behind a grey-level front that takes RGB
-            self.feed_name = graphs.GREY_FRONT_INPUT
+            from ..graphs import GREY_FRONT_INPUT
+
+            self.feed_name = GREY_FRONT_INPUT
         exact = self.session
         if self.fp16 and self.pre.channels == 1:
             exact = open_classifier(self.model_path, exact_where, lambda m: self._edit(m, fp16=False))[0]
@@ -217,6 +219,8 @@ class OnnxClassifier:
     def _edit(self, model, fp16: bool = True):
         """The in-memory graph edits this classifier runs under: the float16 conversion (unless fp16=False; not for
         TensorRT, which builds fp16 engines itself), the grey front of a single-channel model."""
+        from .. import graphs  # the onnx package: only where a graph is edited
+
         if fp16 and self.fp16 and self.placement.provider != "tensorrt":
             model = graphs.to_fp16(model)  # first: the grey front stays float32, exact as OpenCV's grey levels
         if self.pre.channels == 1:

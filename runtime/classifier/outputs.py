@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import graphs
 from ..errors import InfolensError
 
 # ops whose outputs are unbounded scores even when a probe happens to land in [0, 1]
@@ -49,6 +48,8 @@ def to_probs(raw: np.ndarray, kind: str) -> np.ndarray:
 def last_op(model_path: str, output: str) -> str | None:
     """The op that computes graph output `output`, looking through ops that only reshape, cast or (de)quantize it."""
     import onnx
+
+    from .. import graphs
 
     try:
         graph = onnx.load(model_path, load_external_data=False).graph

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import graphs
 
 
 class Tapped:
@@ -17,7 +16,9 @@ class Tapped:
     def __init__(self, classifier, names, model=None, graph: bool = False):
         self.classifier, self.names = classifier, list(names)
         if model is None:
-            model = graphs.with_outputs(classifier.graph(), self.names)
+            from ..graphs import with_outputs
+
+            model = with_outputs(classifier.graph(), self.names)
         self.session = classifier.open_graph(model, graph)
 
     def run(self, tensor: np.ndarray) -> tuple[np.ndarray, dict]:

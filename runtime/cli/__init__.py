@@ -5,7 +5,7 @@ import sys
 
 from .. import __version__, params
 from ..errors import InfolensError
-from . import bench, benchmark, evaluate, explain, mipin, models, sanity, serve, suite
+from . import benchmark, evaluate, explain, mipin, models, perf, sanity, serve, suite
 from .options import Parser
 
 
@@ -23,7 +23,7 @@ def build_parser() -> Parser:
     benchmark.register(evsub)
     sanity.register(evsub)
     mipin.register(sub)
-    bench.register(sub)
+    perf.register(sub)
     models.register(sub)
     serve.register(sub)
     return top
@@ -31,8 +31,6 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        return bench.run(argv[1:])
     args = build_parser().parse_args(argv)
     from ..images import quiet_opencv
 

@@ -9,10 +9,8 @@ from . import options
 
 
 def register(evsub) -> None:
-    from ..evaluate.sanity import __doc__ as sanity_protocol
-
     sa = evsub.add_parser("sanity", help="cascading weight randomization (Adebayo et al.): map correlations",
-                          description=sanity_protocol,
+                          description=options.module_doc("infolens.evaluate.sanity"),
                           epilog="outputs in --out: sanity.json, sanity_correlation.png, sanity_maps.png; "
                           "a table (step, layers, correlations, top class) on stdout",
                           formatter_class=argparse.RawDescriptionHelpFormatter)

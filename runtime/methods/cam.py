@@ -8,7 +8,6 @@ import numpy as np
 
 from ..classifier import OnnxClassifier, Tapped
 from ..errors import InfolensError
-from ..graphs import with_outputs
 from .base import Attribution
 from .mipin import upsample
 
@@ -28,6 +27,8 @@ class CAM(Attribution):
 
     def __init__(self, classifier: OnnxClassifier, batch_size: int = 64, progress: bool = False):
         super().__init__(classifier, batch_size, progress)
+        from ..graphs import with_outputs
+
         model = classifier.graph()
         head = find_head(model, classifier.output.name)
         self.tapped = Tapped(classifier, [head["tensor"]], with_outputs(model, [head["tensor"]]))

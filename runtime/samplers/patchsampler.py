@@ -33,8 +33,6 @@ import math
 import os
 
 import numpy as np
-import onnx
-import onnx.utils
 
 from .. import kernels
 from ..catalog import file_sha256
@@ -158,17 +156,43 @@ class PatchSampler:
         self.features_name = self.session.get_modelmeta().custom_metadata_map.get(META_FEATURES)
         if self.features_name is None:
             return
+        try:
+            self.encoder, self.head_session = (open_session(part) for part in self._split_parts())
+        except Exception as e:
+            raise self._bad(f"its graph cannot be cut at the 'context_features' tensor {self.features_name!r} "
+                            f"into a context-only encoder and the rest: {str(e).splitlines()[0]}") from None
+
+    def _split_parts(self) -> list[bytes]:
+        """The encoder's and the rest's serialized graphs.  Cut once with onnx.utils.Extractor and kept in the cache
+        folder under the file's sha256, so that later runs skip importing the onnx package (0.8 s of start-up);
+        `_probe_split` checks the halves against the whole graph on every load, cached or not."""
+        from ..catalog import cache_dir
+
+        folder = cache_dir("patchsampler")
+        paths = [os.path.join(folder, f"{file_sha256(self.model_path)}.{part}.onnx") for part in ("encoder", "rest")]
+        if all(os.path.isfile(p) for p in paths):
+            parts = []
+            for p in paths:
+                with open(p, "rb") as f:
+                    parts.append(f.read())
+            return parts
+        import onnx.utils
+
         proto = onnx.load(self.model_path)
         if self.features_name not in {v.name for v in proto.graph.value_info}:
             proto = onnx.shape_inference.infer_shapes(proto)
         inputs = [self._context] + ([STAGE] if self._stage_input else [])
+        parts = [onnx.utils.Extractor(proto).extract_model(i, o).SerializeToString() for i, o in (
+            ([self._context], [self.features_name]), ([self.features_name, *inputs], self._names))]
         try:
-            parts = [onnx.utils.Extractor(proto).extract_model(i, o) for i, o in (
-                ([self._context], [self.features_name]), ([self.features_name, *inputs], self._names))]
-            self.encoder, self.head_session = (open_session(part.SerializeToString()) for part in parts)
-        except Exception as e:
-            raise self._bad(f"its graph cannot be cut at the 'context_features' tensor {self.features_name!r} "
-                            f"into a context-only encoder and the rest: {str(e).splitlines()[0]}") from None
+            os.makedirs(folder, exist_ok=True)
+            for path, part in zip(paths, parts):
+                with open(path + f".{os.getpid()}.tmp", "wb") as f:
+                    f.write(part)
+                os.replace(path + f".{os.getpid()}.tmp", path)
+        except OSError:  # a read-only home: cut again next time
+            pass
+        return parts
 
     def _parse_stages(self, text: str) -> np.ndarray:
         K = self.K
