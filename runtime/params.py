@@ -164,6 +164,29 @@ PARAMS: dict[str, Param] = {
 }
 
 
+@dataclass(frozen=True)
+class ExplainConfig:
+    """One explanation's settings and their defaults, declared once: `infolens explain`'s flags, the server's
+    request params and the web viewer's form all start from these (names as in PARAMS)."""
+
+    method: str = "pmi"
+    sampler: str | None = None  # None: the method's own (methods.METHODS[method].default_sampler)
+    K: int = 8
+    stride: int | None = None  # None: K, non-overlapping patches
+    samples: int | None = None  # None: `default_samples(method)`
+    classes: str = "top3"
+    seed: int = 0
+    target_se: float | None = None
+    max_samples: int | None = None
+    rise_grid: int = 7
+    rise_p: float = 0.5
+
+    @staticmethod
+    def default_samples(method: str) -> int:
+        """N when none is given: 8 in-fills per patch, or RISE's 1000 masks."""
+        return 1000 if method == "rise" else 8
+
+
 def check(name: str, value):
     """`value` if it meets `name`'s constraint, else InfolensError(f"{name} must be …, got …", name).  Integers
     accept numpy integers (not bool), numbers accept ints."""

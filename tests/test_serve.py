@@ -5,6 +5,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -149,6 +150,34 @@ def test_a_job_gives_the_clis_arrays_in_chunks_and_its_files(tmp_path, models_di
         status, text, _ = call(f"{url}/metrics")
         text = text.decode() if isinstance(text, bytes) else str(text)
         assert 'infolens_jobs{state="done"} 1.0' in text and "infolens_forwards_total 363.0" in text
+
+
+def curl_form(url, *fields) -> tuple[int, dict]:
+    """POST multipart/form-data with curl, as a user would (`curl -F file=@photo.png -F model=toy …`)."""
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", *[a for f in fields for a in ("-F", f)], url],
+                       capture_output=True, text=True, timeout=60)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code), json.loads(body)
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="curl is not installed")
+def test_a_job_submitted_as_a_form_with_a_file(tmp_path, models_dir, photo):
+    """`curl -F file=@photo.png -F model=toy -F K=4 …`: the same job, the same arrays as the JSON route and the CLI;
+    the params as fields of their own or as one JSON field; errors name the form's field."""
+    expected = cli_arrays(tmp_path, models_dir, photo)
+    with server(tmp_path, "--models", models_dir) as (url, _):
+        fields = [f"{k}={v}" for k, v in PARAMS.items()]
+        status, body = curl_form(f"{url}/v1/jobs", f"file=@{photo}", "model=toy", *fields)
+        assert status == 202, body
+        assert wait(url, body["id"])["state"] == "done"
+        assert_same_arrays(fetch_npz(url, body["id"]), expected)
+        status, body = curl_form(f"{url}/v1/jobs", f"image=@{photo}", "model=toy", f"params={json.dumps(PARAMS)}")
+        assert status == 202 and wait(url, body["id"])["state"] == "done"
+        assert_same_arrays(fetch_npz(url, body["id"]), expected)
+        for fields, field in ((["model=toy", "K=4"], "file"), ([f"file=@{photo}", "model=toy", "K=four"], "params.K"),
+                              ([f"file=@{photo}", "K=4"], "model"), ([f"file=@{photo}", "model=toy", "Q=1"], "params.Q")):
+            status, err = curl_form(f"{url}/v1/jobs", *fields)
+            assert status == 422 and err["field"] == field, (fields, err)
 
 
 def test_a_short_job_is_not_stuck_behind_a_long_one(tmp_path, models_dir, photo):

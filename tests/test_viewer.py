@@ -10,6 +10,8 @@ import pytest
 
 import onnx_builders
 from conftest import scene, write_card
+from infolens.cli import build_parser
+from infolens.params import ExplainConfig
 from test_serve import server
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn, prometheus-client) is not installed")
@@ -45,6 +47,12 @@ def test_explain_an_example_in_the_browser(tmp_path, browser):
         browser.get(url + "/")
         wait = WebDriverWait(browser, 60)
         wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 1)
+        cli = build_parser().parse_args(["explain", "x.png"])  # the form starts where `infolens explain` does
+        start = {f: browser.find_element(By.ID, f).get_attribute("value") for f in ("method", "K", "S", "N", "classes",
+                                                                                     "seed")}
+        assert start == {"method": cli.method, "K": str(cli.K), "S": str(cli.S or cli.K),
+                         "N": str(cli.N or ExplainConfig.default_samples(cli.method)), "classes": cli.classes,
+                         "seed": str(cli.seed)}
         Select(browser.find_element(By.ID, "example")).select_by_visible_text("scene.png")
         wait.until(lambda d: d.find_element(By.ID, "explain").is_enabled())
         for field, value in (("K", "4"), ("S", "2"), ("N", "3"), ("classes", "top2")):

@@ -57,16 +57,19 @@ def register(sub) -> None:
                         "patchsampler: the learned PatchSampler, the paper's \"true to the data\" map; occlusion: "
                         "gray; pda: gaussian; mean/gray/black/blur/ring-mean are deterministic, so N=1 is used)")
     options.add_coupling(g)
-    options.add_grid(g, K=8, N=None, N_help="in-fills per patch (default 8); with --method rise: masks (default 1000)")
-    g.add_argument("--classes", default="top3", help="classes that get a PMI map: topK or indices like 285,281 "
-                   "(default top3)")
+    d = params.ExplainConfig()  # the defaults the server and the web viewer share
+    options.add_grid(g, K=d.K, N=d.samples, N_help=f"in-fills per patch (default {d.default_samples('pmi')}); with "
+                     f"--method rise: masks (default {d.default_samples('rise')})")
+    g.add_argument("--classes", default=d.classes, help="classes that get a PMI map: topK or indices like 285,281 "
+                   f"(default {d.classes})")
     g.add_argument("--target-se", type=float, metavar="BITS", help="adaptive N: patches whose standard error is "
                    "above this get more in-fills (N more, doubling) until they meet it or reach --max-samples")
     g.add_argument("--max-samples", type=int, help="adaptive N: in-fills per patch at most (default 8 × N)")
     g.add_argument("--inverse", metavar="PATH", help="--method mipin: a fitted inverse (default: <model stem>.mipin.onnx "
                    "beside the model, or the shipped one for the shipped classifier)")
-    g.add_argument("--rise-grid", type=int, default=7, help="RISE mask grid s×s (default 7)")
-    g.add_argument("--rise-p", type=float, default=0.5, help="RISE probability of keeping a cell (default 0.5)")
+    g.add_argument("--rise-grid", type=int, default=d.rise_grid, help=f"RISE mask grid s×s (default {d.rise_grid})")
+    g.add_argument("--rise-p", type=float, default=d.rise_p, help="RISE probability of keeping a cell (default "
+                   f"{d.rise_p})")
     options.add_classifier(ex.add_argument_group("model (flags win over the model card)"))
     i = ex.add_argument_group("input files")
     i.add_argument("--background", type=options.floats, default=[255.0], metavar="V|R,G,B",
@@ -109,7 +112,7 @@ def build_explainer(args):
 
 
 def samples(args) -> int:
-    return args.N if args.N is not None else (1000 if args.method == "rise" else 8)
+    return args.N if args.N is not None else params.ExplainConfig.default_samples(args.method)
 
 
 def explain_one(args, explainer, path: str, stem: str, out: str, by_content: dict | None = None, compute=None):

@@ -53,7 +53,7 @@ def add_grid(p, K: int, N: int, N_help: str = "") -> None:
 
 
 def add_method(p, help: str) -> None:
-    p.add_argument("--method", default="pmi", choices=choices("method"), help=help)
+    p.add_argument("--method", default=params.ExplainConfig().method, choices=choices("method"), help=help)
 
 
 def add_sampler(p, default: str | None, help: str) -> None:

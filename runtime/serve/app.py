@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
+from .. import __version__, params
 from ..errors import InfolensError
 from ..images import IMAGE_SUFFIXES
 from .jobs import JobStore
@@ -138,8 +138,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         from ..samplers import SAMPLERS
 
         page = files("infolens.serve").joinpath("viewer.html").read_text()
+        d = params.ExplainConfig()  # the form starts where `infolens explain` does
+        defaults = {"method": d.method, "K": d.K, "S": d.stride or d.K, "N": d.samples or d.default_samples(d.method),
+                    "classes": d.classes, "seed": d.seed}
         for key, value in (("methods", [m for m in METHODS if m != "ig"]), ("samplers", list(SAMPLERS)),
-                           ("examples", examples)):
+                           ("examples", examples), ("defaults", defaults)):
             page = page.replace("{{" + key + "}}", json.dumps(value))
         return Response(page, media_type="text/html")
 
@@ -175,8 +178,12 @@ def create_app(config: ServeConfig) -> FastAPI:
     # ---- jobs --------------------------------------------------------------------------------------------------
     @app.post("/v1/jobs", status_code=202)
     async def submit(request: Request):
-        body = await _json(request)
-        job = _create(body.get("model"), body.get("image"), body.get("params"), "image", "model")
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            model, data, raw_params = await _form(request)  # curl -F file=@photo.jpg -F model=… -F K=16
+            job = _create(model, data, raw_params, "file", "model", decoded=True)
+        else:
+            body = await _json(request)
+            job = _create(body.get("model"), body.get("image"), body.get("params"), "image", "model")
         return JSONResponse({"id": job.id, "state": job.state, "forwards_total": job.forwards_total},
                             status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -230,12 +237,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         if not isinstance(instances, list) or not instances:
             raise ApiError(422, "instances must be a non-empty list of images (base64 strings, {\"b64\": ...} or "
                            "[H][W][3] uint8 arrays)", "instances")
-        params = body.get("parameters", body.get("params"))
+        raw_params = body.get("parameters", body.get("params"))
         models.check(name)
         images = [_instance(x, f"instances.{i}") for i, x in enumerate(instances)]
         try:
-            p = check_params(params)
-            total = sum(_forwards(name, p, params) for _ in images)
+            p = check_params(raw_params)
+            total = sum(_forwards(name, p, raw_params) for _ in images)
         except InfolensError as e:  # KServe calls the object "parameters"
             field = e.param.replace("params", "parameters", 1) if "parameters" in body and e.param else e.param
             raise InfolensError(str(e), field) from None
@@ -243,7 +250,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             metrics.rejections.labels("sync_budget").inc()
             raise ApiError(422, f"{total} forwards is over the synchronous budget of {config.sync_forwards}: submit "
                            "it to POST /v1/jobs and poll GET /v1/jobs/{id}", "instances")
-        jobs = [_create(name, data, params, f"instances.{i}", "model", sync=True, decoded=True)
+        jobs = [_create(name, data, raw_params, f"instances.{i}", "model", sync=True, decoded=True)
                 for i, data in enumerate(images)]
         while any(store.get(j.id).state in ("queued", "running") for j in jobs):
             await asyncio.sleep(0.02)
@@ -328,6 +335,46 @@ async def _json(request: Request) -> dict:
     if not isinstance(body, dict):
         raise ApiError(422, "the body must be a JSON object", "body")
     return body
+
+
+async def _form(request: Request) -> tuple:
+    """A multipart job: the image as the file field `file` (or `image`), `model`, and the params either as fields of
+    their own (K=16, sampler=patchsampler, …; numbers as text) or as one JSON `params` field → (model, image bytes,
+    params dict)."""
+    import json
+
+    try:
+        form = await request.form()
+    except Exception as e:  # a malformed multipart body: the parser's own reason, one line
+        raise ApiError(422, f"the multipart body cannot be read: {str(e).splitlines()[0]}", "body") from None
+    upload = form.get("file", form.get("image"))
+    if upload is None or isinstance(upload, str):
+        raise ApiError(422, "a multipart job needs the image as a file field: -F file=@photo.jpg", "file")
+    data = await upload.read()
+    if not data:
+        raise ApiError(422, "the file field is empty", "file")
+    raw = {}
+    if "params" in form:
+        try:
+            raw = json.loads(form["params"])
+        except ValueError as e:
+            raise ApiError(422, f"params is not JSON: {e}", "params") from None
+    for key, value in form.multi_items():
+        if key not in ("file", "image", "model", "params") and isinstance(value, str):
+            raw[key] = _form_value(key, value)
+    return form.get("model"), data, raw
+
+
+def _form_value(key: str, text: str):
+    """A form field's text as the type its parameter takes (K=16 → 16); text that is not a number stays text, for
+    check_params to name."""
+    from .models import FIELDS
+
+    kind = params.PARAMS[FIELDS[key]].kind if key in FIELDS else None
+    try:
+        return kind(text) if kind in (int, float) else text
+    except ValueError:
+        return text
 
 
 def _base64(value, where: str) -> bytes:

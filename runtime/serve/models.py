@@ -2,6 +2,7 @@
 against the same constraint table as the CLI and the Python API (params.py)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 
@@ -12,8 +13,7 @@ from ..errors import InfolensError
 FIELDS = {"method": "method", "sampler": "sampler", "K": "K", "stride": "stride", "S": "stride", "samples": "samples",
           "N": "samples", "classes": "classes", "seed": "seed", "target_se": "target_se",
           "max_samples": "max_samples", "rise_grid": "rise_grid", "rise_p": "rise_p"}
-DEFAULTS = {"method": "pmi", "sampler": None, "K": 8, "stride": None, "samples": None, "classes": "top3", "seed": 0,
-            "target_se": None, "max_samples": None, "rise_grid": 7, "rise_p": 0.5}
+DEFAULTS = dataclasses.asdict(P.ExplainConfig())
 
 
 def field_of(param: str, raw) -> str:
@@ -47,7 +47,7 @@ def check_params(raw) -> dict:
     except InfolensError as e:
         raise InfolensError(str(e), field_of(e.param, raw)) from None
     if out["samples"] is None:
-        out["samples"] = 1000 if out["method"] == "rise" else 8
+        out["samples"] = P.ExplainConfig.default_samples(out["method"])
     return out
 
 
