@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := pyproject.toml setup.py cpp_ext/sampling.cpp
 
-.PHONY: demo test perf bench loadtest benchmark benchmark-quick models clean
+.PHONY: demo test test-fast docs perf bench loadtest benchmark benchmark-quick models clean
 
 # runtime only (numpy, onnxruntime, opencv, tqdm, onnx) + the compiled sampler: what a user installs
 $(VENV)/.runtime: $(DEPS)
@@ -27,8 +27,17 @@ demo: $(VENV)/.runtime
 	$(BIN)/infolens explain examples/chelsea.png -K 16 -S 8 --sampler patchsampler --out out/demo/patchsampler && \
 	echo "make demo: explained examples/chelsea.png with the PatchSampler in $$(( $$(date +%s) - start )) s; see out/demo/patchsampler/"
 
+# everything: the tests of every room (tests/<room>/, markers slow, browser, gpu) and the docs site, --strict
 test: $(VENV)/.dev
 	INFOLENS_REQUIRE_EXT=1 $(BIN)/python -m pytest -q tests
+
+# while developing: the tests not marked slow, browser or gpu (under 2 minutes on 2 cores)
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not gpu" tests
+
+# the documentation site (MkDocs Material, API reference from the docstrings) into site/; a broken link fails it
+docs: $(VENV)/.dev
+	$(BIN)/python -m mkdocs build --strict
 
 perf bench: $(VENV)/.runtime
 	$(BIN)/python -m infolens.perf

@@ -10,6 +10,7 @@ import onnx_builders
 from infolens import kernels
 
 H, W = 17, 19
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: examples/, models/, README.md
 
 # Kernel tests compare the compiled `infolens._sampling` with the numpy fallback; without it they skip, or fail when
 # INFOLENS_REQUIRE_EXT=1 (CI sets it so a broken build cannot pass silently).

@@ -3,4 +3,5 @@ import sys
 
 from ..cli import main
 
-sys.exit(main(["perf", *sys.argv[1:]]))
+if __name__ == "__main__":  # not when a tool imports every module (the docs' API reference does)
+    sys.exit(main(["perf", *sys.argv[1:]]))

@@ -131,6 +131,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     # ---- the web viewer ----------------------------------------------------------------------------------------
     @app.get("/")
     async def viewer():
+        """The web viewer: upload or pick an image, choose the settings, watch the job, see the maps."""
         import json
         from importlib.resources import files
 
@@ -148,10 +149,12 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/v1/examples")
     async def list_examples():
+        """The example photos the viewer offers."""
         return {"examples": examples}
 
     @app.get("/v1/examples/{name}")
     async def example(name: str):
+        """One example photo's file."""
         if name not in examples:
             raise ApiError(404, f"no example {name!r}: there are {', '.join(examples) or 'none'}", "name")
         return FileResponse(os.path.join(examples_dir, name))
@@ -159,25 +162,31 @@ def create_app(config: ServeConfig) -> FastAPI:
     # ---- health, models, metrics -----------------------------------------------------------------------------
     @app.get("/v2/health/live")
     async def live():
+        """Liveness: the process answers."""
         return {"live": True}
 
     @app.get("/v2/health/ready")
     async def ready():
+        """Readiness: the models are loaded and warmed up (503 until then)."""
         if not worker.ready.is_set():
             return JSONResponse({"ready": False}, status_code=503)
         return {"ready": True}
 
     @app.get("/v1/models")
     async def list_models():
+        """The served classifiers: names, sha256, cards."""
         return {"models": models.describe()}
 
     @app.get("/metrics")
     async def prometheus():
+        """Prometheus metrics: jobs by state, queue depth, waits, run times, forwards, rejections."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     # ---- jobs --------------------------------------------------------------------------------------------------
     @app.post("/v1/jobs", status_code=202)
     async def submit(request: Request):
+        """Submit a job: a JSON body (model, base64 image, params) or a form (file, model, params as fields); 202
+        with its id."""
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             model, data, raw_params = await _form(request)  # curl -F file=@photo.jpg -F model=… -F K=16
             job = _create(model, data, raw_params, "file", "model", decoded=True)
@@ -189,6 +198,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}")
     async def status(job_id: str):
+        """A job's state, forwards done of total and estimated seconds left; links to its result when done."""
         job = _job(job_id)
         eta = worker.eta(job)
         out = job.public() | {"eta_s": None if eta is None else round(eta, 1)}
@@ -198,6 +208,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.delete("/v1/jobs/{job_id}")
     async def cancel(job_id: str):
+        """Cancel a queued or running job."""
         job = _job(job_id)
         if not store.cancel(job.id):
             raise ApiError(409, f"job {job_id} has already ended ({job.state})", "id")
@@ -206,6 +217,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/result")
     async def result(job_id: str, format: str = "json", map: str | None = None, cls: int | None = None):
+        """A done job's result: the npz arrays, the JSON record, or one map's PNG overlay."""
         job = _job(job_id)
         if job.state != "done":
             raise ApiError(409, f"job {job_id} is {job.state}: its result comes when it is done", "id")
@@ -230,6 +242,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     # ---- KServe V1, synchronous --------------------------------------------------------------------------------
     @app.post("/v1/models/{name}:explain")
     async def explain(name: str, request: Request):
+        """KServe V1, synchronous: explain small requests in one call (above --sync-forwards: use the jobs)."""
         import asyncio
 
         body = await _json(request)
