@@ -46,19 +46,17 @@ class Explainer:
         self.rise_grid, self.rise_p = rise_grid, rise_p
         self.target_se, self.max_samples = target_se, max_samples
         self.inverse = inverse
-        self._opened = {}  # MIP-IN and CAM, opened once: their sessions are the costly part
+        self._opened = {}  # the methods that are costly to open (MIP-IN, CAM), opened once
 
     def method(self, name: str = "pmi") -> Attribution:
-        """The method object `name` with this explainer's classifier, sampler and settings."""
+        """The method object `name` (a METHODS key) with this explainer's classifier, sampler and settings: a
+        registry lookup, each class taking what it needs (`Attribution.from_explainer`)."""
         cls = method_class(name)
-        if cls is RISE:
-            return RISE(self.classifier, self.batch_size, self.progress, self.rise_grid, self.rise_p)
-        if cls in (MIPIN, CAM) and cls not in self._opened:
-            self._opened[cls] = (MIPIN(self.classifier, self.inverse, self.batch_size, self.progress) if cls is MIPIN
-                                 else CAM(self.classifier, self.batch_size, self.progress))
-        if cls in self._opened:
-            return self._opened[cls]
-        return cls(self.classifier, self.sampler, self.batch_size, self.progress, self.target_se, self.max_samples)
+        if not cls.costly_to_open:
+            return cls.from_explainer(self)
+        if cls not in self._opened:
+            self._opened[cls] = cls.from_explainer(self)
+        return self._opened[cls]
 
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
                 source: str | None = None, method: str = "pmi", notes: list[str] | None = None) -> Explanation:

@@ -48,12 +48,19 @@ class Attribution:
     name: str = ""
     maps: tuple[str, ...] = ()
     default_sampler: str | None = None
+    costly_to_open: bool = False  # an Explainer keeps one instance (MIP-IN, CAM: opening their sessions is the cost)
 
     def __init__(self, classifier: OnnxClassifier, batch_size: int = 64, progress: bool = False):
         params.check("batch_size", batch_size)
         self.classifier = classifier
         self.batch_size = batch_size
         self.progress = progress
+
+    @classmethod
+    def from_explainer(cls, explainer) -> "Attribution":
+        """This method with an Explainer's classifier and settings (methods/__init__.Explainer): each method takes
+        the settings it has, so the Explainer itself knows no method."""
+        return cls(explainer.classifier, explainer.batch_size, explainer.progress)
 
     def attribute(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
                   source: str | None = None, notes: list[str] | None = None) -> Explanation:

@@ -23,7 +23,7 @@ class CAM(Attribution):
     ReduceMean over the spatial axes) followed by Gemm or MatMul with constant weights.
     """
 
-    name, maps, default_sampler = "cam", ("cam",), None
+    name, maps, default_sampler, costly_to_open = "cam", ("cam",), None, True
 
     def __init__(self, classifier: OnnxClassifier, batch_size: int = 64, progress: bool = False):
         super().__init__(classifier, batch_size, progress)

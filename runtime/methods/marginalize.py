@@ -77,6 +77,11 @@ class PatchMarginalization(Attribution):
         self.target_se = None if target_se is None else params.check("target_se", target_se)
         self.max_samples = None if max_samples is None else params.check("max_samples", max_samples)
 
+    @classmethod
+    def from_explainer(cls, explainer) -> "PatchMarginalization":
+        return cls(explainer.classifier, explainer.sampler, explainer.batch_size, explainer.progress,
+                   explainer.target_se, explainer.max_samples)
+
     @property
     def sampler(self) -> Sampler:
         """The sampler; the method's default (K=8) when none was given, loaded on first use."""

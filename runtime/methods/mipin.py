@@ -44,7 +44,7 @@ class MIPIN(Attribution):
     randomized copy of it.
     """
 
-    name, maps, default_sampler = "mipin", ("mipin",), None
+    name, maps, default_sampler, costly_to_open = "mipin", ("mipin",), None, True
 
     def __init__(self, classifier: OnnxClassifier, inverse: str | None = None, batch_size: int = 64,
                  progress: bool = False, fitted_for: str | None = None):
@@ -65,6 +65,10 @@ class MIPIN(Attribution):
         self.taps = [self.card["logits"], *self.card["taps"]]
         self.tapped = Tapped(classifier, self.taps, taps(model, part)[0])
         self.inverse = classifier.placement.helper().open(self.inverse_path)
+
+    @classmethod
+    def from_explainer(cls, explainer) -> "MIPIN":
+        return cls(explainer.classifier, explainer.inverse, explainer.batch_size, explainer.progress)
 
     def batch_maps(self, images: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Many images at once, one class each: uint8 RGB input-space images [B, H, W, 3] and classes int64 [B]

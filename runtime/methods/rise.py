@@ -27,6 +27,11 @@ class RISE(Attribution):
         super().__init__(classifier, batch_size, progress)
         self.grid, self.p_keep = params.check("rise_grid", grid), params.check("rise_p", p_keep)
 
+    @classmethod
+    def from_explainer(cls, explainer) -> "RISE":
+        return cls(explainer.classifier, explainer.batch_size, explainer.progress, explainer.rise_grid,
+                   explainer.rise_p)
+
     def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
         H, W = img.shape[:2]
         check_grid(1, 1, samples, seed, H, W)

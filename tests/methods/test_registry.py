@@ -17,7 +17,7 @@ from infolens.classifier import Tapped
 from infolens.cli import build_parser
 from infolens.explanation import MAPS
 from infolens.evaluate.fills import FILLS, make_fill
-from infolens.methods import METHODS, Occlusion, PatchMarginalization, method_class
+from infolens.methods import METHODS, RISE, Occlusion, PatchMarginalization, method_class
 from infolens.samplers import SAMPLERS
 from infolens.serve.models import check_params
 
@@ -87,6 +87,27 @@ def test_a_new_method_is_one_small_sibling(model_file):
     # the same numbers as the registered occlusion method with the same sampler
     same = Occlusion(clf, load_sampler("mean", K=4)).attribute(scene(), classes=[0, 2], stride=4)
     np.testing.assert_array_equal(e.maps["occlusion"], same.maps["occlusion"])
+
+
+def test_the_explainer_is_a_registry_lookup(model_file, monkeypatch):
+    """A method registered in METHODS runs through the Explainer with the settings it asks for in its own
+    `from_explainer`, the Explainer unchanged; the costly ones are opened once per Explainer."""
+
+    class Sharpened(RISE):
+        name = "sharpened-rise"
+
+        @classmethod
+        def from_explainer(cls, explainer):
+            return cls(explainer.classifier, explainer.batch_size, explainer.progress, explainer.rise_grid, 0.9)
+
+    monkeypatch.setitem(METHODS, "sharpened-rise", Sharpened)
+    ex = Explainer(OnnxClassifier.from_card(model_file), rise_grid=3)
+    m = ex.method("sharpened-rise")
+    assert isinstance(m, Sharpened) and (m.grid, m.p_keep) == (3, 0.9)
+    e = ex.explain(scene(), samples=8, method="sharpened-rise")
+    assert e.params["method"] == "sharpened-rise" and e.params["p_keep"] == 0.9 and e.forwards == 1 + 8
+    monkeypatch.setattr(Sharpened, "costly_to_open", True)
+    assert ex.method("sharpened-rise") is ex.method("sharpened-rise") and ex.method("pmi") is not ex.method("pmi")
 
 
 def test_explainer_uses_each_methods_own_default_sampler(model_file):
