@@ -5,7 +5,7 @@ study under OUT/<study>/ (atomically), so a restart skips what is done and refus
 multi-scale candidates: `--scales`); the report (report.md, CSVs, plots) is rebuilt from all records at the end of
 every run.  This file: the runner, the report's
 frame and the statistics every study uses; removal.py: removal in both orders under every fill; pointing.py: the
-grid pointing game; studies.py: negative evidence, sanity, cause, N and K.
+grid pointing game; the others: studies.py, the registry of studies by name.
 """
 from __future__ import annotations
 
@@ -396,6 +396,12 @@ def csv_text(rows, fields) -> str:
     for r in rows:
         w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()
+
+
+def write_csv(out_dir: str, name: str, rows: list[dict]) -> None:
+    """`rows` (dicts with the same keys) as the CSV file `name` in `out_dir`, written atomically; nothing for none."""
+    if rows:
+        outfiles.write_atomic(os.path.join(out_dir, name), lambda f: f.write(csv_text(rows, list(rows[0])).encode()))
 
 
 def fmt_signed(v: float) -> str:

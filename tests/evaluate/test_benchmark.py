@@ -187,7 +187,7 @@ def test_bad_input_is_one_line(tmp_path, labels):
 
 
 def test_partial_spearman_removes_a_shared_cause():
-    from infolens.evaluate.studies import partial_spearman
+    from infolens.evaluate.randomization import partial_spearman
     from infolens.evaluate.sanity import correlations
 
     rng = np.random.default_rng(0)
@@ -204,7 +204,7 @@ def test_partial_spearman_removes_a_shared_cause():
 
 def test_change_map_is_the_in_fills_distance_from_the_patch():
     from infolens import load_sampler
-    from infolens.evaluate.studies import change_map
+    from infolens.evaluate.randomization import change_map
 
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
