@@ -4,8 +4,6 @@ reaches a traceback.  The classifier runs in-process, in the worker thread (serv
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import os
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from ..images import IMAGE_SUFFIXES
 from .jobs import JobStore
 from .metrics import Metrics
 from .models import ServedModels, check_params, field_of
+from .requests import ApiError, decode_base64, decode_instance, extension, read_form, read_json
 from .worker import RESULT, Worker
 
 FORMATS = {"json": "application/json", "npz": "application/octet-stream", "png": "image/png"}
@@ -49,12 +48,6 @@ class ServeConfig:
     chunk_forwards: int = 4096
     examples_dir: str | None = None
     placement: dict = field(default_factory=dict)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.field, self.headers = status, field, headers
 
 
 def create_app(config: ServeConfig) -> FastAPI:
@@ -188,10 +181,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         """Submit a job: a JSON body (model, base64 image, params) or a form (file, model, params as fields); 202
         with its id."""
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            model, data, raw_params = await _form(request)  # curl -F file=@photo.jpg -F model=… -F K=16
+            model, data, raw_params = await read_form(request)  # curl -F file=@photo.jpg -F model=… -F K=16
             job = _create(model, data, raw_params, "file", "model", decoded=True)
         else:
-            body = await _json(request)
+            body = await read_json(request)
             job = _create(body.get("model"), body.get("image"), body.get("params"), "image", "model")
         return JSONResponse({"id": job.id, "state": job.state, "forwards_total": job.forwards_total},
                             status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
@@ -245,14 +238,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         """KServe V1, synchronous: explain small requests in one call (above --sync-forwards: use the jobs)."""
         import asyncio
 
-        body = await _json(request)
+        body = await read_json(request)
         instances = body.get("instances")
         if not isinstance(instances, list) or not instances:
             raise ApiError(422, "instances must be a non-empty list of images (base64 strings, {\"b64\": ...} or "
                            "[H][W][3] uint8 arrays)", "instances")
         raw_params = body.get("parameters", body.get("params"))
         models.check(name)
-        images = [_instance(x, f"instances.{i}") for i, x in enumerate(instances)]
+        images = [decode_instance(x, f"instances.{i}") for i, x in enumerate(instances)]
         try:
             p = check_params(raw_params)
             total = sum(_forwards(name, p, raw_params) for _ in images)
@@ -295,7 +288,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             models.check(name)
         except InfolensError as e:
             raise ApiError(404 if not sync else 422, str(e), model_field) from None
-        data = image if decoded else _base64(image, image_field)
+        data = image if decoded else decode_base64(image, image_field)
         _check_pixels(data, image_field)
         p = check_params(raw_params)
         forwards = _forwards(name, p, raw_params)
@@ -308,7 +301,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             retry = max(1, int(min((worker.eta(j) or 0) for j in store.active()) or 1))
             raise ApiError(429, f"the queue is full ({config.queue_size} jobs): retry later", None,
                            {"Retry-After": str(retry)})
-        job = store.create(name, p, data, "image" + _extension(data), forwards, sync=sync)
+        job = store.create(name, p, data, "image" + extension(data), forwards, sync=sync)
         worker.submit()
         return job
 
@@ -335,98 +328,6 @@ def default_examples() -> str | None:
 def _error(status: int, message: str, field: str | None, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message.splitlines()[0] if message else "error", "field": field},
                         status_code=status, headers=headers)
-
-
-async def _json(request: Request) -> dict:
-    import json
-
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ApiError(422, f"the body is not JSON: {e}", "body") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "the body must be a JSON object", "body")
-    return body
-
-
-async def _form(request: Request) -> tuple:
-    """A multipart job: the image as the file field `file` (or `image`), `model`, and the params either as fields of
-    their own (K=16, sampler=patchsampler, …; numbers as text) or as one JSON `params` field → (model, image bytes,
-    params dict)."""
-    import json
-
-    try:
-        form = await request.form()
-    except Exception as e:  # a malformed multipart body: the parser's own reason, one line
-        raise ApiError(422, f"the multipart body cannot be read: {str(e).splitlines()[0]}", "body") from None
-    upload = form.get("file", form.get("image"))
-    if upload is None or isinstance(upload, str):
-        raise ApiError(422, "a multipart job needs the image as a file field: -F file=@photo.jpg", "file")
-    data = await upload.read()
-    if not data:
-        raise ApiError(422, "the file field is empty", "file")
-    raw = {}
-    if "params" in form:
-        try:
-            raw = json.loads(form["params"])
-        except ValueError as e:
-            raise ApiError(422, f"params is not JSON: {e}", "params") from None
-    for key, value in form.multi_items():
-        if key not in ("file", "image", "model", "params") and isinstance(value, str):
-            raw[key] = _form_value(key, value)
-    return form.get("model"), data, raw
-
-
-def _form_value(key: str, text: str):
-    """A form field's text as the type its parameter takes (K=16 → 16); text that is not a number stays text, for
-    check_params to name."""
-    from .models import FIELDS
-
-    kind = params.PARAMS[FIELDS[key]].kind if key in FIELDS else None
-    try:
-        return kind(text) if kind in (int, float) else text
-    except ValueError:
-        return text
-
-
-def _base64(value, where: str) -> bytes:
-    if isinstance(value, dict) and "b64" in value:
-        value = value["b64"]
-    if not isinstance(value, str) or not value:
-        raise ApiError(422, "image must be the image file's bytes in base64", where)
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(422, "image is not valid base64", where) from None
-
-
-def _instance(value, where: str) -> bytes:
-    """A KServe instance → image file bytes: base64 (a string or {"b64": …}, possibly under "image"), or an
-    [H][W][3] array of 0..255 (encoded as PNG, which decodes to exactly that array)."""
-    if isinstance(value, dict) and "image" in value:
-        value = value["image"]
-    if isinstance(value, list):
-        import cv2
-
-        try:
-            arr = np.asarray(value)
-        except ValueError:
-            raise ApiError(422, "an array instance must be [H][W][3] numbers", where) from None
-        if arr.ndim != 3 or arr.shape[2] != 3 or not np.issubdtype(arr.dtype, np.number) or arr.size == 0 or \
-                arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr)):
-            raise ApiError(422, f"an array instance must be [H][W][3] integers in 0..255, got shape "
-                           f"{list(arr.shape)}", where)
-        return cv2.imencode(".png", arr.astype(np.uint8)[:, :, ::-1])[1].tobytes()
-    return _base64(value, where)
-
-
-def _extension(data: bytes) -> str:
-    for magic, ext in ((b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"GIF8", ".gif"), (b"BM", ".bmp"),
-                       (b"RIFF", ".webp"), (b"II*\x00", ".tif"), (b"MM\x00*", ".tif")):
-        if data.startswith(magic):
-            return ext
-    return ".img"
 
 
 def _prediction(folder: str) -> dict:
