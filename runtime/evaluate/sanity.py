@@ -185,7 +185,7 @@ def cascade(classifier: OnnxClassifier, image, sampler: Sampler | None = None, *
                                                       os.path.join(tmp, f"step{i}.onnx"))
             maps, forwards = {}, 0
             for name, run_sampler, n in runs:
-                e = _method(clf, classifier, name, run_sampler, batch_size, progress).attribute(
+                e = _method(clf, classifier, name, run_sampler, batch_size, progress).explain(
                     image, "top1" if cls is None else [cls], stride, n, seed, source)
                 if cls is None:
                     cls = int(e.classes[0])

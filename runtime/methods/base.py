@@ -49,6 +49,10 @@ class Attribution:
     maps: tuple[str, ...] = ()
     default_sampler: str | None = None
     costly_to_open: bool = False  # an Explainer keeps one instance (MIP-IN, CAM: opening their sessions is the cost)
+    # the keywords `attribute` takes besides `target`, with their defaults; `plan_names` maps one onto the shared
+    # grid a plan records (stride, samples, seed) where its name differs (RISE: masks → samples)
+    settings: dict = {}
+    plan_names: dict = {}
 
     def __init__(self, classifier: OnnxClassifier, batch_size: int = 64, progress: bool = False):
         params.check("batch_size", batch_size)
@@ -62,17 +66,49 @@ class Attribution:
         the settings it has, so the Explainer itself knows no method."""
         return cls(explainer.classifier, explainer.batch_size, explainer.progress)
 
-    def attribute(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
-                  source: str | None = None, notes: list[str] | None = None) -> Explanation:
-        """Explain one image.
+    def attribute(self, images, target="top3", **settings):
+        """Explain one image, or each of a list of them (Captum's call).
 
-        image : path, or uint8 RGB [h, w, 3] (resized into the input space per the classifier's `resize`).
-        classes : "top3", "topK", "285,281" or ints — classes that get a class map.
-        stride : S in pixels (default K).  samples : N in-fills per patch (RISE: N masks).  seed : RNG key (≥ 0).
-        source : the file the image came from (recorded).  notes : what reading the file changed (images.read_image),
-        recorded with the notes of the resize.
-        Returns an Explanation with this method's maps (and their standard errors); probs float64 [Y].
+        images : a path or a uint8 RGB [h, w, 3] array (resized into the input space per the classifier's
+        `resize`), or a list of them.  target : the classes that get a class map — "top3", "topK", "285,281", an
+        int or a list of ints.  settings : this method's own keywords (`settings`: e.g. stride, samples and seed
+        for the patch methods, masks and seed for RISE, none for MIP-IN and CAM); another keyword is an
+        InfolensError naming it.
+        Returns an Explanation (a list of them for a list) with this method's maps (and their standard errors);
+        probs float64 [Y].
         """
+        unknown = [k for k in settings if k not in self.settings]
+        if unknown:
+            raise InfolensError(f"{self.name or type(self).__name__} takes "
+                                f"{', '.join(self.settings) or 'no setting'} besides target, not {unknown[0]!r}",
+                                unknown[0])
+        grid = self.shared_grid({**self.settings, **settings})
+        several = isinstance(images, (list, tuple))
+        out = [self._explain(image, target, grid) for image in (images if several else [images])]
+        return out if several else out[0]
+
+    def shared_grid(self, settings: dict) -> dict:
+        """This method's settings as the shared grid a plan records: stride, samples, seed."""
+        grid = {"stride": None, "samples": 1, "seed": 0}
+        grid.update({self.plan_names.get(k, k): v for k, v in settings.items()})
+        return grid
+
+    def settings_from(self, stride: int | None, samples: int, seed: int) -> dict:
+        """The shared flags (-S, -N, --seed; the server's stride, samples, seed) as this method's own settings."""
+        shared = {"stride": stride, "samples": samples, "seed": seed}
+        return {k: shared[self.plan_names.get(k, k)] for k in self.settings}
+
+    def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
+                source: str | None = None, notes: list[str] | None = None) -> Explanation:
+        """One image with the shared settings — the CLI's -S, -N and --seed, the server's stride, samples and seed —
+        each method taking those it has (`settings_from`).  `source` is the file the image came from and `notes`
+        what reading it changed (images.read_image), both recorded: the CLI's bookkeeping."""
+        return self._explain(image, classes, self.shared_grid(self.settings_from(stride, samples, seed)), source,
+                             notes)
+
+    def _explain(self, image, classes, grid: dict, source: str | None = None,
+                 notes: list[str] | None = None) -> Explanation:
+        stride, samples, seed = grid["stride"], grid["samples"], grid["seed"]
         plan = self.plan(image, classes, stride, samples, seed, source, notes)
         progress = Progress(os.path.basename(plan.source) if plan.source else self.name, self.progress)
         progress.add(1)

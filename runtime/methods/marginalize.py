@@ -69,6 +69,7 @@ class PatchMarginalization(Attribution):
     """
 
     reduction: str = ""  # the measures.reduce_samples method
+    settings = {"stride": None, "samples": 8, "seed": 0}  # stride None: K
 
     def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
                  progress: bool = False, target_se: float | None = None, max_samples: int | None = None):

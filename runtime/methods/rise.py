@@ -21,6 +21,7 @@ class RISE(Attribution):
     """
 
     name, maps, default_sampler = "rise", ("rise",), None
+    settings, plan_names = {"masks": 1000, "seed": 0}, {"masks": "samples"}
 
     def __init__(self, classifier: OnnxClassifier, batch_size: int = 64, progress: bool = False, grid: int = 7,
                  p_keep: float = 0.5):

@@ -100,7 +100,7 @@ class Worker(threading.Thread):
             method = self.models.method(job.model, p)
             if not isinstance(method, PatchMarginalization):  # RISE, MIP-IN: one chunk, the whole explanation
                 t0, rows = time.perf_counter(), method.classifier.rows_run
-                e = method.attribute(image, p["classes"], p["stride"], p["samples"], p["seed"])
+                e = method.explain(image, p["classes"], p["stride"], p["samples"], p["seed"])
                 self._account(rows, t0, method)
                 return self._done(job, e)
             self._plans[job.id] = (method, method.plan(image, p["classes"], p["stride"], p["samples"], p["seed"]))

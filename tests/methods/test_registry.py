@@ -17,7 +17,7 @@ from infolens.classifier import Tapped
 from infolens.cli import build_parser
 from infolens.explanation import MAPS
 from infolens.evaluate.fills import FILLS, make_fill
-from infolens.methods import METHODS, RISE, Occlusion, PatchMarginalization, method_class
+from infolens.methods import METHODS, PMI, RISE, Occlusion, PatchMarginalization, method_class, patch_grid
 from infolens.samplers import SAMPLERS
 from infolens.serve.models import check_params
 
@@ -81,11 +81,11 @@ def test_a_new_method_is_one_small_sibling(model_file):
         name, maps, default_sampler, reduction = "mean-occlusion", ("occlusion",), "mean", "occlusion"
 
     clf = OnnxClassifier.from_card(model_file)
-    e = MeanOcclusion(clf, load_sampler("mean", K=4)).attribute(scene(), classes=[0, 2], stride=4)
+    e = MeanOcclusion(clf, load_sampler("mean", K=4)).attribute(scene(), target=[0, 2], stride=4)
     assert e.params["method"] == "mean-occlusion" and e.params["sampler"] == "mean"
     assert e.maps["occlusion"].shape == (2, *scene().shape[:2]) and (e.stderr["occlusion"] == 0).all()
     # the same numbers as the registered occlusion method with the same sampler
-    same = Occlusion(clf, load_sampler("mean", K=4)).attribute(scene(), classes=[0, 2], stride=4)
+    same = Occlusion(clf, load_sampler("mean", K=4)).attribute(scene(), target=[0, 2], stride=4)
     np.testing.assert_array_equal(e.maps["occlusion"], same.maps["occlusion"])
 
 
@@ -179,3 +179,24 @@ def test_forwards_do_not_count_the_padding_of_a_fixed_batch(tmp_path):
     e = Explainer(clf, load_sampler("noise", K=4), batch_size=6).explain(scene(), stride=4, samples=3)
     padded = counting.rows
     assert e.forwards == 1 + e.params["positions"] * 3 < padded and padded % 4 == 0
+
+
+def test_each_method_takes_its_own_keywords_and_one_image_or_a_list(model_file):
+    """Captum's call: `attribute(images, target=…, **its settings)`; RISE takes masks, not a stride; a list of
+    images gives a list of explanations, each what the single call gives."""
+    clf = OnnxClassifier.from_card(model_file)
+    pmi = PMI(clf, load_sampler("noise", K=4))
+    one = pmi.attribute(scene(), target="top2", stride=4, samples=2, seed=3)
+    both = pmi.attribute([scene(), scene(seed=1)], target="top2", stride=4, samples=2, seed=3)
+    assert isinstance(both, list) and len(both) == 2
+    np.testing.assert_array_equal(both[0].pmi, one.pmi)
+    assert one.params["N"] == 2 and one.forwards == 1 + len(patch_grid(*scene().shape[:2], 4, 4)[0]) * 2
+    rise = RISE(clf, grid=3)
+    e = rise.attribute(scene(), target=[1], masks=16, seed=2)
+    assert e.params["N"] == 16 and e.forwards == 1 + 16
+    np.testing.assert_array_equal(e.maps["rise"], Explainer(clf, rise_grid=3).explain(
+        scene(), classes=[1], samples=16, seed=2, method="rise").maps["rise"])
+    for method, bad in ((rise, {"stride": 4}), (pmi, {"masks": 10})):
+        with pytest.raises(InfolensError, match=f"takes .* besides target, not '{next(iter(bad))}'") as err:
+            method.attribute(scene(), **bad)
+        assert err.value.param == next(iter(bad))
