@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import itertools
 import json
 import os
@@ -95,7 +96,7 @@ def run(clients: int, jobs: int, image: bytes, model: str, params: dict, kill_af
         while time.time() < end:  # through a restart: connection errors are retried until the deadline
             try:
                 return _request(server.url + path, body)
-            except OSError:
+            except (OSError, http.client.HTTPException):  # a kill can also cut a response mid-body (IncompleteRead)
                 time.sleep(0.2)
         raise TimeoutError(path)
 
@@ -135,6 +136,9 @@ def run(clients: int, jobs: int, image: bytes, model: str, params: dict, kill_af
                     errors.append(f"job {body['id']}: {job['state']} {job.get('error')}")
             except TimeoutError as e:
                 errors.append(f"deadline reached during {e}")
+                return
+            except Exception as e:  # a client that dies is an error of the run, not a thread warning
+                errors.append(f"client: {type(e).__name__}: {e}")
                 return
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
