@@ -61,7 +61,7 @@ class Explainer:
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
                 source: str | None = None, method: str = "pmi", notes: list[str] | None = None) -> Explanation:
         """One image by the method `name` ("ig" is PMI: one run gives both maps) with the shared settings, each
-        method taking those it has (`Attribution.settings_from`: RISE's masks from `samples`; MIP-IN and CAM none);
+        method reading those it has (`Attribution.explain`: RISE's masks from `samples`; MIP-IN and CAM none);
         `source` and `notes` are recorded (the CLI's bookkeeping)."""
         return self.method(method).explain(image, classes, stride, samples, seed, source, notes)
 

@@ -93,18 +93,13 @@ class Attribution:
         grid.update({self.plan_names.get(k, k): v for k, v in settings.items()})
         return grid
 
-    def settings_from(self, stride: int | None, samples: int, seed: int) -> dict:
-        """The shared flags (-S, -N, --seed; the server's stride, samples, seed) as this method's own settings."""
-        shared = {"stride": stride, "samples": samples, "seed": seed}
-        return {k: shared[self.plan_names.get(k, k)] for k in self.settings}
-
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
                 source: str | None = None, notes: list[str] | None = None) -> Explanation:
-        """One image with the shared settings — the CLI's -S, -N and --seed, the server's stride, samples and seed —
-        each method taking those it has (`settings_from`).  `source` is the file the image came from and `notes`
-        what reading it changed (images.read_image), both recorded: the CLI's bookkeeping."""
-        return self._explain(image, classes, self.shared_grid(self.settings_from(stride, samples, seed)), source,
-                             notes)
+        """One image on the shared grid — the CLI's -S, -N and --seed, the server's stride, samples and seed, which a
+        method without a setting of that name ignores (RISE reads samples as its masks).  `source` is the file the
+        image came from and `notes` what reading it changed (images.read_image), both recorded: the CLI's
+        bookkeeping."""
+        return self._explain(image, classes, {"stride": stride, "samples": samples, "seed": seed}, source, notes)
 
     def _explain(self, image, classes, grid: dict, source: str | None = None,
                  notes: list[str] | None = None) -> Explanation:

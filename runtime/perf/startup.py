@@ -14,6 +14,7 @@ import time
 import cv2
 import numpy as np
 
+from ..errors import InfolensError
 from ..methods import Explainer
 from ..samplers import load_sampler
 from .throughput import classifier_for, machine, options_line, raw_throughput
@@ -37,7 +38,10 @@ def short_job(args) -> int:
             raw.append(raw_throughput(clf, args.batch_size, None))
             out = os.path.join(tmp, f"round{r}")
             t0 = time.perf_counter()
-            subprocess.run(command + ["--out", out], check=True)
+            child = subprocess.run(command + ["--out", out], stderr=subprocess.PIPE, text=True)
+            if child.returncode:  # the job itself failed (a bad --image, --model, …): its own line
+                raise InfolensError("the short job failed: " + child.stderr.strip().splitlines()[-1].removeprefix(
+                                    "infolens: error: "), "image")
             wall.append(time.perf_counter() - t0)
             stem = os.path.splitext(os.path.basename(image))[0]
             with open(os.path.join(out, stem + ".json")) as f:

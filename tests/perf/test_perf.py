@@ -91,6 +91,8 @@ def test_perf_startup_times_the_short_job_in_a_fresh_process(tmp_path):
     fixed = lines["fixed cost"].split()
     assert 0 < inside < wall and float(fixed[2]) == pytest.approx(wall - inside, abs=0.011)
     assert "import infolens" in lines["fixed cost"] and "opening the sessions" in lines["fixed cost"]
+    r = run_cli("perf", "--startup", "--model", path, "--image", tmp_path / "missing.png", "--rounds", "1")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.png" in r.stderr, r.stderr
 
 
 @pytest.mark.slow
