@@ -33,16 +33,17 @@ class Explainer:
     """One classifier and one sampler, any method by name: `explain(image, …, method="pmi")`.
 
     classifier : OnnxClassifier.  sampler : a Sampler for the patch methods (its K is the patch size); default: the
-    method's own (`default_sampler`, K=8).  batch_size : classifier images per call.  progress : a tqdm bar.
+    method's own (`default_sampler`) at `K` (default `ExplainConfig.K`, the CLI's -K).  batch_size : classifier images per call.  progress : a tqdm bar.
     rise_grid, rise_p : RISE's mask grid and keep probability.  target_se, max_samples : adaptive N for the patch
     methods (PatchMarginalization).  inverse : MIP-IN's fitted inverse (default: mipin.default_inverse).
     """
 
     def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
                  progress: bool = False, rise_grid: int = 7, rise_p: float = 0.5, target_se: float | None = None,
-                 max_samples: int | None = None, inverse: str | None = None):
+                 max_samples: int | None = None, inverse: str | None = None, K: int | None = None):
         params.check("batch_size", batch_size)
         self.classifier, self.sampler, self.batch_size, self.progress = classifier, sampler, batch_size, progress
+        self.K = K
         self.rise_grid, self.rise_p = rise_grid, rise_p
         self.target_se, self.max_samples = target_se, max_samples
         self.inverse = inverse

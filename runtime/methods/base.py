@@ -110,8 +110,7 @@ class Attribution:
         progress.update(1)
         t0, rows = time.perf_counter(), self.classifier.rows_run
         try:
-            maps, stderr, run_params, timing = self._attribute(plan.img, plan.base, plan.p0, plan.classes, stride,
-                                                               samples, seed, plan.source, progress, plan.first)
+            maps, stderr, run_params, timing = self._attribute(plan, progress)
         finally:
             progress.close()
         return self.finish(plan, maps, stderr, run_params, timing, self.classifier.rows_run - rows,
@@ -153,9 +152,10 @@ class Attribution:
         keeps of that forward for `_attribute`: MIP-IN its activations; None here)."""
         return self.classifier.predict(base)[0], None
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
-        """Counts its forwards on `progress` (progress.Progress: add, then update) → maps {name: float32 [k, H, W] or [H, W]}, their standard errors (same keys, may be empty), the run's
-        parameters, timings (s)."""
+    def _attribute(self, plan: Plan, progress: Progress) -> tuple[dict, dict, dict, dict]:
+        """The method's own part for the image `plan` describes (its input-space image, p(Y|x), classes, what
+        `_predict` kept, the grid), counting its forwards on `progress` (add, then update) → maps {name: float32
+        [k, H, W] or [H, W]}, their standard errors (same keys, may be empty), the run's parameters, timings (s)."""
         raise NotImplementedError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..classifier import OnnxClassifier, Tapped
 from ..errors import InfolensError
-from .base import Attribution
+from .base import Attribution, Plan
 from .mipin import upsample
 
 _TO_SCORES = {"Softmax", "LogSoftmax", "Sigmoid"}  # the class scores' own normalizer: CAM reads the layer before it
@@ -39,12 +39,11 @@ class CAM(Attribution):
         p, found = self.tapped.run(base)
         return p[0], found[self.tensor][0]
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
-        t0 = time.perf_counter()
-        maps = upsample(self.cells(first, cls), *img.shape[:2])
-        return {"cam": maps}, {}, {"layer": self.tensor, "cells": list(first.shape[:2] if self.channels_last else
-                                                                       first.shape[1:])}, \
-            {"cam_s": time.perf_counter() - t0}
+    def _attribute(self, plan: Plan, progress):
+        t0, first = time.perf_counter(), plan.first
+        maps = upsample(self.cells(first, plan.classes), *plan.img.shape[:2])
+        cells = list(first.shape[:2] if self.channels_last else first.shape[1:])
+        return {"cam": maps}, {}, {"layer": self.tensor, "cells": cells}, {"cam_s": time.perf_counter() - t0}
 
     def class_maps(self, base: np.ndarray, classes) -> np.ndarray:
         """float32 [k, H, W]: the maps of `classes` for one normalized image tensor `base` [1, ...] (one forward)."""

@@ -58,8 +58,13 @@ class Shard:
 
 class PatchMarginalization(Attribution):
     """p(Y | x without patch r) for every patch r of the grid, as the mean of p(Y | x with r := in-fill) over N
-    in-fills from `sampler` (its K is the patch size; default: the method's `default_sampler` at K=8), reduced to
-    the method's per-patch values and their Monte-Carlo standard errors, then averaged onto pixels.
+    in-fills from the sampler, reduced to the method's per-patch values and their Monte-Carlo standard errors, then
+    averaged onto pixels.
+
+    sampler : a loaded Sampler (its K is the patch size), or a sampler's name (a SAMPLERS key; default the
+    method's `default_sampler`) loaded at `K` when first used.  K : the patch size in pixels for a sampler given by
+    name (default `ExplainConfig.K`, the CLI's -K); given with a loaded sampler, it must be that sampler's K.  The
+    run's parameters record K.
 
     Adaptive N (`target_se` in the maps' units, bits for PMI/IG): after the first N in-fills, a position whose
     largest per-patch standard error (over the maps and classes) is above the target gets as many in-fills again,
@@ -71,31 +76,39 @@ class PatchMarginalization(Attribution):
     reduction: str = ""  # the measures.reduce_samples method
     settings = {"stride": None, "samples": 8, "seed": 0}  # stride None: K
 
-    def __init__(self, classifier: OnnxClassifier, sampler: Sampler | None = None, batch_size: int = 64,
-                 progress: bool = False, target_se: float | None = None, max_samples: int | None = None):
+    def __init__(self, classifier: OnnxClassifier, sampler: Sampler | str | None = None, batch_size: int = 64,
+                 progress: bool = False, target_se: float | None = None, max_samples: int | None = None,
+                 K: int | None = None):
         super().__init__(classifier, batch_size, progress)
-        self._sampler = sampler
+        if sampler is None or isinstance(sampler, str):
+            name = params.check("sampler", sampler or self.default_sampler)
+            self._sampler, self._load = None, (name, params.check("K", params.ExplainConfig.K if K is None else K))
+        else:
+            if K is not None and params.check("K", K) != sampler.K:
+                raise InfolensError(f"K={K} but the sampler given has K={sampler.K}: K belongs to the sampler, "
+                                    "leave K out or load the sampler at that K", "K")
+            self._sampler, self._load = sampler, None
         self.target_se = None if target_se is None else params.check("target_se", target_se)
         self.max_samples = None if max_samples is None else params.check("max_samples", max_samples)
 
     @classmethod
     def from_explainer(cls, explainer) -> "PatchMarginalization":
         return cls(explainer.classifier, explainer.sampler, explainer.batch_size, explainer.progress,
-                   explainer.target_se, explainer.max_samples)
+                   explainer.target_se, explainer.max_samples, explainer.K)
 
     @property
     def sampler(self) -> Sampler:
-        """The sampler; the method's default (K=8) when none was given, loaded on first use."""
+        """The sampler; one given by name is loaded on first use (a PatchSampler's session is the cost)."""
         if self._sampler is None:
-            self._sampler = load_sampler(self.default_sampler, K=8, device=self.classifier.placement)
+            name, K = self._load
+            self._sampler = load_sampler(name, K, device=self.classifier.placement)
         return self._sampler
 
     def run(self, plan: Plan, positions=None, progress: Progress | None = None) -> "Shard":
         """The per-position values of `positions` (int64 indices into the grid, see `positions`; default all) of
         the image `plan` (Attribution.plan) describes.  Each position's in-fills come from its own counter-based
         stream, so shards of any split `merge` into exactly the maps of one `attribute` call."""
-        return self._run(plan.img, plan.base, plan.p0, plan.classes, plan.stride, plan.samples, plan.seed, positions,
-                         progress or Progress("", False))
+        return self._run(plan, positions, progress or Progress("", False))
 
     def positions(self, img: np.ndarray, stride: int | None = None) -> int:
         """How many patch positions the grid of the input-space image `img` [H, W, 3] has at `stride` (default K);
@@ -104,13 +117,12 @@ class PatchMarginalization(Attribution):
 
     def merge(self, plan: Plan, shards: list["Shard"]) -> Explanation:
         """The Explanation of `plan` from shards that cover every position once (InfolensError otherwise)."""
-        maps, stderr, run_params, timing = self._assemble(plan.img, plan.stride, plan.samples, plan.seed, shards)
+        maps, stderr, run_params, timing = self._assemble(plan, shards)
         return self.finish(plan, maps, stderr, run_params, timing, sum(s.forwards for s in shards),
                            sum(s.seconds for s in shards))
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
-        shard = self._run(img, base, p0, cls, stride, samples, seed, None, progress)
-        return self._assemble(img, stride, samples, seed, [shard])
+    def _attribute(self, plan: Plan, progress: Progress):
+        return self._assemble(plan, [self._run(plan, None, progress)])
 
     def _geometry(self, img, stride, samples, seed):
         H, W = img.shape[:2]
@@ -120,9 +132,10 @@ class PatchMarginalization(Attribution):
         ys, xs = patch_grid(H, W, K, S)
         return ys, xs, K, S
 
-    def _run(self, img, base, p0, cls, stride, samples, seed, positions, progress) -> "Shard":
+    def _run(self, plan: Plan, positions, progress: Progress) -> "Shard":
         t_start, rows = time.perf_counter(), self.classifier.rows_run
-        ys, xs, K, S = self._geometry(img, stride, samples, seed)
+        img, base, p0, cls, samples, seed = plan.img, plan.base, plan.p0, plan.classes, plan.samples, plan.seed
+        ys, xs, K, S = self._geometry(img, plan.stride, samples, seed)
         todo = np.arange(len(ys)) if positions is None else np.asarray(positions, np.int64)
         if todo.size and (todo.min() < 0 or todo.max() >= len(ys) or len(np.unique(todo)) != len(todo)):
             raise InfolensError(f"positions must be distinct indices in [0, {len(ys)})", "positions")
@@ -163,9 +176,10 @@ class PatchMarginalization(Attribution):
                      stderr={k: se[..., done] for k, (_, se) in per_patch.items()}, counts=counts[done],
                      forwards=self.classifier.rows_run - rows, seconds=time.perf_counter() - t_start, timing=timing)
 
-    def _assemble(self, img, stride, samples, seed, shards):
+    def _assemble(self, plan: Plan, shards):
         """Maps, standard errors, run parameters and timings from shards covering every position once."""
-        ys, xs, K, S = self._geometry(img, stride, samples, seed)
+        img, samples, seed = plan.img, plan.samples, plan.seed
+        ys, xs, K, S = self._geometry(img, plan.stride, samples, seed)
         P = len(ys)
         every = np.concatenate([s.positions for s in shards]) if shards else np.empty(0, np.int64)
         if len(every) != P or not np.array_equal(np.sort(every), np.arange(P)):

@@ -12,7 +12,7 @@ import numpy as np
 from ..catalog import card_path, file_sha256, models_dir
 from ..classifier import OnnxClassifier, Tapped
 from ..errors import InfolensError
-from .base import Attribution
+from .base import Attribution, Plan
 
 SUFFIX = ".mipin.onnx"  # an inverse lives beside its classifier as <model stem>.mipin.onnx, its card as .mipin.json
 
@@ -89,10 +89,10 @@ class MIPIN(Attribution):
         p, found = self.tapped.run(base)
         return p[0], found
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
+    def _attribute(self, plan: Plan, progress):
         t0 = time.perf_counter()
-        small = self.inverse_run(first, cls)[0]
-        maps = upsample(small, *img.shape[:2])
+        small = self.inverse_run(plan.first, plan.classes)[0]
+        maps = upsample(small, *plan.img.shape[:2])
         run_params = {"inverse": os.path.abspath(self.inverse_path), "inverse_sha256": file_sha256(self.inverse_path),
                       "map_layer": self.card["map_layer"], "map_shape": list(small.shape[1:])}
         return {"mipin": maps}, {}, run_params, {"inverse_s": time.perf_counter() - t0}

@@ -10,7 +10,7 @@ from .. import params
 from ..classifier import OnnxClassifier
 from ..progress import Progress
 from ..samplers.rng import streams
-from .base import Attribution
+from .base import Attribution, Plan
 from .grid import check_grid
 
 
@@ -33,10 +33,10 @@ class RISE(Attribution):
         return cls(explainer.classifier, explainer.batch_size, explainer.progress, explainer.rise_grid,
                    explainer.rise_p)
 
-    def _attribute(self, img, base, p0, cls, stride, samples, seed, source, progress, first=None):
-        H, W = img.shape[:2]
-        check_grid(1, 1, samples, seed, H, W)
-        saliency, timing = self.saliency(img, cls, samples, seed, progress)
+    def _attribute(self, plan: Plan, progress: Progress):
+        samples, seed = plan.samples, plan.seed
+        check_grid(1, 1, samples, seed, *plan.img.shape[:2])
+        saliency, timing = self.saliency(plan.img, plan.classes, samples, seed, progress)
         run_params = {"N": samples, "grid": self.grid, "p_keep": self.p_keep, "seed": seed,
                       "batch_size": self.batch_size}
         return {"rise": saliency.astype(np.float32)}, {}, run_params, timing

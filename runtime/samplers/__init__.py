@@ -78,7 +78,7 @@ SAMPLERS: dict[str, Callable[..., Sampler]] = {"patchsampler": _patchsampler, "g
                                                **{name: _heuristic(name) for name in HeuristicSampler.NAMES}}
 
 
-def load_sampler(name: str = "patchsampler", K: int = 8, model: str | None = None, device="cpu",
+def load_sampler(name: str, K: int, model: str | None = None, device="cpu",
                  coupling: str = "pixel") -> Sampler:
     """A sampler by name (a SAMPLERS key) for K×K patches.
 

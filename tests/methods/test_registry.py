@@ -53,7 +53,7 @@ def test_each_name_is_declared_once_in_its_registry(param, registry):
     assert params.PARAMS[param].allowed() == tuple(registry)
     cli = _every_choices(build_parser(), param)
     assert list(registry) in cli and all(set(c) <= set(registry) for c in cli)  # perf measures two methods only
-    make = {"method": method_class, "sampler": load_sampler, "fill": make_fill}[param]
+    make = {"method": method_class, "sampler": lambda name: load_sampler(name, 8), "fill": make_fill}[param]
     with pytest.raises(InfolensError) as e:
         make("nope")
     assert e.value.param == param and str(e.value) == f"{param} must be one of {', '.join(registry)}, got 'nope'"
@@ -113,7 +113,23 @@ def test_the_explainer_is_a_registry_lookup(model_file, monkeypatch):
 def test_explainer_uses_each_methods_own_default_sampler(model_file):
     clf = OnnxClassifier.from_card(model_file)
     e = Explainer(clf).explain(scene(), stride=4, method="occlusion")
-    assert e.params["sampler"] == "gray" and e.params["K"] == 8
+    assert e.params["sampler"] == "gray" and e.params["K"] == params.ExplainConfig.K
+    assert Explainer(clf, K=4).explain(scene(), method="occlusion").params["K"] == 4
+
+
+def test_k_belongs_to_the_sampler(model_file):
+    """A sampler by name is loaded at the K given (the CLI's default when none is); a loaded sampler brings its own
+    K, and a different K beside it is refused, naming K, rather than one of them silently winning."""
+    clf = OnnxClassifier.from_card(model_file)
+    assert PMI(clf, "mean", K=4).attribute(scene()).params["K"] == 4
+    assert Occlusion(clf).attribute(scene(), stride=4).params["K"] == params.ExplainConfig.K
+    assert PMI(clf, load_sampler("mean", K=4), K=4).sampler.K == 4
+    with pytest.raises(InfolensError, match="K=6 but the sampler given has K=4") as e:
+        PMI(clf, load_sampler("mean", K=4), K=6)
+    assert e.value.param == "K"
+    with pytest.raises(InfolensError) as e:
+        PMI(clf, "no-such-sampler")
+    assert e.value.param == "sampler"
 
 
 def test_perturbation_batch_writes_runs_and_restores(model_file):
