@@ -62,7 +62,8 @@ def run_fit(args) -> int:
     import time
 
     from .. import params
-    from ..mipin.fit import fit, photo_files, random_crops, save
+    from ..mipin.crops import photo_files, random_crops
+    from ..mipin.fit import fit, save
     from ..errors import InfolensError
     from ..methods.mipin import SUFFIX
     from ..mipin.part import MAX_INVERSE_OPS, for_classifier

@@ -77,7 +77,7 @@ class MipinStudy(Study):
                          batch_size=batch_size)
         from ..methods.cam import CAM
         from ..methods.mipin import MIPIN
-        from ..mipin.fit import photo_files
+        from ..mipin.crops import photo_files
         from .. import params
 
         params.check("sanity_crops", sanity_crops)
@@ -151,7 +151,8 @@ class MipinStudy(Study):
             from ..classifier import OnnxClassifier
             from ..methods.cam import CAM
             from ..methods.mipin import MIPIN
-            from ..mipin.fit import fit, random_crops, save
+            from ..mipin.crops import random_crops
+            from ..mipin.fit import fit, save
             from ..mipin.part import for_classifier
             from .sanity import layers, randomize
 

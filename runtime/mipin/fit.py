@@ -19,48 +19,19 @@ choice (on the shipped EfficientNet-Lite0, 384 crops: held-out R² of the pooled
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import numpy_helper
 from tqdm import tqdm
 
 from ..errors import InfolensError
-from ..images import IMAGE_SUFFIXES
 from . import inverse as inv
+from .activations import BATCH, Activations
 from .part import InvertedPart, taps
 
-RESHAPING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "QuantizeLinear",
-             "DequantizeLinear"}
-BATCH = 16  # crops per ONNX Runtime call while fitting
-
-
-def attrs(node) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def conv_geometry(node, in_shape, out_shape, kernel) -> dict:
-    """strides, pads, dilations, output_padding of the ConvTranspose that maps the conv's output grid back onto its
-    input grid (the adjoint geometry); auto_pad resolved to explicit pads."""
-    a = attrs(node)
-    strides = list(a.get("strides", [1, 1]))
-    dil = list(a.get("dilations", [1, 1]))
-    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
-    pads = list(a.get("pads", [0, 0, 0, 0]))
-    auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        total = [max((o - 1) * s + k - i, 0) for o, s, k, i in zip(out_shape[2:], strides, k_eff, in_shape[2:])]
-        first = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
-        pads = first + [t - f for t, f in zip(total, first)]
-    elif auto == "VALID":
-        pads = [0, 0, 0, 0]
-    extra = [i - ((o - 1) * s - pads[j] - pads[j + 2] + k)
-             for j, (i, o, s, k) in enumerate(zip(in_shape[2:], out_shape[2:], strides, k_eff))]
-    return {"strides": strides, "pads": pads, "dilations": dil, "output_padding": extra}
 
 
 def dequantize(node, values: dict) -> np.ndarray:
@@ -70,14 +41,13 @@ def dequantize(node, values: dict) -> np.ndarray:
     zero = values[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] else np.zeros(1)
     if scale.ndim == 1 and scale.size > 1:
         shape = [1] * x.ndim
-        shape[attrs(node).get("axis", 1) % x.ndim] = -1
+        shape[inv.attrs(node).get("axis", 1) % x.ndim] = -1
         scale, zero = scale.reshape(shape), zero.reshape(shape)
     return ((x - zero) * scale).astype(np.float32)
 
 
 class Fitter:
-    """Holds the crops' activations (memory-mapped, float16; masks and indices exact) and the signals, and fits the
-    inverse top-down.  `plan` records every step so that `export` can emit the same inverse as one graph."""
+    """Records the crops' activations (mipin/activations.py), then fits the inverse top-down.  `plan` records every step so that `export` can emit the same inverse as one graph."""
 
     def __init__(self, classifier, part: InvertedPart, images: np.ndarray, ridge: float = 0.1,
                  holdout: float = 0.2, seed: int = 0, progress: bool = True, workdir: str | None = None,
@@ -97,63 +67,17 @@ class Fitter:
             for t in dict.fromkeys(n.input):
                 if t and t not in self.inits:
                     self.readers.setdefault(t, []).append(n)
-        self.mask_of = {n.output[0] for n in part.nodes if n.op_type in ("Relu", "Clip")}
-        self.N = len(images)
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(self.N)
-        n_held = int(round(holdout * self.N))
-        self.held, self.fit_idx = np.sort(order[:n_held]), np.sort(order[n_held:])
-        self.workdir = workdir or tempfile.mkdtemp(prefix="infolens-mipin-")
-        self.shapes: dict[str, list] = {}
-        self.x: dict[str, np.ndarray] = {}
-        self.masks: dict[str, np.ndarray] = {}
-        self._record(images)
-        self.mu = {t: self._mean(t) for t in self.x if t not in self.indices.values()}
+        mask_of = {n.output[0] for n in part.nodes if n.op_type in ("Relu", "Clip")}
+        wanted = [part.logits] + list(self.readers) + [n.output[0] for n in part.nodes] + list(self.indices.values())
+        self.acts = Activations(classifier, self.tapped, [t for t in dict.fromkeys(wanted) if t not in self.inits],
+                                images, set(self.indices.values()), mask_of, holdout, seed, progress, workdir)
         self.plan: list[dict] = []
         self.r2: dict[str, float] = {}
-
-    # ---- activations ------------------------------------------------------------------------------------------
-    def _record(self, images):
-
-        session = self.clf.placement.open(self.tapped.SerializeToString())
-        wanted = [self.part.logits] + [t for t in self.readers] + [n.output[0] for n in self.part.nodes] + \
-            list(self.indices.values())
-        wanted = [t for t in dict.fromkeys(wanted) if t not in self.inits]
-        feed = self.clf.feed_name
-        bar = tqdm(total=self.N, unit="crop", desc="mipin: activations", disable=not self.progress, leave=False)
-        for i in range(0, self.N, BATCH):
-            out = dict(zip(wanted, session.run(wanted, {feed: self.clf.normalize(images[i:i + BATCH])})))
-            for t, v in out.items():
-                if t not in self.x:
-                    self.shapes[t] = [1, *v.shape[1:]]
-                    small = v[0].size <= 4096  # logits and pooled vectors: kept in float32
-                    dtype = np.int64 if t in self.indices.values() else np.float32 if small else np.float16
-                    self.x[t] = self._memmap(dtype, v.shape[1:])
-                    if t in self.mask_of:  # the ReLU pattern, exact (not from the float16 copy)
-                        self.masks[t] = self._memmap(np.uint8, v.shape[1:])
-                self.x[t][i:i + len(v)] = v
-                if t in self.mask_of:
-                    self.masks[t][i:i + len(v)] = v > 0
-            bar.update(len(images[i:i + BATCH]))
-        bar.close()
-
-    def _memmap(self, dtype, shape):
-        path = os.path.join(self.workdir, f"{len(self.x) + len(self.masks)}.npy")
-        return np.lib.format.open_memmap(path, "w+", dtype, (self.N, *shape))
-
-    def _mean(self, t):
-        acc = np.zeros(self.x[t].shape[1:])
-        for i in range(0, len(self.fit_idx), 64):
-            acc += self.x[t][self.fit_idx[i:i + 64]].astype(np.float64).sum(0)
-        return (acc / len(self.fit_idx)).astype(np.float32)
-
-    def centred(self, t, idx) -> np.ndarray:
-        return self.x[t][idx].astype(np.float32) - self.mu[t]
 
     # ---- fitting ----------------------------------------------------------------------------------------------
     def fit(self) -> None:
         part = self.part
-        signals = {part.logits: self.centred(part.logits, np.arange(self.N))}
+        signals = {part.logits: self.acts.centred(part.logits, np.arange(self.acts.N))}
         done: set[str] = set()
         bar = tqdm(total=len(part.nodes), unit="op", desc="mipin: inverse layers", disable=not self.progress,
                    leave=False)
@@ -171,14 +95,14 @@ class Fitter:
         self.map_signal = signals[part.map_tensor]
 
     def _resolve(self, t: str, signals: dict) -> np.ndarray:
-        shape = self.shapes[t]  # every tensor a part node reads was recorded
+        shape = self.acts.shapes[t]  # every tensor a part node reads was recorded
         free, param = [], []
         for n in self.readers[t]:
             (param if self._parametric(n, t) else free).append(n)
         terms = [self._apply_free(n, t, shape, signals) for n in free]
         step = {"tensor": t, "shape": shape, "free": [n.output[0] for n in free], "param": []}
         if param:
-            target = self.centred(t, np.arange(self.N))
+            target = self.acts.centred(t, np.arange(self.acts.N))
             for term in terms:
                 target -= term
             fitted = self._fit_joint(t, shape, param, signals, target)
@@ -199,32 +123,32 @@ class Fitter:
         """A parameter-free reader's contribution to t's signal, on the crops: the export's emitter, run."""
         taps_in = {}
         if n.op_type in ("Relu", "Clip"):
-            taps_in[n.output[0]] = self.masks[n.output[0]]  # 0/1: Sign() of it is the mask, as of X at inference
+            taps_in[n.output[0]] = self.acts.masks[n.output[0]]  # 0/1: Sign() of it is the mask, as of X at inference
         elif n.op_type == "MaxPool":
-            taps_in[self.indices[n.output[0]]] = self.x[self.indices[n.output[0]]]
-        return self._run(lambda g, x: self._emit_free(g, n, t, shape, x), signals[n.output[0]], taps_in)
+            taps_in[self.indices[n.output[0]]] = self.acts.x[self.indices[n.output[0]]]
+        return self._run(lambda g, x: inv.free_layer(g, n, t, shape, x, self.acts.shapes, self.indices), signals[n.output[0]], taps_in)
 
     # dense: a linear map over channels (per position); general: a ConvTranspose of the conv's geometry
     def _kind(self, n, t, shape):
         op = n.op_type
         if op in ("Gemm", "MatMul") or len(shape) == 2:
-            if op == "Gemm" and attrs(n).get("transA", 0):
+            if op == "Gemm" and inv.attrs(n).get("transA", 0):
                 raise InfolensError("MIP-IN cannot invert a Gemm with transA=1 yet", "model")
             return "dense", None
-        out_shape = self.shapes[n.output[0]]
+        out_shape = self.acts.shapes[n.output[0]]
         if op == "Add":
             return "dense", None
         if op == "Conv":
             w = self.inits[n.input[1]]
             kernel = list(w.shape[2:])
-            group = attrs(n).get("group", 1)
-            geom = conv_geometry(n, shape, out_shape, kernel)
+            group = inv.attrs(n).get("group", 1)
+            geom = inv.conv_geometry(n, shape, out_shape, kernel)
             if kernel == [1, 1] and group == 1 and geom["strides"] == [1, 1] and not any(geom["pads"]):
                 return "dense", None
             return "conv", {"kernel": kernel, "group": group, "geom": geom, "c_out": out_shape[1]}
         c = shape[1]
-        kernel = list(attrs(n).get("kernel_shape", [1, 1])) if op == "AveragePool" else [1, 1]
-        return "conv", {"kernel": kernel, "group": c, "geom": conv_geometry(n, shape, out_shape, kernel), "c_out": c}
+        kernel = list(inv.attrs(n).get("kernel_shape", [1, 1])) if op == "AveragePool" else [1, 1]
+        return "conv", {"kernel": kernel, "group": c, "geom": inv.conv_geometry(n, shape, out_shape, kernel), "c_out": c}
 
     def _fit_joint(self, t, shape, readers, signals, target) -> list[dict]:
         kinds = [self._kind(n, t, shape) for n in readers]
@@ -254,8 +178,8 @@ class Fitter:
                  for n, (k, spec) in zip(readers, kinds)]
         d = sum(sizes)
         gram, cross = np.zeros((d, d)), np.zeros((d, shape[1]))
-        for i in range(0, len(self.fit_idx), BATCH):
-            idx = self.fit_idx[i:i + BATCH]
+        for i in range(0, len(self.acts.fit_idx), BATCH):
+            idx = self.acts.fit_idx[i:i + BATCH]
             f = np.concatenate([self._features(n, k, spec, signals[n.output[0]][idx])
                                 for n, (k, spec) in zip(readers, kinds)], 1).astype(np.float64)
             y = self._features_dense(target[idx]).astype(np.float64)
@@ -286,8 +210,8 @@ class Fitter:
         f_dim = fo * taps_k
         gram, cross = np.zeros((group, f_dim, f_dim)), np.zeros((group, f_dim, fi))
         s = signals[n.output[0]]
-        for i in range(0, len(self.fit_idx), BATCH):
-            idx = self.fit_idx[i:i + BATCH]
+        for i in range(0, len(self.acts.fit_idx), BATCH):
+            idx = self.acts.fit_idx[i:i + BATCH]
             feats = self._run(lambda g, x: inv.delta_features(g, x, c_out, (kh, kw), spec["geom"]), s[idx], {})
             b = len(idx)
             f = feats.reshape(b, group, f_dim, -1).astype(np.float64)
@@ -308,7 +232,7 @@ class Fitter:
         if w is None:
             return np.zeros((size, c_in))
         if n.op_type == "Gemm":  # y = x·Wᵀ (transB) or x·W: as a map x → y, A [Y, F]
-            a = w if attrs(n).get("transB", 0) else w.T
+            a = w if inv.attrs(n).get("transB", 0) else w.T
         elif n.op_type == "MatMul":
             a = w.T
         else:
@@ -323,20 +247,11 @@ class Fitter:
         return np.linalg.solve(gram + lam * np.eye(d), rhs)
 
     def _apply_param(self, f, signals) -> np.ndarray:
-        return self._run(lambda g, x: self._emit_param(g, f, x), signals[f["reader"]], {})
-
-    @staticmethod
-    def _emit_param(g, f, s) -> str:
-        """A fitted reader's inverse: a dense map (rank 2 through its flat form) or a ConvTranspose."""
-        if f["kind"] == "conv":
-            return inv.conv_transpose(g, s, f["weight"], f["geom"])
-        if f["rank"] == 4:
-            return inv.dense(g, s, f["theta"], 4)
-        return inv.reshape(g, inv.dense(g, g.node("Flatten", [s], "flat"), f["theta"], 2), f["shape"])
+        return self._run(lambda g, x: inv.param_layer(g, f, x), signals[f["reader"]], {})
 
     def _r2(self, t, estimate) -> float:
-        truth = self.centred(t, self.held)
-        est = estimate[self.held]
+        truth = self.acts.centred(t, self.acts.held)
+        est = estimate[self.acts.held]
         return float(1 - ((truth - est) ** 2).sum() / max((truth ** 2).sum(), 1e-30))
 
     def _run(self, emit, s, taps_in: dict) -> np.ndarray:
@@ -353,100 +268,10 @@ class Fitter:
             outs.append(inv.run(g, feeds, [out])[0])
         return np.concatenate(outs)
 
-    # ---- export -----------------------------------------------------------------------------------------------
+    # ---- export ----------------------------------------------------------------------------------------------
     def export(self) -> onnx.ModelProto:
-        """The inverse as one ONNX graph: inputs the logits tensor [b, Y], `classes` int64 [k] and the taps the
-        masks and unpooling read [b, …]; outputs `maps` float [k, h, w] at the map layer's resolution, and for
-        checks the whole `signal` [k, C, h, w] there and the map layer's mean activation `map_mean` [C, h, w].  Either one
-        image (b = 1) and k classes of it, or k = b images with one class each (classes[i] of image i)."""
-        part = self.part
-        g = inv.Graph()
-        y = g.input(part.logits, TensorProto.FLOAT, ["batch", *self.shapes[part.logits][1:]])
-        classes = g.input("classes", TensorProto.INT64, ["k"])
-        n_classes = self.shapes[part.logits][1]
-        onehot = g.node("OneHot", [classes, g.const(n_classes, "depth", np.int64), g.const([0.0, 1.0], "values")],
-                        "onehot", axis=-1)
-        centred = g.node("Sub", [y, g.const(self.mu[part.logits], "mu")], "centred")
-        signal = {part.logits: g.node("Mul", [onehot, centred], "signal")}
-        readers = {n.output[0]: n for n in part.nodes}
-        for step in self.plan:
-            t, shape = step["tensor"], step["shape"]
-            terms = []
-            for out in step["free"]:
-                terms.append(self._emit_free(g, readers[out], t, shape, signal[out]))
-            terms += [self._emit_param(g, f, signal[f["reader"]]) for f in step["param"]]
-            signal[t] = inv.add(g, terms)
-        # the map: the class's signal times the centred activation it reconstructs, summed over channels
-        x_map = g.input(part.map_tensor, TensorProto.FLOAT, ["batch", *self.shapes[part.map_tensor][1:]])
-        mu_map = g.const(self.mu[part.map_tensor], "mu_map")
-        agreement = g.node("Mul", [signal[part.map_tensor], g.node("Sub", [x_map, mu_map], "x_centred")], "agree")
-        maps = g.node("ReduceSum", [agreement, g.const([1], "axis", np.int64)], "maps", keepdims=0)
-        g.nodes += [onnx.helper.make_node("Identity", [maps], ["maps"]),
-                    onnx.helper.make_node("Identity", [signal[part.map_tensor]], ["signal"]),
-                    onnx.helper.make_node("Identity", [mu_map], ["map_mean"])]
-        c, h, w = self.shapes[part.map_tensor][1:]
-        model = g.model([("maps", TensorProto.FLOAT, ["k", h, w]), ("signal", TensorProto.FLOAT, ["k", c, h, w]),
-                         ("map_mean", TensorProto.FLOAT, [c, h, w])])
-        onnx.checker.check_model(model)
-        return model
-
-    def _emit_free(self, g, n, t, shape, s) -> str:
-        """A parameter-free reader n's inverse, from its output's signal s to its input t's shape: while fitting
-        (on the crops) and in the export alike.  Its taps are graph inputs named after the tensors."""
-        op = n.op_type
-        if op in ("Relu", "Clip"):
-            return inv.mask(g, s, g.input(n.output[0], TensorProto.FLOAT, ["batch", *self.shapes[n.output[0]][1:]]))
-        if op in RESHAPING or op == "Add":
-            return inv.reshape(g, s, shape)
-        if op in ("GlobalAveragePool", "ReduceMean"):
-            return inv.broadcast(g, s, shape)
-        if op == "Transpose":
-            return inv.transpose(g, s, attrs(n)["perm"])
-        if op == "Concat":
-            axis = attrs(n)["axis"] % len(shape)
-            sizes = [self.shapes[i][axis] for i in n.input]
-            return inv.split(g, s, axis, sizes)[list(n.input).index(t)]
-        if op == "MaxPool":
-            a = {k: v for k, v in attrs(n).items() if k in ("kernel_shape", "strides", "pads")}
-            idx = g.input(self.indices[n.output[0]], TensorProto.INT64, ["batch", *self.shapes[n.output[0]][1:]])
-            return inv.unpool(g, s, idx, shape, a)
-        raise InfolensError(f"MIP-IN has no inverse for {op} yet", "model")
-
-
-def photo_files(folders: list[str]) -> list[str]:
-    """Every image file under the folders (recursively), sorted: the same list on every machine."""
-    files = []
-    for folder in folders:
-        if not os.path.isdir(folder):
-            raise InfolensError(f"no folder {folder}", "data")
-        for root, _, names in os.walk(folder):
-            files += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
-    if not files:
-        raise InfolensError(f"no image files under {', '.join(folders)}", "data")
-    return sorted(files)
-
-
-def random_crops(classifier, files: list[str], n: int, seed: int = 0, progress: bool = True) -> np.ndarray:
-    """n random-resized crops of the photos, in the classifier's input space, uint8 [n, H, W, 3]: a photo drawn at
-    random, a crop of 25–100 % of its area with aspect ratio 3:4 to 4:3 (log-uniform), then the classifier's own
-    resize.  Seeded: the same crops for the same files, n and seed."""
-    from ..images import read_image
-
-    rng = np.random.default_rng(seed)
-    out = []
-    cache: dict[str, np.ndarray] = {}
-    for _ in tqdm(range(n), unit="crop", desc="mipin: crops", disable=not progress, leave=False):
-        path = files[rng.integers(len(files))]
-        if path not in cache:
-            cache = {path: read_image(path)}  # one photo held at a time
-        img = cache[path]
-        h, w = img.shape[:2]
-        area = rng.uniform(0.25, 1.0) * h * w
-        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        ch, cw = min(h, int(round(np.sqrt(area / aspect)))), min(w, int(round(np.sqrt(area * aspect))))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        out.append(classifier.load_image(np.ascontiguousarray(img[y:y + ch, x:x + cw])))
-    return np.stack(out)
+        """The fitted inverse as one ONNX graph (inverse.network)."""
+        return inv.network(self.part, self.plan, self.acts.shapes, self.acts.mu, self.indices)
 
 
 def fit(classifier, part: InvertedPart, images: np.ndarray, ridge: float = 0.1, holdout: float = 0.2, seed: int = 0,
@@ -458,12 +283,11 @@ def fit(classifier, part: InvertedPart, images: np.ndarray, ridge: float = 0.1, 
         f = Fitter(classifier, part, images, ridge, holdout, seed, progress, work)
         f.fit()
         model = f.export()
-        f.x.clear()
-        f.masks.clear()
+        f.acts.release()
     taps_in = [i.name for i in model.graph.input if i.name not in (part.logits, "classes")]
     record = {"logits": part.logits, "taps": taps_in, "map_layer": part.map_tensor,
-              "map_shape": f.shapes[part.map_tensor], "ridge": ridge, "holdout": holdout, "seed": seed,
-              "crops": int(f.N), "held_out_crops": int(len(f.held)), "r2": f.r2,
+              "map_shape": f.acts.shapes[part.map_tensor], "ridge": ridge, "holdout": holdout, "seed": seed,
+              "crops": int(f.acts.N), "held_out_crops": int(len(f.acts.held)), "r2": f.r2,
               "seconds": time.perf_counter() - t0}
     return model, record
 

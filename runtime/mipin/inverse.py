@@ -11,8 +11,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..errors import InfolensError
+
 OPSET = 17
 IR_VERSION = 10  # onnx 1.23 writes 14 by default, which onnxruntime 1.31 rejects
+RESHAPING = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "QuantizeLinear",
+             "DequantizeLinear"}
 
 
 class Graph:
@@ -148,3 +152,99 @@ def run(g: Graph, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.n
     model = g.model([(o, None, None) for o in outputs])
     session = sessions.open_session(model.SerializeToString())
     return session.run(outputs, feeds)
+
+
+def attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def conv_geometry(node, in_shape, out_shape, kernel) -> dict:
+    """strides, pads, dilations, output_padding of the ConvTranspose that maps the conv's output grid back onto its
+    input grid (the adjoint geometry); auto_pad resolved to explicit pads."""
+    a = attrs(node)
+    strides = list(a.get("strides", [1, 1]))
+    dil = list(a.get("dilations", [1, 1]))
+    k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        total = [max((o - 1) * s + k - i, 0) for o, s, k, i in zip(out_shape[2:], strides, k_eff, in_shape[2:])]
+        first = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = first + [t - f for t, f in zip(total, first)]
+    elif auto == "VALID":
+        pads = [0, 0, 0, 0]
+    extra = [i - ((o - 1) * s - pads[j] - pads[j + 2] + k)
+             for j, (i, o, s, k) in enumerate(zip(in_shape[2:], out_shape[2:], strides, k_eff))]
+    return {"strides": strides, "pads": pads, "dilations": dil, "output_padding": extra}
+
+
+def free_layer(g: Graph, n, t: str, shape: list[int], s: str, shapes: dict, indices: dict) -> str:
+    """A parameter-free reader n's inverse, from its output's signal s to its input t's shape: while fitting
+    (on the crops) and in the export alike.  Its taps are graph inputs named after the tensors; shapes: tensor →
+    shape [1, …]; indices: MaxPool output → the tap of its argmax indices."""
+    op = n.op_type
+    if op in ("Relu", "Clip"):
+        return mask(g, s, g.input(n.output[0], TensorProto.FLOAT, ["batch", *shapes[n.output[0]][1:]]))
+    if op in RESHAPING or op == "Add":
+        return reshape(g, s, shape)
+    if op in ("GlobalAveragePool", "ReduceMean"):
+        return broadcast(g, s, shape)
+    if op == "Transpose":
+        return transpose(g, s, attrs(n)["perm"])
+    if op == "Concat":
+        axis = attrs(n)["axis"] % len(shape)
+        sizes = [shapes[i][axis] for i in n.input]
+        return split(g, s, axis, sizes)[list(n.input).index(t)]
+    if op == "MaxPool":
+        a = {k: v for k, v in attrs(n).items() if k in ("kernel_shape", "strides", "pads")}
+        idx = g.input(indices[n.output[0]], TensorProto.INT64, ["batch", *shapes[n.output[0]][1:]])
+        return unpool(g, s, idx, shape, a)
+    raise InfolensError(f"MIP-IN has no inverse for {op} yet", "model")
+
+
+def param_layer(g: Graph, f: dict, s: str) -> str:
+    """A fitted reader's inverse: a dense map (rank 2 through its flat form) or a ConvTranspose."""
+    if f["kind"] == "conv":
+        return conv_transpose(g, s, f["weight"], f["geom"])
+    if f["rank"] == 4:
+        return dense(g, s, f["theta"], 4)
+    return reshape(g, dense(g, g.node("Flatten", [s], "flat"), f["theta"], 2), f["shape"])
+
+
+def network(part, plan: list[dict], shapes: dict, mu: dict, indices: dict) -> onnx.ModelProto:
+    """The inverse of `part` (mipin/part.py) fitted as `plan` records (mipin/fit.py: per tensor, top-down, its
+    parameter-free readers and its fitted ones), around the means `mu`, as one ONNX graph: inputs the logits
+    tensor [b, Y], `classes` int64 [k] and the taps the masks and unpooling read [b, …]; outputs `maps` float
+    [k, h, w] at the map layer's resolution, and for checks the whole `signal` [k, C, h, w] there and the map
+    layer's mean activation `map_mean` [C, h, w].  Either one image (b = 1) and k classes of it, or k = b images
+    with one class each (classes[i] of image i)."""
+    g = Graph()
+    y = g.input(part.logits, TensorProto.FLOAT, ["batch", *shapes[part.logits][1:]])
+    classes = g.input("classes", TensorProto.INT64, ["k"])
+    n_classes = shapes[part.logits][1]
+    onehot = g.node("OneHot", [classes, g.const(n_classes, "depth", np.int64), g.const([0.0, 1.0], "values")],
+                    "onehot", axis=-1)
+    centred = g.node("Sub", [y, g.const(mu[part.logits], "mu")], "centred")
+    signal = {part.logits: g.node("Mul", [onehot, centred], "signal")}
+    readers = {n.output[0]: n for n in part.nodes}
+    for step in plan:
+        t, shape = step["tensor"], step["shape"]
+        terms = []
+        for out in step["free"]:
+            terms.append(free_layer(g, readers[out], t, shape, signal[out], shapes, indices))
+        terms += [param_layer(g, f, signal[f["reader"]]) for f in step["param"]]
+        signal[t] = add(g, terms)
+    # the map: the class's signal times the centred activation it reconstructs, summed over channels
+    x_map = g.input(part.map_tensor, TensorProto.FLOAT, ["batch", *shapes[part.map_tensor][1:]])
+    mu_map = g.const(mu[part.map_tensor], "mu_map")
+    agreement = g.node("Mul", [signal[part.map_tensor], g.node("Sub", [x_map, mu_map], "x_centred")], "agree")
+    maps = g.node("ReduceSum", [agreement, g.const([1], "axis", np.int64)], "maps", keepdims=0)
+    g.nodes += [onnx.helper.make_node("Identity", [maps], ["maps"]),
+                onnx.helper.make_node("Identity", [signal[part.map_tensor]], ["signal"]),
+                onnx.helper.make_node("Identity", [mu_map], ["map_mean"])]
+    c, h, w = shapes[part.map_tensor][1:]
+    model = g.model([("maps", TensorProto.FLOAT, ["k", h, w]), ("signal", TensorProto.FLOAT, ["k", c, h, w]),
+                     ("map_mean", TensorProto.FLOAT, [c, h, w])])
+    onnx.checker.check_model(model)
+    return model

@@ -60,7 +60,7 @@ def numpy_maps(f: Fitter, tapped_out: dict, classes):
     maps = []
     for c in classes:
         y = tapped_out[part.logits][0].astype(np.float64)
-        signal = {part.logits: np.where(np.arange(len(y)) == c, y - f.mu[part.logits], 0.0)}
+        signal = {part.logits: np.where(np.arange(len(y)) == c, y - f.acts.mu[part.logits], 0.0)}
         for step in f.plan:
             t, shape = step["tensor"], step["shape"][1:]
             total = np.zeros(shape)
@@ -84,7 +84,7 @@ def numpy_maps(f: Fitter, tapped_out: dict, classes):
                 else:
                     total += conv_transpose(s, p["weight"], p["geom"])
             signal[t] = total
-        x = tapped_out[part.map_tensor][0] - f.mu[part.map_tensor]
+        x = tapped_out[part.map_tensor][0] - f.acts.mu[part.map_tensor]
         maps.append((signal[part.map_tensor] * x).sum(0))
     return np.stack(maps)
 
@@ -112,7 +112,7 @@ def test_runtime_maps_equal_a_numpy_computation_of_the_fitted_inverse(tmp_path, 
     feeds = {i.name: out[i.name] for i in session.get_inputs() if i.name != "classes"}
     got = session.run(["maps"], {**feeds, "classes": np.array(classes, np.int64)})[0]
     want = numpy_maps(f, out, classes)
-    assert got.shape == want.shape == (2, *f.shapes[part.map_tensor][2:])
+    assert got.shape == want.shape == (2, *f.acts.shapes[part.map_tensor][2:])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     assert np.abs(want[0] - want[1]).max() > 1e-3 * np.abs(want).max(), "two classes, two maps"
     # linear in the class signal: the classes' maps sum to the map of the whole centred logit vector
