@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from infolens.samplers import PatchSampler as RuntimeSampler
-from infolens.samplers.patchsampler import CONTEXT, META_FEATURES, META_STAGES, MIXTURE_OUTPUTS, STAGE
+from infolens.samplers.interface import CONTEXT, META_FEATURES, META_STAGES, MIXTURE_OUTPUTS, STAGE
 
 from . import data
 

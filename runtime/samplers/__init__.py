@@ -51,7 +51,8 @@ def pad(image: np.ndarray, k: int) -> np.ndarray:
 # The implementations import `windows` and `pad` from this package, so they are imported only once those exist.
 from .gaussian import GaussianSampler  # noqa: E402
 from .heuristic import HeuristicSampler  # noqa: E402
-from .patchsampler import COUPLINGS, PatchSampler, logistic_mixture_log2prob  # noqa: E402
+from .mixture import logistic_mixture_log2prob  # noqa: E402
+from .patchsampler import COUPLINGS, PatchSampler  # noqa: E402
 
 
 def _patchsampler(K: int, model: str | None, device, coupling: str) -> Sampler:

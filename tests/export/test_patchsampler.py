@@ -14,7 +14,7 @@ import torch
 
 from infolens import samplers
 from infolens.errors import InfolensError
-from infolens.samplers.patchsampler import logistic_mixture_log2prob
+from infolens.samplers.mixture import logistic_mixture_log2prob
 from infolens.export import data, patchsampler as ps
 
 ROOT = REPO

@@ -9,7 +9,7 @@ from scipy.special import expit
 
 from infolens import kernels
 from infolens.samplers import logistic_mixture_log2prob
-from infolens.samplers.patchsampler import _log_bin
+from infolens.samplers.mixture import log_bin
 
 ARGS = ("hyp", "comp", "loc", "scale", "coeff", "u_hyp", "u_comp", "z")
 
@@ -301,15 +301,15 @@ def test_log2prob_selection_splits_the_sum_for_one_hypothesis():
 def test_bins_sum_to_one_and_tails_do_not_cancel():
     v = np.arange(256.0)
     for mu, log_s in [(128.0, 1.0), (-40.0, 0.0), (300.0, 2.0), (0.3, -3.0), (254.8, 5.0), (77.7, 9.0)]:
-        mass = np.exp(_log_bin(v, np.float64(mu), np.float64(log_s)))
+        mass = np.exp(log_bin(v, np.float64(mu), np.float64(log_s)))
         assert mass.sum() == pytest.approx(1.0, abs=1e-12)
     # 199.5 scales above the mean: F differences in float64 would be 0; the upper tails give e^−a·(1 − e^−1)
     a = 199.5
-    assert _log_bin(np.float64(200), np.float64(0), np.float64(0)) == pytest.approx(-a + math.log(1 - math.exp(-1)),
+    assert log_bin(np.float64(200), np.float64(0), np.float64(0)) == pytest.approx(-a + math.log(1 - math.exp(-1)),
                                                                                     rel=1e-12)
-    assert _log_bin(np.float64(0), np.float64(200), np.float64(0)) == pytest.approx(-a, rel=1e-12)  # lower edge
-    assert _log_bin(np.float64(255), np.float64(0), np.float64(0)) == pytest.approx(-254.5, rel=1e-12)
-    assert _log_bin(np.float64(3), np.float64(250), np.float64(-1)) == pytest.approx(
+    assert log_bin(np.float64(0), np.float64(200), np.float64(0)) == pytest.approx(-a, rel=1e-12)  # lower edge
+    assert log_bin(np.float64(255), np.float64(0), np.float64(0)) == pytest.approx(-254.5, rel=1e-12)
+    assert log_bin(np.float64(3), np.float64(250), np.float64(-1)) == pytest.approx(
         -(250 - 3.5) * math.e + math.log(1 - math.exp(-math.e)), rel=1e-12)
     # far-tail patches keep finite, ordered scores
     out = random_outputs(np.random.default_rng(5), 1, 2, 2, 2)
