@@ -3,9 +3,9 @@
 A Study measures one item at a time — a photo, or a mosaic of four photos; the runner writes one JSON per item and
 study under OUT/<study>/ (atomically), so a restart skips what is done and refuses other settings (except fewer
 multi-scale candidates: `--scales`); the report (report.md, CSVs, plots) is rebuilt from all records at the end of
-every run.  This file: the runner, the report's
-frame and the statistics every study uses; removal.py: removal in both orders under every fill; pointing.py: the
-grid pointing game; the others: studies.py, the registry of studies by name.
+every run.  This file: the Study base and the runner; stats.py: the statistics every study uses; report.py: the
+report's frame; removal.py: removal in both orders under every fill; pointing.py: the grid pointing game; the
+others: studies.py, the registry of studies by name.
 """
 from __future__ import annotations
 
@@ -21,11 +21,9 @@ import numpy as np
 from .. import outfiles, params
 from ..errors import InfolensError
 from .fills import FILLS, Fill, make_fill
+from .report import write_report
 from ..methods import Explainer
 from ..samplers import load_sampler
-
-REFERENCE = ("pmi", "patchsampler")  # the paired comparisons are against PMI with the (new) PatchSampler
-
 
 def default_samplers(K: int) -> list[str]:
     """PMI/IG samplers: the PatchSampler (logistic mixture), the first, categorical PatchSampler, then gaussian,
@@ -262,165 +260,3 @@ def _item_on_actor(folder: str, study: Study, item: dict) -> dict:
         return {"name": name, "error": params.with_flag(err)}
     outfiles.write_atomic(_record_path(folder, name), lambda f: f.write(json.dumps(record).encode()))
     return {"name": name, "error": ""}
-
-
-# ---- the report ---------------------------------------------------------------------------------------------------
-
-def _groups(rows) -> list[tuple[str, str]]:
-    return list(dict.fromkeys((r["map"], r["sampler"]) for r in rows))
-
-
-def ci(values) -> tuple[float, float, float]:
-    """Mean and its 95 % t confidence interval."""
-    from scipy import stats
-
-    v = np.asarray(values, float)
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, float("nan"), float("nan")
-    h = float(stats.sem(v) * stats.t.ppf(0.975, len(v) - 1))
-    return m, m - h, m + h
-
-
-def compare(rows: list[dict], metric: str, fill: str, target: str) -> dict:
-    """Per (map, sampler) group: mean and 95 % CI of `metric`, and against the reference (PMI/PatchSampler) on the
-    same photos: the mean paired difference and the Wilcoxon signed-rank p-value (two-sided; scipy.stats).
-    {group: {"mean", "low", "high", "n", "diff", "p"}}."""
-    sel = [r for r in rows if r["fill"] == fill and r["target"] == target]
-    value = {(r["map"], r["sampler"], r["image"]): r[metric] for r in sel}
-    out = {}
-    for key in _groups(sel):
-        v = [r[metric] for r in sel if (r["map"], r["sampler"]) == key]
-        mean, low, high = ci(v)
-        entry = {"mean": mean, "low": low, "high": high, "n": len(v), "diff": float("nan"), "p": float("nan")}
-        a, b = paired(value, key, REFERENCE)
-        if key != REFERENCE and len(a):
-            entry["diff"], entry["p"] = float(np.mean(a - b)), wilcoxon(a, b)
-        out[key] = entry
-    return out
-
-
-def paired(value: dict, key: tuple, base: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """The values of groups `key` and `base` on the photos both have, in photo order: value {(map, sampler, photo):
-    float} → (a, b) float64 [n]."""
-    common = sorted(i for (m, s, i) in value if (m, s) == key and (*base, i) in value)
-    return np.array([value[(*key, i)] for i in common], float), np.array([value[(*base, i)] for i in common], float)
-
-
-def wilcoxon(a, b) -> float:
-    """Two-sided Wilcoxon signed-rank p of paired values (scipy.stats); nan when fewer than 2 or all equal."""
-    from scipy import stats
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return float(stats.wilcoxon(a, b).pvalue) if len(a) > 1 and np.any(a != b) else float("nan")
-
-
-def write_report(studies: list[Study], records: dict[str, list[dict]], out_dir: str, command: str = "") -> dict:
-    """OUT/report.md: the header (command, settings, the classifier's accuracy on the photos of the study with the
-    most), then each study's section (which writes its CSV and plots into OUT); returns {"photos", "top1",
-    "top5"}."""
-    most = max((r for r in records.values() if r and r[0].get("top1_correct") is not None), key=len, default=[])
-    n = len(most)
-    top1 = float(np.mean([r["top1_correct"] for r in most])) if most else float("nan")
-    top5 = float(np.mean([r["top5_correct"] for r in most])) if most else float("nan")
-    lines = ["# Faithfulness benchmark", "", f"Regenerate: `{command}`" if command else "", "",
-             f"Photos: {n}. The classifier's accuracy on them: top-1 {100 * top1:.1f} %, top-5 {100 * top5:.1f} %."
-             if n else "",
-             "", "Sections: " + ", ".join(f"{s.name} ({len(records[s.name])} {s.unit}s)" for s in studies) + ".", ""]
-    lines += verdict_section(studies, records)
-    for study in studies:
-        section = study.section(records[study.name], out_dir)  # its heading, then the settings it ran with
-        lines += section[:2] + ["Settings: " + ", ".join(f"{k}={v}" for k, v in study.settings().items()), ""]
-        lines += section[2:]
-        lines.append(f"Time: {sum(r['seconds'] for r in records[study.name]) / 3600:.2f} h "
-                     f"({np.mean([r['seconds'] for r in records[study.name]]):.0f} s per {study.unit}).")
-        lines.append("")
-    outfiles.write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(lines).encode()))
-    return {"photos": n, "top1": top1, "top5": top5}
-
-
-def verdict_section(studies: list[Study], records: dict[str, list[dict]]) -> list[str]:
-    """The protocols side by side: each plain map's headline score under every study that has one (its mean and
-    rank), and the paired difference from `explain`'s default map (PMI with PMI.default_sampler) with its 95 % t
-    interval and Wilcoxon p; no lines when fewer than two studies have a headline."""
-    from ..methods import METHODS
-
-    base = ("pmi", METHODS["pmi"].default_sampler)
-    scored = [(s, s.headline(records[s.name])) for s in studies]
-    scored = [(s, rows) for s, rows in scored if rows]
-    if len(scored) < 2:
-        return []
-    value, means = {}, {}
-    for s, rows in scored:
-        value[s.name] = {(r["map"], r["sampler"], r["image"]): r["score"] for r in rows}
-        groups = {}
-        for r in rows:
-            groups.setdefault((r["map"], r["sampler"]), []).append(r["score"])
-        means[s.name] = {k: float(np.mean(v)) for k, v in groups.items()}
-    # ties (the class-independent maps' 0.25 in the pointing game) broken by name, so a rebuilt report is the same
-    rank = {n: {k: i for i, k in enumerate(sorted(m, key=lambda k: (-m[k], k)), 1)} for n, m in means.items()}
-    keys = sorted({k for m in means.values() for k in m},
-                  key=lambda k: (np.mean([rank[n].get(k, len(rank[n]) + 1) for n in rank]), k))
-    lines = ["## Which map to trust: the protocols side by side", "",
-             "Each map's headline score under every protocol measured here (higher is better) and its rank there "
-             "(ties by name); "
-             f"Δ: paired against `infolens explain`'s default map, {base[0]} / {base[1]}, with its 95 % t interval "
-             "and Wilcoxon p, on the items both have. A removal protocol favours maps built on the same removal and "
-             "the pointing game maps that spread over the object, so no single column is neutral; the controls "
-             "(random, edge: no classifier) show what a protocol gives for nothing.", "",
-             "| map | sampler | " + " | ".join(f"{s.name}: {s.headline_label} (rank) | Δ [95 % CI], p" for s, _ in scored)
-             + " |", "|---|---|" + "---|---|" * len(scored)]
-    for key in keys:
-        cells = []
-        for s, _ in scored:
-            if key not in means[s.name]:
-                cells += ["—", ""]
-                continue
-            cells.append(f"{means[s.name][key]:.3f} ({rank[s.name][key]})")
-            a, b = paired(value[s.name], key, base)
-            if key == base or not len(a):
-                cells.append("")
-                continue
-            m, lo, hi = ci(a - b)
-            cells.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}], {fmt_p(wilcoxon(a, b))}")
-        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def csv_text(rows, fields) -> str:
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fields)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def write_csv(out_dir: str, name: str, rows: list[dict]) -> None:
-    """`rows` (dicts with the same keys) as the CSV file `name` in `out_dir`, written atomically; nothing for none."""
-    if rows:
-        outfiles.write_atomic(os.path.join(out_dir, name), lambda f: f.write(csv_text(rows, list(rows[0])).encode()))
-
-
-def fmt_signed(v: float) -> str:
-    return "" if np.isnan(v) else f"{v:+.4f}"
-
-
-def fmt_ci(entry: dict) -> str:
-    """A `compare` entry as "mean [low, high]"."""
-    return f"{entry['mean']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
-
-
-def fmt_p(p: float) -> str:
-    return "" if np.isnan(p) else (f"{p:.2g}" + (" *" if p < 0.05 else ""))
-
-
-def fmt_values(values, digits: int = 3) -> str:
-    """Mean [95 % CI] of the finite values ("—" for none)."""
-    v = [x for x in values if x is not None and np.isfinite(x)]
-    if not v:
-        return "—"
-    m, lo, hi = ci(v)
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if len(v) > 1 else f"{m:.{digits}f}"

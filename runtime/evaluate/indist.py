@@ -20,7 +20,9 @@ import numpy as np
 
 from .. import outfiles
 from ..errors import InfolensError
-from .benchmark import Study, check_fills, compare, csv_text, fmt_ci, fmt_p, fmt_signed, fmt_values, paired, wilcoxon
+from .benchmark import Study, check_fills
+from .report import csv_text
+from .stats import compare, fmt_ci, fmt_p, fmt_signed, fmt_values, paired, wilcoxon
 from .maps import make_maps, plain_label
 from .removal import FILL_DEFAULTS, METHOD_DEFAULTS, map_set, tau_table
 
@@ -147,7 +149,7 @@ class IndistStudy(Study):
         outfiles.write_atomic(os.path.join(out_dir, "indist.csv"),
                               lambda f: f.write(csv_text(rows, list(rows[0])).encode()))
 
-        def long(model, fill=ALL):  # rows as benchmark.compare reads them, NaN ρ (a constant map) left out
+        def long(model, fill=ALL):  # rows as stats.compare reads them, NaN ρ (a constant map) left out
             key = f"rho_{model}" + ("" if fill == ALL else f"_{fill}")
             return [{**r, "fill": fill, "rho": r[key]} for r in rows if np.isfinite(r[key])]
 

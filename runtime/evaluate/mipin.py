@@ -22,7 +22,9 @@ import onnx
 
 from .. import outfiles
 from ..errors import InfolensError
-from .benchmark import Study, csv_text, fmt_values
+from .benchmark import Study
+from .report import csv_text
+from .stats import fmt_values
 from .plots import pyplot
 
 CLASS_MAPS = ("mipin", "cam", "pmi", "occlusion")

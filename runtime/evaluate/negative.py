@@ -8,7 +8,9 @@ import os
 import numpy as np
 
 from .. import outfiles
-from .benchmark import Study, check_fills, fmt_p, fmt_signed, fmt_values, wilcoxon, write_csv
+from .benchmark import Study, check_fills
+from .report import write_csv
+from .stats import fmt_p, fmt_signed, fmt_values, wilcoxon
 from .curves import pixel_order, removal_probs, step_counts
 from .maps import parse_sampler
 from .plots import pyplot

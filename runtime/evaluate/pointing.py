@@ -21,7 +21,9 @@ import cv2
 import numpy as np
 
 from .. import outfiles
-from .benchmark import REFERENCE, Study, compare, csv_text, fmt_ci, fmt_p, fmt_signed
+from .benchmark import Study
+from .report import csv_text
+from .stats import REFERENCE, compare, fmt_ci, fmt_p, fmt_signed
 from .maps import make_maps, plain_label
 from .removal import METHOD_DEFAULTS, map_set
 

@@ -15,7 +15,9 @@ from ..measures import patches_to_pixels
 from ..methods import METHODS, Explainer, patch_grid
 from ..samplers import windows
 from ..samplers.rng import streams
-from .benchmark import Study, fmt_values, write_csv
+from .benchmark import Study
+from .report import write_csv
+from .stats import fmt_values
 from .maps import edge_map, parse_sampler
 from .plots import pyplot
 from .sanity import correlations, layer_table, step_model, twin

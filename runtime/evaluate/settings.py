@@ -9,7 +9,9 @@ import numpy as np
 
 from .. import outfiles
 from ..errors import InfolensError
-from .benchmark import Study, check_fills, fmt_p, fmt_signed, fmt_values, wilcoxon, write_csv
+from .benchmark import Study, check_fills
+from .report import write_csv
+from .stats import fmt_p, fmt_signed, fmt_values, wilcoxon
 from .maps import parse_sampler
 from .plots import pyplot
 from .removal import score

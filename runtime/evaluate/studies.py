@@ -13,7 +13,8 @@ from .mipin import MipinStudy
 from .negative import NegativeStudy
 from .pointing import PointingStudy
 from .randomization import CauseStudy, SanityStudy
-from .removal import GridStudy, RemovalStudy
+from .grids import GridStudy
+from .removal import RemovalStudy
 from .settings import PatchStudy, SamplesStudy
 
 

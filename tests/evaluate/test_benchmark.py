@@ -311,7 +311,9 @@ def test_the_candidates_shrunk_by_the_standard_error_and_multi_scale():
 def test_the_verdict_puts_the_protocols_side_by_side_against_the_default_map():
     from scipy import stats
 
-    from infolens.evaluate.benchmark import Study, ci, verdict_section
+    from infolens.evaluate.benchmark import Study
+    from infolens.evaluate.report import verdict_section
+    from infolens.evaluate.stats import ci
     from infolens.methods import METHODS
 
     base = METHODS["pmi"].default_sampler
