@@ -4,19 +4,17 @@ reaches a traceback.  The classifier runs in-process, in the worker thread (serv
 """
 from __future__ import annotations
 
-import hmac
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, params
 from ..errors import InfolensError
 from ..images import IMAGE_SUFFIXES
+from . import guard
 from .jobs import JobStore
 from .metrics import Metrics
 from .models import ServedModels, check_params, field_of
@@ -68,58 +66,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="infolens", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store, app.state.models, app.state.worker, app.state.config = store, models, worker, config
-    max_body = int(config.max_body_mb * 1024 * 1024)
-    open_paths = ("/", "/v2/health/live", "/v2/health/ready")
     examples_dir = config.examples_dir or default_examples()
     examples = sorted(f for f in os.listdir(examples_dir) if f.lower().endswith(IMAGE_SUFFIXES)) if examples_dir \
         else []
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        """Auth (constant-time), then the body limit, before any route reads the request."""
-        if config.tokens and request.url.path not in open_paths:
-            given = request.headers.get("authorization", "")
-            token = given[7:].encode() if given.lower().startswith("bearer ") else b""
-            if not any(hmac.compare_digest(token, t.encode()) for t in config.tokens):
-                metrics.rejections.labels("auth").inc()
-                return _error(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)", "authorization",
-                              {"WWW-Authenticate": "Bearer"})
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            metrics.rejections.labels("body").inc()
-            return _error(413, f"request body over {config.max_body_mb:g} MB (the server's --max-body-mb)", "body")
-        if length is None and request.method in ("POST", "PUT"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > max_body:
-                    metrics.rejections.labels("body").inc()
-                    return _error(413, f"request body over {config.max_body_mb:g} MB (the server's --max-body-mb)",
-                                  "body")
-            request._body = body  # the route reads it from here
-        return await call_next(request)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request, exc: ApiError):
-        return _error(exc.status, str(exc), exc.field, exc.headers)
-
-    @app.exception_handler(InfolensError)
-    async def infolens_error(request, exc: InfolensError):
-        return _error(422, str(exc), exc.param)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
-        return _error(422, f"{first.get('msg', 'invalid request')}", where)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), None)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request, exc: Exception):
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}", None)
+    guard.install(app, config, metrics)
 
     # ---- the web viewer ----------------------------------------------------------------------------------------
     @app.get("/")
@@ -323,11 +274,6 @@ def default_examples() -> str | None:
     """The source tree's examples/ folder (an editable install or a clone), if there is one."""
     folder = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples")
     return folder if os.path.isdir(folder) else None
-
-
-def _error(status: int, message: str, field: str | None, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message.splitlines()[0] if message else "error", "field": field},
-                        status_code=status, headers=headers)
 
 
 def _prediction(folder: str) -> dict:
