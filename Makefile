@@ -74,8 +74,8 @@ models: $(VENV)/.dev
 	$(BIN)/python -m infolens.export.patchsampler --K 16 --stages 2 --width 96 --stem 24 --pixel 48 --minutes 175 --lr 1e-3 --threads 1 \
 	  $(PHOTOS) --out models/ && wait $$pid
 	$(BIN)/python -m infolens.export.sampler_quality --K 8 16 $(PHOTOS) --write-cards --report docs/sampler_quality.json
-	$(BIN)/python -m infolens.export.sampler_quality figure --K 8
-	$(BIN)/python -m infolens.export.sampler_quality figure --K 16
+	$(BIN)/python -m infolens.export.infill_figure --K 8
+	$(BIN)/python -m infolens.export.infill_figure --K 16
 	$(BIN)/infolens mipin fit efficientnet_lite0 $(PHOTOS) --crops 512 --overwrite
 	$(BIN)/python -m infolens.export.evaluator efficientnet-lite0 $(PHOTOS) --minutes 35 --lr 5e-5 --out models/
 

@@ -15,7 +15,7 @@ import torch
 from infolens import samplers
 from infolens.errors import InfolensError
 from infolens.samplers.mixture import logistic_mixture_log2prob
-from infolens.export import data, patchsampler as ps
+from infolens.export import data, patchsampler as ps, patchsampler_net as net
 
 ROOT = REPO
 MODELS = os.path.join(ROOT, "models")
@@ -40,7 +40,7 @@ def tiny_trained():
     """A K=4, T=2 sampler after 100 seeded steps on small synthetic photos, with its training record."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = ps.PatchSampler(4, T=2, M=3, width=16, stem=8)
+    model = net.PatchSampler(4, T=2, M=3, width=16, stem=8)
     run = ps.train(model, _photos(), seconds=600, batch=16, seed=0, lr=3e-3, max_steps=100, progress=False)
     return model, run
 
@@ -53,13 +53,13 @@ def tiny_onnx(tiny_trained, tmp_path_factory):
 
 
 def test_stage_grids():
-    np.testing.assert_array_equal(ps.stage_grid(4, 1), np.zeros((4, 4)))
-    np.testing.assert_array_equal(ps.stage_grid(4, 2)[:2, :3], [[0, 1, 0], [1, 0, 1]])
-    four = ps.stage_grid(4, 4)
+    np.testing.assert_array_equal(net.stage_grid(4, 1), np.zeros((4, 4)))
+    np.testing.assert_array_equal(net.stage_grid(4, 2)[:2, :3], [[0, 1, 0], [1, 0, 1]])
+    four = net.stage_grid(4, 4)
     np.testing.assert_array_equal(four[:2, :2], [[0, 1], [2, 3]])
     assert (np.bincount(four.ravel()) == 4).all()
     with pytest.raises(ValueError, match="1, 2 or 4"):
-        ps.stage_grid(4, 3)
+        net.stage_grid(4, 3)
 
 
 def test_training_loss_goes_down(tiny_trained):
@@ -75,12 +75,12 @@ def test_encoder_computes_only_what_reaches_the_patch(K):
     """The encoder's last two convs run only near the patch's 4×4 cells: the same numbers as the plain residual
     stack over the whole 12×12 grid, cropped."""
     torch.manual_seed(2)
-    encoder = ps.ContextEncoder(K, 8).eval()
+    encoder = net.ContextEncoder(K, 8).eval()
     for p in encoder.parameters():
         torch.nn.init.normal_(p, std=0.3)  # large enough that every cell's value matters
     context = torch.randint(0, 256, (3, 3 * K, 3 * K, 3), dtype=torch.uint8)
     with torch.no_grad():
-        x = ps._scaled(context) * encoder.ring
+        x = net._scaled(context) * encoder.ring
         full = encoder.act(encoder.patchify(torch.cat([x, encoder.ring.expand_as(x[:, :1])], 1)))
         for conv in encoder.body:
             full = full + encoder.act(conv(full))
@@ -90,8 +90,8 @@ def test_encoder_computes_only_what_reaches_the_patch(K):
 @pytest.mark.parametrize("T", [1, 2, 4])
 def test_hidden_pixels_cannot_change_the_outputs(T):
     torch.manual_seed(1)
-    model = ps.PatchSampler(4, T=T, M=2, width=8, stem=8, pixel=6).eval()
-    grid = torch.from_numpy(ps.stage_grid(4, T))
+    model = net.PatchSampler(4, T=T, M=2, width=8, stem=8, pixel=6).eval()
+    grid = torch.from_numpy(net.stage_grid(4, T))
     a = torch.randint(0, 256, (2 * T, 12, 12, 3), dtype=torch.uint8)
     stage = torch.arange(T).repeat(2)
     b = a.clone()
@@ -113,12 +113,12 @@ def test_torch_loss_is_the_runtime_likelihood(tiny_trained):
     """The training loss and the runtime's float64 scorer are the same formula (DESIGN §3)."""
     model = tiny_trained[0].eval()
     windows = data.random_windows(_photos(seed=3), 4, 12, np.random.default_rng(4))
-    grid = ps.stage_grid(4, 2)
+    grid = net.stage_grid(4, 2)
     for t in (0, 1):
         stage = torch.full((12,), t, dtype=torch.int64)
         with torch.no_grad():
             outputs = model(torch.from_numpy(windows), stage)
-            nats = ps.log_likelihood(outputs, torch.from_numpy(windows[:, 4:8, 4:8]),
+            nats = net.log_likelihood(outputs, torch.from_numpy(windows[:, 4:8, 4:8]),
                                      torch.from_numpy(grid == t).float().expand(12, 4, 4)).numpy()
         named = {name: o.double().numpy() for name, o in zip(ps.MIXTURE_OUTPUTS, outputs)}
         bits = logistic_mixture_log2prob(named, windows[:, 4:8, 4:8], grid == t)
@@ -144,7 +144,7 @@ def test_exported_file_interface(tiny_onnx):
     proto = onnx.load(tiny_onnx)
     assert proto.ir_version <= 10
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
-    assert json.loads({p.key: p.value for p in proto.metadata_props}["stages"]) == ps.stage_grid(4, 2).tolist()
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["stages"]) == net.stage_grid(4, 2).tolist()
     sess = ort.InferenceSession(tiny_onnx, providers=["CPUExecutionProvider"])
     assert [(i.name, i.type, i.shape[1:]) for i in sess.get_inputs()] == [
         ("context", "tensor(uint8)", [12, 12, 3]), ("stage", "tensor(int64)", [])]

@@ -1,4 +1,4 @@
-"""Held-out NLL baselines (export/sampler_quality.py), the shipped PatchSamplers through the runtime, and the in-fill figure.
+"""Held-out NLL baselines (export/sampler_quality.py) and the shipped PatchSamplers through the runtime.
 
 The PatchSampler's exact likelihood itself is tested with the runtime's sampler tests and in test_patchsampler.py.
 """
@@ -14,7 +14,7 @@ from scipy.stats import multivariate_normal
 from conftest import REPO
 from infolens import load_sampler, samplers
 from infolens.samplers.rng import streams
-from infolens.export import data, sampler_quality as ev
+from infolens.export import data, infill_figure, sampler_quality as ev
 
 ROOT = REPO
 MODELS = os.path.join(ROOT, "models")
@@ -177,7 +177,7 @@ def test_shipped_cards_table_reproduces():
 
 @pytest.mark.parametrize("K", [8, 16])
 def test_shipped_patchsampler_samples_through_the_runtime(K):
-    image = ev.coffee()
+    image = infill_figure.coffee()
     ys, xs = np.array([0, 50, 224 - K]), np.array([0, 100, 224 - K])
     sampler = load_sampler("patchsampler", K=K)
     assert sampler.K == K
@@ -185,23 +185,6 @@ def test_shipped_patchsampler_samples_through_the_runtime(K):
     assert fills.shape == (3, 2, K, K, 3) and fills.dtype == np.uint8
     np.testing.assert_array_equal(fills, sampler.sample(image, ys, xs, 2, streams(0, np.arange(3))))
     assert not np.array_equal(fills[:, 0], fills[:, 1])
-
-
-def test_infill_figure_composites_only_the_patch(tmp_path):
-    K = 8
-    fig = ev.infill_figure(K, ev.coffee(), ev.FIGURE_CENTRES[:2])
-    scale, gap, head = ev.TILE // (3 * K), 10, 30
-    side, columns = 3 * K * scale, 1 + sum(n for _, n, _ in ev.FIGURE_COLUMNS)
-    assert fig.dtype == np.uint8 and fig.shape == (head + 2 * (side + gap), gap + columns * (side + gap), 3)
-    outside = np.ones((side, side), bool)
-    outside[K * scale : 2 * K * scale, K * scale : 2 * K * scale] = False
-    original = fig[head : head + side, gap : gap + side]
-    for col in range(1, columns):
-        tile = fig[head : head + side, gap + col * (side + gap) : gap + col * (side + gap) + side]
-        np.testing.assert_array_equal(tile[outside], original[outside])
-        assert not np.array_equal(tile[~outside], original[~outside])
-    ok, png = cv2.imencode(".png", fig)
-    assert ok and len(png) < 1.5 * 2**20
 
 
 def test_gaussian_sampler_is_safe_to_share_between_threads():
