@@ -70,7 +70,20 @@ def short_job(args) -> int:
           f"{forwards / inside / r:.3f} of raw")
     print(f"fixed cost  {w - inside:8.2f} s   = interpreter + import infolens {started:.2f} s, opening the sessions "
           f"{opened:.2f} s, writing the files {written:.2f} s, the rest (reading the image, the CLI) {other:.2f} s")
+    if not bytecode_cached():
+        print("bytecode    not cached: every start compiles infolens's modules again (PYTHONDONTWRITEBYTECODE is set "
+              "and the package has no .pyc; a pip-installed wheel brings its own), part of the fixed cost above")
     return 0
+
+
+def bytecode_cached() -> bool:
+    """Whether a fresh process finds infolens's modules compiled: their .pyc is there, or Python may write it."""
+    import importlib.util
+
+    import infolens
+
+    cached = importlib.util.cache_from_source(infolens.__file__)
+    return os.path.isfile(cached) or not sys.flags.dont_write_bytecode
 
 
 def sessions_and_files(job: dict) -> tuple[float, float]:
