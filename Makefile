@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := pyproject.toml setup.py cpp_ext/sampling.cpp
 
-.PHONY: demo test test-fast docs perf bench loadtest benchmark benchmark-quick models clean
+.PHONY: demo test test-fast docs perf bench loadtest fuzz benchmark benchmark-quick models clean
 
 # runtime only (numpy, onnxruntime, opencv, tqdm, onnx) + the compiled sampler: what a user installs
 $(VENV)/.runtime: $(DEPS)
@@ -45,6 +45,11 @@ perf bench: $(VENV)/.runtime
 # the server under load on 127.0.0.1: 8 clients, 48 small jobs on the shipped model, one SIGKILL and restart
 loadtest: $(VENV)/.dev
 	$(BIN)/python -m infolens.serve.loadtest
+
+# the whole hostile-image corpus (tests/fuzz/corpus.py, 1000 cases, seeded) through the library and the CLI; its
+# table goes to docs/fuzz.md (a quick part of it runs in `make test`)
+fuzz: $(VENV)/.dev
+	$(BIN)/python tests/fuzz/run.py -n 1000 --report docs/fuzz.md
 
 # docs/benchmark/: the evaluation on 200 of the imagenet-samples photos in $(DATA) (evaluation only) — every study at
 # the defaults of `infolens eval benchmark`. The per-photo records are kept in docs/benchmark/records/, so the same

@@ -1,13 +1,15 @@
 """Image files → uint8 RGB arrays, and the resize/crop into a classifier's input space (OpenCV)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import cv2
 import numpy as np
 
 from .errors import InfolensError
-from .params import PARAMS, check
+from .params import MAX_PIXELS, PARAMS, check
 
 RESIZE_MODES = PARAMS["resize"].choices
 INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
@@ -19,17 +21,44 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".ti
 _MULTI_FRAME = (b"GIF8", b"II*\x00", b"MM\x00*")  # GIF, TIFF (little/big endian): files that can hold several images
 
 
-def quiet_opencv() -> None:
-    """OpenCV logs errors only: it logs a WARN line per broken image file besides failing, and our one-line error
-    says it better.  (OpenCV 5 has the setting in cv2.utils.logging, OpenCV 4 as cv2.setLogLevel.)"""
+def quiet_decoders(stderr: bool = False) -> None:
+    """The image decoders say nothing: besides failing, OpenCV logs a WARN or ERROR line per broken file (libtiff's
+    errors among them) and libpng writes its warnings straight to the process's stderr, which would break the
+    CLI's one line per bad file — and that line says it better.  `stderr`: also send what the decoders write to
+    file descriptor 2 to /dev/null while they decode (a process-wide switch for a single-threaded command line; a
+    server, whose other threads log, leaves it off).  (OpenCV 5 has the log level in cv2.utils.logging, OpenCV 4
+    as cv2.setLogLevel.)"""
+    global _DECODER_STDERR
     logging = getattr(cv2.utils, "logging", None)
     if logging is not None:
-        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     elif hasattr(cv2, "setLogLevel"):
-        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
+        cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
+    _DECODER_STDERR = not stderr
 
 
-def read_image(path: str | os.PathLike, background=WHITE, frame: int = 0, notes: list | None = None) -> np.ndarray:
+_DECODER_STDERR = True  # whether the decoders may write to file descriptor 2 (quiet_decoders)
+
+
+@contextlib.contextmanager
+def _decoding():
+    """While the decoders run: file descriptor 2 to /dev/null unless they may write to it."""
+    if _DECODER_STDERR:
+        yield
+        return
+    sys.stderr.flush()
+    saved, sink = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(sink, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(sink)
+
+
+def read_image(path: str | os.PathLike, background=WHITE, frame: int = 0, notes: list | None = None,
+               max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Decode an image file to uint8 RGB [H, W, 3], saying in `notes` (a list, appended to) what was changed.
 
     Grey images become RGB; a JPEG's EXIF orientation is applied (as viewers show it); transparency is composited
@@ -38,7 +67,12 @@ def read_image(path: str | os.PathLike, background=WHITE, frame: int = 0, notes:
     (0-based) is used, with a note naming it.  A JPEG counts as complete when its end-of-image marker follows the
     image data, even if more data follows (phone "motion photos" append a video).
 
-    Raises InfolensError (one line) for a missing, empty, truncated or undecodable file, or a frame it lacks.
+    `max_pixels`: the image's pixels (width × height, per frame) at most, read from the header before decoding
+    (PNG, JPEG, GIF, BMP, WebP, TIFF; other formats are checked once decoded); None: no limit.  Only the frame
+    asked for is decoded.
+
+    Raises InfolensError (one line) for a missing, empty, truncated or undecodable file, a frame it lacks, or an
+    image over `max_pixels` (naming `max_pixels`).
     """
     path = os.fspath(path)
     notes = [] if notes is None else notes
@@ -52,30 +86,50 @@ def read_image(path: str | os.PathLike, background=WHITE, frame: int = 0, notes:
         data = f.read()
     if not data:
         raise InfolensError(f"image file is empty (0 bytes): {path}")
+    if max_pixels is not None:
+        check_pixels(image_size(data), check("max_pixels", max_pixels), path)
     buf = np.frombuffer(data, np.uint8)
+    with _decoding():
+        raw, count = _decode(buf, data, path, frame)
+    if raw is None:
+        if data[:4] == b"GIF8":  # OpenCV reads GIF from 4.12 on
+            raise InfolensError(f"cannot decode GIF {path}: this OpenCV ({cv2.__version__}) has no GIF reader "
+                                f"(4.12 or newer has); convert it to PNG")
+        raise InfolensError(f"cannot decode image (not an image, or truncated): {path}")
+    if frame and count <= 1:
+        raise InfolensError(f"{path} has 1 frame: there is no frame {frame} (0-based)", "frame")
+    if max_pixels is not None:  # a format whose header image_size does not read
+        check_pixels(raw.shape[1::-1], max_pixels, path)
+    if count > 1:
+        notes.append(f"{count} frames (animated or multi-page): frame {frame} is explained")
+    return _to_rgb8(raw, background, notes)
+
+
+def _decode(buf: np.ndarray, data: bytes, path: str, frame: int):
+    """The frame `frame` of the file's bytes, as OpenCV decodes it (None: it cannot), and the file's frame count."""
+    count = 1
     if data[:2] == b"\xff\xd8":
         if not _jpeg_complete(data):
             # libjpeg decodes a cut-off JPEG with a grey tail and only warns; refuse it instead of explaining garbage.
             raise InfolensError(f"image is truncated (JPEG end marker missing): {path}")
         raw = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # applies the EXIF orientation, converts CMYK and grey
-        frames = None if raw is None else [raw]
     elif data[:4] in _MULTI_FRAME:
-        ok, frames = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
-        frames = frames if ok and frames else None
+        count = cv2.imcount(path)  # from the file's structure: only the frame asked for is decoded
+        if frame >= count > 0:
+            raise InfolensError(f"{path} has {count} frame{'s' if count > 1 else ''}: there is no frame {frame} "
+                                "(0-based)", "frame")
+        ok, frames = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED, None, (frame, frame + 1))
+        raw = frames[0] if ok and frames else None
     else:
         raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-        frames = None if raw is None else [raw]
-    if frames is None:
-        if data[:4] == b"GIF8":  # OpenCV reads GIF from 4.12 on
-            raise InfolensError(f"cannot decode GIF {path}: this OpenCV ({cv2.__version__}) has no GIF reader "
-                                f"(4.12 or newer has); convert it to PNG")
-        raise InfolensError(f"cannot decode image (not an image, or truncated): {path}")
-    if frame < 0 or frame >= len(frames):
-        raise InfolensError(f"{path} has {len(frames)} frame{'s' if len(frames) > 1 else ''}: there is no frame "
-                            f"{frame} (0-based)", "frame")
-    if len(frames) > 1:
-        notes.append(f"{len(frames)} frames (animated or multi-page): frame {frame} is explained")
-    return _to_rgb8(frames[frame], background, notes)
+    return raw, count
+
+
+def check_pixels(size: tuple[int, int] | None, max_pixels: int, where: str) -> None:
+    """InfolensError naming `max_pixels` when an image of `size` (width, height; None: unknown) is over it."""
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise InfolensError(f"image of {size[0]}x{size[1]} pixels is over the limit of {max_pixels:,} pixels: "
+                            f"{where}", "max_pixels")
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

@@ -53,6 +53,11 @@ def _num(v: float) -> str:
     return "2^64 − 1" if v == 2**64 - 1 else f"{v:g}" if isinstance(v, float) else str(v)
 
 
+# Decoded image pixels at most, read from the file's header before any decoder allocates (a decompression bomb is a
+# few MB on disk).  50 MP takes every phone and DSLR photo in its default mode; decoding one costs about 150 MB as
+# 8-bit RGB and a few times that at its peak (16-bit, alpha, the RGB copy), which a 1–2 GB edge box still has.
+MAX_PIXELS = 50_000_000
+
 PARAMS: dict[str, Param] = {
     # the explanation
     "method": Param("--method", str, meaning="attribution method", registry="infolens.methods:METHODS"),

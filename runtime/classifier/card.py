@@ -145,13 +145,14 @@ class Preprocessing:
         """[3] int64: the RGB channel that feeds each model channel."""
         return np.array(["RGB".index(ch) for ch in self.channel_order], dtype=np.int64)
 
-    def input_space(self, image, notes: list | None = None) -> np.ndarray:
+    def input_space(self, image, notes: list | None = None, max_pixels: int | None = params.MAX_PIXELS) -> np.ndarray:
         """A path or a uint8 RGB [h, w, 3] array → uint8 RGB [H, W, 3] in the model's input space.  `notes` (a list)
         gets a line for each change a user should know of: the file's (images.read_image: transparency, frames,
-        16 bits) and an image smaller than the input, which is enlarged."""
+        16 bits) and an image smaller than the input, which is enlarged.  `max_pixels`: a file's limit
+        (images.read_image); an array is already decoded and has none."""
         notes = [] if notes is None else notes
         if isinstance(image, (str, os.PathLike)):
-            image = read_image(image, notes=notes)
+            image = read_image(image, notes=notes, max_pixels=max_pixels)
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InfolensError(f"image array must be uint8 [H, W, 3] RGB, got {image.dtype} {list(image.shape)}")

@@ -40,13 +40,17 @@ class OnnxClassifier:
         size is split, not relaxed; grey models and fp16 need infolens to open the graph).
     session_options, providers : what the classifier's sessions are opened with instead of infolens's own
         (backends/sessions.session_options and the device's providers); helper graphs keep infolens's.
+    max_pixels : an image file's pixels at most (width × height), read from its header before it is decoded
+        (default params.MAX_PIXELS, 50 million; None: no limit): `load_image` refuses a larger one, naming
+        max_pixels.
     """
 
     def __init__(self, model_path, preprocessing: Preprocessing | dict | None = None, *, output_kind="auto",
                  labels=None, input_name=None, output_name=None, name=None, device="cpu", provider="default",
                  cuda_graph=False, cpu_fallback=False, batch_backend="auto", fp16=False, fp16_tolerance=0.1,
-                 session=None, session_options=None, providers=None):
+                 session=None, session_options=None, providers=None, max_pixels=params.MAX_PIXELS):
         self.model_path = os.fspath(model_path)
+        self.max_pixels = None if max_pixels is None else params.check("max_pixels", max_pixels)
         self.name = name or os.path.splitext(os.path.basename(self.model_path))[0]
         self.device = device
         self.fp16 = bool(fp16)
@@ -120,13 +124,14 @@ class OnnxClassifier:
         """A classifier for another model file with this one's preprocessing, output handling and labels."""
         return OnnxClassifier(model_path, self.pre, output_kind=self.output.kind, labels=self.labels,
                               input_name=self.input_name, output_name=self.output.name, name=self.name,
-                              device=device or self.device)
+                              device=device or self.device, max_pixels=self.max_pixels)
 
     # ---- images → tensors ------------------------------------------------------------------------------------
     def load_image(self, image, notes: list | None = None) -> np.ndarray:
         """A path or a uint8 RGB [h, w, 3] array → uint8 RGB [H, W, 3] in the model's input space (see
-        Preprocessing.input_space; `notes` gets a line for each change a user should know of)."""
-        return self.pre.input_space(image, notes)
+        Preprocessing.input_space; `notes` gets a line for each change a user should know of); a file over
+        `max_pixels` is refused before it is decoded."""
+        return self.pre.input_space(image, notes, self.max_pixels)
 
     @property
     def lut(self) -> np.ndarray:

@@ -32,9 +32,9 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    from ..images import quiet_opencv
+    from ..images import quiet_decoders
 
-    quiet_opencv()
+    quiet_decoders(stderr=args.command != "serve")
     try:
         return args.run(args)
     except InfolensError as e:

@@ -149,7 +149,7 @@ def run_studies(args, photos, report_dir: str | None) -> int:
     params.check("study_photos", args.study_photos)
     prepare_dir(args.out)
     clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device,
-                                   **options.gpu(args))
+                                   max_pixels=args.max_pixels, **options.gpu(args))
     samplers = args.samplers.split(",") if args.samplers else default_samplers(args.K)
     targets = [t for t in args.targets.split(",") if t]
     if not targets or set(targets) - {"pred", "true"}:

@@ -134,7 +134,8 @@ def explain_one(args, explainer, path: str, stem: str, out: str, by_content: dic
             e = dataclasses.replace(e, source=path)
         else:
             notes: list[str] = []
-            image = read_image(path, background=args.background, frame=args.frame, notes=notes)
+            image = read_image(path, background=args.background, frame=args.frame, notes=notes,
+                               max_pixels=args.max_pixels)
             if compute is not None:
                 e = compute(image, notes)
             else:
@@ -195,7 +196,7 @@ def run(args) -> int:
                 raise InfolensError(f"the results of {path} would overwrite the input image {clash}", "out")
             e, files = explain_one(args, explainer, path, stem, out, by_content)
         except InfolensError as err:
-            print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
+            print(f"infolens: error: {error_line(path, err)}", file=sys.stderr)
             failed += 1
             continue
         _report(args, path, e, time.perf_counter() - t0, out, stem, len(files))
@@ -262,7 +263,7 @@ def _run_ray(args, out: str, todo: list) -> int:
         try:
             e, files = explain_one(args, explainer, path, stem, out, compute=compute)
         except InfolensError as err:
-            print(f"infolens: error: {path}: {params.with_flag(err)}", file=sys.stderr)
+            print(f"infolens: error: {error_line(path, err)}", file=sys.stderr)
             return 2
         _report(args, path, e, time.perf_counter() - t0, out, stem, len(files))
         return 2 if failed else 0
@@ -270,10 +271,17 @@ def _run_ray(args, out: str, todo: list) -> int:
                             functools.partial(_ray_item, args, out), args.ray, args.device)
     for row in sorted(rows, key=lambda r: r["path"]):
         if row["error"]:
-            print(f"infolens: error: {row['path']}: {row['error']}", file=sys.stderr)
+            print(f"infolens: error: {row['error']}", file=sys.stderr)
         elif not args.quiet:
             print(row["line"])
     return 2 if failed or any(r["error"] for r in rows) else 0
+
+
+def error_line(path: str, err: InfolensError) -> str:
+    """One file's error line: the reason and the flag that fixes it, naming the file once (the library's messages
+    about a file name it already; the others get it in front)."""
+    line = params.with_flag(err)
+    return line if path in str(err) else f"{path}: {line}"
 
 
 def _shard(args, explainer, part):
@@ -288,7 +296,7 @@ def _ray_item(args, out, explainer, item) -> dict:
     try:
         e, files = explain_one(args, explainer, path, stem, out)
     except InfolensError as err:
-        return {"path": path, "error": params.with_flag(err), "line": ""}
+        return {"path": path, "error": error_line(path, err), "line": ""}
     return {"path": path, "error": "", "line": _summary(path, e, time.perf_counter() - t0, out, stem, len(files))}
 
 

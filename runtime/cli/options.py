@@ -81,11 +81,12 @@ def add_coupling(p) -> None:
 
 
 def add_model(p, card: bool = True) -> None:
-    """--model (and --card)."""
+    """--model (and --card), and --max-pixels for the images it is given."""
     p.add_argument("--model", metavar="M.onnx", help="classifier (default: shipped efficientnet_lite0.onnx; its card "
                    "gives the preprocessing)")
     if card:
         p.add_argument("--card", metavar="M.json", help="model card (default: M.json beside M.onnx, if present)")
+    add_max_pixels(p)
 
 
 def add_classifier(p) -> None:
@@ -117,6 +118,12 @@ def add_classifier(p) -> None:
     p.add_argument("--output-name", help="graph output with class scores (default: the first)")
 
 
+def add_max_pixels(p, beyond: str = "a larger one is refused, not decoded") -> None:
+    p.add_argument("--max-pixels", type=int, default=params.MAX_PIXELS, metavar="N",
+                   help=f"an image file's pixels (width × height) at most, read from its header before it is "
+                   f"decoded: {beyond} (default {params.MAX_PIXELS:,})")
+
+
 def classifier(args):
     """The OnnxClassifier the flags of add_classifier describe (the shipped one without --model)."""
     from ..catalog import DEFAULT_CLASSIFIER, shipped
@@ -128,7 +135,7 @@ def classifier(args):
         interpolation=args.interpolation, crop_fraction=args.crop_fraction, pad_value=args.pad_value,
         grayscale=args.grayscale, output_kind=args.output_kind, input_name=args.input_name,
         output_name=args.output_name, device=args.device, batch_backend=getattr(args, "batch_backend", "auto"),
-        **gpu(args))
+        max_pixels=args.max_pixels, **gpu(args))
 
 
 def add_run(p, device: str | None = "cpu", seed_help: str = "random seed; same seed, same maps",

@@ -24,8 +24,7 @@ def register(sub) -> None:
                    "the health routes stay open")
     p.add_argument("--queue-size", type=int, default=64, help="active jobs at most; then 429 (default 64)")
     p.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit, 413 beyond (default 20)")
-    p.add_argument("--max-pixels", type=int, default=50_000_000, help="decoded image pixels at most, read from the "
-                   "header before decoding; 413 beyond (default 50000000)")
+    options.add_max_pixels(p, "413 beyond")
     p.add_argument("--max-forwards", type=int, default=5_000_000, help="forwards one job may need (default 5000000)")
     p.add_argument("--sync-forwards", type=int, default=20_000, help="budget of the synchronous "
                    "/v1/models/NAME:explain route per request; beyond, 422 points to the jobs API (default 20000)")

@@ -39,7 +39,7 @@ class ServeConfig:
     tokens: list[str] = field(default_factory=list)
     queue_size: int = 64
     max_body_mb: float = 20.0
-    max_pixels: int = 50_000_000
+    max_pixels: int = params.MAX_PIXELS
     max_forwards: int = 5_000_000
     sync_forwards: int = 20_000
     retention_hours: float = 168.0
@@ -53,7 +53,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     from contextlib import asynccontextmanager
 
     store = JobStore(config.state_dir)
-    models = ServedModels(config.models_dir, **config.placement)
+    models = ServedModels(config.models_dir, **config.placement, max_pixels=config.max_pixels)
     metrics = Metrics(store)
     worker = Worker(store, models, config.chunk_forwards, config.retention_hours * 3600, metrics)
 

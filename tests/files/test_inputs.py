@@ -152,3 +152,27 @@ def test_an_image_smaller_than_the_input_gets_a_note(tmp_path, model_file):
     notes = []
     clf.load_image(picture(40, 40), notes)
     assert notes == []
+
+
+def test_what_the_decoders_print_does_not_break_one_line_per_bad_file(tmp_path, model_file):
+    """libpng writes warnings straight to stderr and OpenCV logs libtiff's errors: the CLI's stderr is still one
+    line per bad file."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    zero_width = tmp_path / "zero.png"  # libpng: "Image width is zero in IHDR"
+    zero_width.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 16, 8, 2, 0, 0, 0)) +
+                           chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b""))
+    tiff = tmp_path / "cut.tiff"  # libtiff through OpenCV's log: a strip cut short
+    ok, data = cv2.imencode(".tiff", picture())
+    tiff.write_bytes(data.tobytes()[:len(data) // 2])
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), picture())
+    r, out = explain_cli(tmp_path, model_file, zero_width, tiff, good, extra=("-q",))
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 2, r.stderr
+    assert all(line.startswith("infolens: error: ") for line in lines), r.stderr
+    assert (out / "good.json").is_file()
