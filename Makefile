@@ -46,7 +46,7 @@ perf bench: $(VENV)/.runtime
 loadtest: $(VENV)/.dev
 	$(BIN)/python -m infolens.serve.loadtest
 
-# the whole hostile-image corpus (tests/fuzz/corpus.py, 1000 cases, seeded) through the library and the CLI; its
+# the whole hostile-image corpus (tests/fuzz/corpus.py, 1000 cases, seeded) through the library, the CLI and the server; its
 # table goes to docs/fuzz.md (a quick part of it runs in `make test`)
 fuzz: $(VENV)/.dev
 	$(BIN)/python tests/fuzz/run.py -n 1000 --report docs/fuzz.md

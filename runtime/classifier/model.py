@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -13,6 +14,21 @@ from ..errors import InfolensError
 from .card import FIELDS, Preprocessing, read_card
 from .outputs import Output, detect_kind, last_op, metadata_labels, to_probs
 from .session import first_line, fixed_batch, load_graph, open_classifier, pick
+
+
+def _names_the_model(init):
+    """An error while a classifier is built names its model file (the CLI's one line says which file is wrong)."""
+    @functools.wraps(init)
+    def build(self, model_path, *args, **kwargs):
+        try:
+            init(self, model_path, *args, **kwargs)
+        except InfolensError as e:
+            path = os.fspath(model_path)
+            if path in str(e):
+                raise
+            raise InfolensError(f"{path}: {e}", e.param) from None
+
+    return build
 
 
 class OnnxClassifier:
@@ -45,6 +61,7 @@ class OnnxClassifier:
         max_pixels.
     """
 
+    @_names_the_model
     def __init__(self, model_path, preprocessing: Preprocessing | dict | None = None, *, output_kind="auto",
                  labels=None, input_name=None, output_name=None, name=None, device="cpu", provider="default",
                  cuda_graph=False, cpu_fallback=False, batch_backend="auto", fp16=False, fp16_tolerance=0.1,
@@ -248,6 +265,11 @@ class OnnxClassifier:
                                 f"{list(self.pre.size)}: {first_line(e)} (check the layout and the size)",
                                 "size") from None
         self.output.n_classes = raw.shape[1]
+        bad = raw[~np.isfinite(raw)]
+        if bad.size:  # every map would be NaN: say so rather than guess an output kind or explain garbage
+            raise InfolensError(f"model {self.model_path} gives {'NaN' if np.isnan(bad).any() else 'Inf'} in output "
+                                f"{self.output.name!r} on plain grey, black, white and noise images: it cannot be "
+                                "explained", "model")
         if self.output.n_classes < 2:
             raise InfolensError(f"model output {self.output.name!r} has {raw.shape[1]} class: not a classifier",
                                 "output_name")

@@ -52,13 +52,17 @@ class Server:
         self.state_dir, self.flags, self.proc = state_dir, flags, None
 
     def start(self, timeout: float = 120.0) -> None:
+        # its stderr to a file: a pipe nobody reads fills up (a decoder's warnings, a log line per bad request) and
+        # then blocks the server
+        self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "infolens", "serve", "--port", str(self.port),
                                       "--state-dir", self.state_dir, *self.flags], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=self.log, text=True)
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.proc.stderr.read().strip()}")
+                self.log.seek(0)
+                raise RuntimeError(f"the server exited: {self.log.read().strip()}")
             try:
                 if _request(self.url + "/v2/health/ready", timeout=2)[0] == 200:
                     return

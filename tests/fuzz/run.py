@@ -1,4 +1,5 @@
-"""Run the hostile-image corpus (tests/fuzz/corpus.py) through the library and the CLI and tabulate what happened.
+"""Run the hostile-image corpus (tests/fuzz/corpus.py) through the library, the CLI and the server and tabulate what
+happened.
 
     python tests/fuzz/run.py [--seed 0] [-n 1000] [--model M.onnx] [--report docs/fuzz.md]
 
@@ -7,7 +8,9 @@ line; the CLI: one `infolens: error:` line naming the file, exit 2, the other fi
 never a traceback, a crash (a signal), a hang over --timeout seconds, or a process whose peak memory passes
 --max-rss-mb.  A well-formed image must be explained; an empty file, bytes that are not an image and a decompression
 bomb must be refused.  The library runs in a worker process watched from here, so a crash or a hang is caught and
-the worker restarted after that case; the CLI runs the cases in batches, as a user would pass a folder.
+the worker restarted after that case; the CLI runs the cases in batches, as a user would pass a folder; a real
+server on loopback gets each case as a job and on the KServe route (a refusal: a 4xx JSON error naming the field,
+or a failed job with a one-line error).
 
 Outcomes: ok (explained), refused (one clear line), traceback (any other exception, or a line that is not one),
 crash, hang, memory; "wrong": a valid image refused, or a file that must be refused explained.
@@ -170,6 +173,100 @@ def _cli_batch(folder, names, model, flags, timeout, max_mb, split) -> dict[str,
     return results
 
 
+# ---- the server: the jobs API and the KServe route ---------------------------------------------------------------
+
+def _call(url: str, body: dict | None = None, timeout: float = 30.0) -> tuple[int, object]:
+    """(status, the JSON answer or None when it is not JSON); status 0: no answer (a dropped connection)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, None if body is None else json.dumps(body).encode(),
+                                 {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    except OSError:
+        return 0, None
+    try:
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        return status, None
+
+
+def _answer(status: int, body) -> tuple[str, str]:
+    """A refusal must be 4xx JSON {"error": one line, "field": …}."""
+    if status == 0:
+        return "crash", "no answer (connection dropped)"
+    if 400 <= status < 500 and isinstance(body, dict) and isinstance(body.get("error"), str) \
+            and "\n" not in body["error"] and "field" in body:
+        return "refused", f"{status} {body['error']} ({body['field']})"
+    return "traceback", f"{status} {str(body)[:200]}"
+
+
+def server(folder: str, names: list[str], model: str | None, flags: list[str], timeout: float,
+           max_mb: int) -> dict[str, dict[str, dict]]:
+    """Every case through a real `infolens serve` on loopback, twice: a job (POST /v1/jobs, polled until it ends)
+    and the KServe route (POST /v1/models/NAME:explain) → {"server jobs": {case: result}, "server kserve": …}.  A
+    case after which the server is down crashed it (a new one serves the rest); the server's peak memory (VmHWM)
+    is checked at the end."""
+    import base64
+
+    from infolens.serve.loadtest import Server
+
+    params = {"K": int(flags[1]), "S": int(flags[3]), "sampler": "gray", "classes": "top1"}
+    models = ["--models", os.path.dirname(os.path.abspath(model))] if model else []
+    name = os.path.splitext(os.path.basename(model))[0] if model else "efficientnet_lite0"
+    srv = Server(tempfile.mkdtemp(prefix="infolens-fuzz-state-"), models + ["--queue-size", "1000"])
+    srv.start()
+    jobs, kserve, peak = {}, {}, 0
+    try:
+        for n in names:
+            with open(os.path.join(folder, n), "rb") as f:
+                b64 = base64.b64encode(f.read()).decode()
+            status, body = _call(f"{srv.url}/v1/models/{name}:explain",
+                                 {"parameters": params, "instances": [{"b64": b64}]})
+            kserve[n] = {"outcome": "ok", "message": ""} if status == 200 else dict(zip(("outcome", "message"),
+                                                                                        _answer(status, body)))
+            jobs[n] = _job(srv.url, name, params, b64, timeout)
+            if srv.proc.poll() is not None:
+                jobs[n] = {"outcome": "crash", "message": f"server exit {srv.proc.returncode}"}
+                srv.start()
+        with open(f"/proc/{srv.proc.pid}/status") as f:
+            peak = int(next(line for line in f if line.startswith("VmHWM")).split()[1]) >> 10
+    finally:
+        srv.stop()
+    out = {"server jobs": jobs, "server kserve": kserve}
+    if peak > max_mb:
+        out = {p: {n: {"outcome": "memory", "message": f"server peak {peak} MB"} for n in r} for p, r in out.items()}
+    for r in out.values():
+        for v in r.values():
+            v["peak_mb"] = peak
+    return out
+
+
+def _job(url: str, name: str, params: dict, b64: str, timeout: float) -> dict:
+    """One job submitted and polled: done → ok; failed with a one-line error, or a 4xx refusal → refused."""
+    status, body = _call(f"{url}/v1/jobs", {"model": name, "params": params, "image": b64})
+    if status != 202:
+        return dict(zip(("outcome", "message"), _answer(status, body)))
+    job, end = body["id"], time.time() + timeout
+    while time.time() < end:
+        status, body = _call(f"{url}/v1/jobs/{job}")
+        state = body.get("state") if status == 200 and isinstance(body, dict) else None
+        if state == "done":
+            return {"outcome": "ok", "message": ""}
+        if state == "failed":
+            error = str(body.get("error") or "")
+            return {"outcome": "refused" if error and "\n" not in error else "traceback",
+                    "message": f"job failed: {error}"}
+        if state not in ("queued", "running"):
+            return {"outcome": "traceback", "message": f"{status} {str(body)[:200]}"}
+        time.sleep(0.02)
+    return {"outcome": "hang", "message": f"job not ended in {timeout:g} s"}
+
+
 # ---- the corpus, run and tabulated -----------------------------------------------------------------------------
 
 def judge(case: corpus.Case, result: dict) -> bool:
@@ -180,16 +277,20 @@ def judge(case: corpus.Case, result: dict) -> bool:
 
 
 def run(cases: list[corpus.Case], model: str | None, timeout: float = 10.0, max_mb: int = 1024,
-        paths=("library", "cli")) -> dict[str, dict[str, dict]]:
-    """{path: {case name: result}} for the cases written into a temporary folder."""
+        paths=("library", "cli", "server")) -> dict[str, dict[str, dict]]:
+    """{path: {case name: result}} for the cases written into a temporary folder (the server's two routes are two
+    paths)."""
     with tempfile.TemporaryDirectory(prefix="infolens-fuzz-") as folder:
         for c in cases:
             with open(os.path.join(folder, c.name), "wb") as f:
                 f.write(c.data)
         names = [c.name for c in cases]
         flags = grid_flags(model)
-        runners = {"library": library, "cli": cli}
-        return {p: runners[p](folder, names, model, flags, timeout, max_mb) for p in paths}
+        out = {}
+        for p in paths:
+            got = {"library": library, "cli": cli, "server": server}[p](folder, names, model, flags, timeout, max_mb)
+            out.update(got if p == "server" else {p: got})
+        return out
 
 
 def table(cases: list[corpus.Case], results: dict[str, dict[str, dict]]) -> list[str]:
@@ -229,9 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = [f"- {path}: `{c.name}` ({c.kind}): {r[c.name]['outcome']} — {r[c.name]['message']}"
                 for path, r in results.items() for c in cases if not judge(c, r[c.name])]
     lines = table(cases, results)
-    peak = max((r.get("peak_mb", 0) for res in results.values() for r in res.values()), default=0)
-    summary = (f"{len(cases)} cases (seed {args.seed}), {len(failures)} wrong, in {seconds:.0f} s; the library "
-               f"worker's peak memory {peak} MB (bound {args.max_rss_mb} MB)")
+    peaks = {p: max((r.get("peak_mb", 0) for r in res.values()), default=0) for p, res in results.items()}
+    summary = (f"{len(cases)} cases (seed {args.seed}), {len(failures)} wrong, in {seconds:.0f} s; peak memory: the "
+               f"library's worker {peaks.get('library', 0)} MB, the server {peaks.get('server jobs', 0)} MB (bound "
+               f"{args.max_rss_mb} MB each)")
     print("\n".join(lines + ["", summary] + failures))
     if args.report:
         command = "python tests/fuzz/run.py " + " ".join(argv)
