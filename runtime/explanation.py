@@ -142,8 +142,9 @@ class Explanation:
 
         Existing files are replaced only when they belong to an earlier infolens explanation of the same stem (its
         JSON carries the infolens marker) or `overwrite` is set; otherwise nothing is written and InfolensError says
-        so.  Each file is written to a temporary name and renamed into place; the JSON comes last, so a JSON
-        on disk means its npz and PNGs are complete.  A file system error is an InfolensError naming `out`.
+        so.  Every file is written to a temporary name first and then all are renamed into place, the JSON last:
+        a JSON on disk means its npz and PNGs are complete, and a write that fails (a full disk, a read-only
+        folder) leaves no file changed.  A file system error is an InfolensError naming `out`.
         """
         from . import render as rnd
 
@@ -170,10 +171,9 @@ class Explanation:
                       **{f"{k}{STDERR}": v.astype(np.float32) for k, v in self.stderr.items()})
         try:
             os.makedirs(out_dir, exist_ok=True)
-            outfiles.write_atomic(files["npz"], lambda f: np.savez_compressed(f, **arrays))
-            for path, bgr in pngs:
-                outfiles.write_atomic(path, lambda f, bgr=bgr: f.write(rnd.encode_png(bgr)))
-            outfiles.write_atomic(files["json"], lambda f: f.write(json.dumps(summary, indent=1).encode()))
+            outfiles.write_all_atomic([(files["npz"], lambda f: np.savez_compressed(f, **arrays))] +
+                                      [(path, lambda f, bgr=bgr: f.write(rnd.encode_png(bgr))) for path, bgr in pngs] +
+                                      [(files["json"], lambda f: f.write(json.dumps(summary, indent=1).encode()))])
         except OSError as e:
             raise InfolensError(f"cannot write the results into {out_dir}: {e.strerror or e}", "out") from None
         return files

@@ -110,15 +110,28 @@ def _holder(path: str) -> str:
 
 def write_atomic(path: str, write) -> None:
     """Call write(file object, binary) on a temporary file beside `path`, then rename it to `path`."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    write_all_atomic([(path, write)])
+
+
+def write_all_atomic(files: list[tuple[str, object]]) -> None:
+    """write(file object, binary) for each (path, write), all on temporary files first, then renamed into place in
+    order: when any write fails (a full disk, a read-only folder) no file is touched — the temporary files go and
+    an earlier result under the same names stays whole."""
+    temps = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        for path, write in files:
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.",
+                                       suffix=".tmp")
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        for (path, _), tmp in zip(files, temps):
+            os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -115,6 +116,18 @@ def samples(args) -> int:
     return args.N if args.N is not None else params.ExplainConfig.default_samples(args.method)
 
 
+@contextlib.contextmanager
+def _writing(path: str, out: str):
+    """The output folder failing mid-run (full, read-only, gone) is one line for this image, naming --out; the
+    other images go on.  An error about another file (the input image) stays what it is."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None and os.path.dirname(os.path.abspath(err.filename)) != os.path.abspath(out):
+            raise
+        raise InfolensError(f"cannot write the results into {out}: {err.strerror or err}", "out") from None
+
+
 def explain_one(args, explainer, path: str, stem: str, out: str, by_content: dict | None = None, compute=None):
     """Explain one image file into `out` under `stem` (with the result lock, refusing foreign files) → (the
     Explanation, its files).  by_content: sha256 → explanation, to reuse one for a file of identical bytes.
@@ -125,7 +138,7 @@ def explain_one(args, explainer, path: str, stem: str, out: str, by_content: dic
     from ..outfiles import result_lock
 
     by_content = {} if by_content is None else by_content
-    with result_lock(out, stem):
+    with _writing(path, out), result_lock(out, stem):
         check_outputs(out, stem, args.overwrite)
         digest = file_sha256(path) if os.path.isfile(path) else None
         e = by_content.get(digest)

@@ -178,3 +178,24 @@ def test_eval_commands_check_where_they_write_before_computing(tmp_path, model_f
     r = subprocess.run([sys.executable, "-m", "infolens", "eval", *map(str, args)], capture_output=True, text=True)
     line = one_line_error(r, "--json" if command == "deletion" else "--out")
     assert "missing.onnx" not in line and (tmp_path / "taken").read_text() == "precious"
+
+
+def test_a_failed_write_touches_no_file_of_the_set(tmp_path):
+    """write_all_atomic: every file is written to a temporary name before any is renamed, so a write that fails
+    (here the second) leaves the earlier files of the set as they were and no temporary file behind."""
+    from infolens import outfiles
+
+    a, b = tmp_path / "r.npz", tmp_path / "r.json"
+    a.write_bytes(b"old npz")
+    b.write_bytes(b"old json")
+
+    def fail(f):
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        outfiles.write_all_atomic([(str(a), lambda f: f.write(b"new npz")), (str(b), fail)])
+    assert a.read_bytes() == b"old npz" and b.read_bytes() == b"old json"
+    assert sorted(os.listdir(tmp_path)) == ["r.json", "r.npz"]
+    outfiles.write_all_atomic([(str(a), lambda f: f.write(b"new npz")), (str(b), lambda f: f.write(b"new json"))])
+    assert a.read_bytes() == b"new npz" and b.read_bytes() == b"new json"
