@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := pyproject.toml setup.py cpp_ext/sampling.cpp
 
-.PHONY: demo test test-fast docs perf bench loadtest fuzz benchmark benchmark-quick models clean
+.PHONY: demo test test-fast docs perf bench loadtest soak fuzz benchmark benchmark-quick models clean
 
 # runtime only (numpy, onnxruntime, opencv, tqdm, onnx) + the compiled sampler: what a user installs
 $(VENV)/.runtime: $(DEPS)
@@ -45,6 +45,10 @@ perf bench: $(VENV)/.runtime
 # the server under load on 127.0.0.1: 8 clients, 48 small jobs on the shipped model, one SIGKILL and restart
 loadtest: $(VENV)/.dev
 	$(BIN)/python -m infolens.serve.loadtest
+
+# the server for 30 minutes under a steady bounded load (serve/soak.py); its figures go to docs/soak.json
+soak: $(VENV)/.dev
+	$(BIN)/python -m infolens.serve.soak --minutes 30 --json docs/soak.json
 
 # the whole hostile-image corpus (tests/fuzz/corpus.py, 1000 cases, seeded) through the library, the CLI and the server; its
 # table goes to docs/fuzz.md (a quick part of it runs in `make test`)
