@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import os
 import random
@@ -22,6 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 
@@ -58,7 +61,10 @@ def soak(images: list[str], seconds: float, clients: int, model_name: str, model
     """The soak; returns its figures and `problems` (empty when everything held)."""
     work = tempfile.mkdtemp(prefix="infolens-soak-")
     model_file = os.path.join(models_dir, model_name + ".onnx") if models_dir else None
-    datas = {p: open(p, "rb").read() for p in images}
+    datas = {}
+    for p in images:
+        with open(p, "rb") as f:
+            datas[p] = f.read()
     refs = {(p, i): reference(p, model_file, r, os.path.join(work, "cli")) for p in images
             for i, r in enumerate(REQUESTS)}
     server = Server(os.path.join(work, "state"), ["--queue-size", "16", "--retention-hours", str(retention_s / 3600)]
@@ -133,9 +139,6 @@ def soak(images: list[str], seconds: float, clients: int, model_name: str, model
             time.sleep(rng.uniform(0.0, 0.2))
 
     def _delete(job_id):
-        import urllib.error
-        import urllib.request
-
         req = urllib.request.Request(f"{server.url}/v1/jobs/{job_id}", method="DELETE")
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
@@ -150,8 +153,6 @@ def soak(images: list[str], seconds: float, clients: int, model_name: str, model
 
     def check(job_id):
         """The result's arrays against the CLI's for the same request."""
-        import urllib.request
-
         info = jobs[job_id]
         try:
             with urllib.request.urlopen(f"{server.url}/v1/jobs/{job_id}/result?format=npz", timeout=60) as r:
@@ -159,8 +160,6 @@ def soak(images: list[str], seconds: float, clients: int, model_name: str, model
         except OSError as e:
             problem(f"result {job_id}: {e}")
             return
-        import io
-
         with np.load(io.BytesIO(raw)) as z:
             got = {k: z[k].tobytes() for k in z.files}
         if got != refs[info["key"]]:

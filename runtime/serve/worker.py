@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sqlite3
 import threading
 import time
 import traceback
@@ -59,19 +60,31 @@ class Worker(threading.Thread):
             clf.predict_images(np.zeros((1, *clf.pre.size, 3), np.uint8))
         self.ready.set()
         while not self.stopping.is_set():
-            self._expire()
-            job = self._next()
-            if job is None:
-                with self.wake:
-                    self.wake.wait(timeout=1.0)
-                continue
             try:
-                self._chunk(job)
-            except InfolensError as e:
-                self._end(job, "failed", str(e))
-            except Exception as e:  # a bug, not bad input: the job fails with the reason, the server goes on
-                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-                self._end(job, "failed", f"internal error: {type(e).__name__}: {e}")
+                self._turn()
+            except sqlite3.OperationalError as e:
+                # the job database locked past SQLite's timeout (another process holds it): nothing is lost —
+                # the job's record and its finished chunks stay — so wait and take the turn again
+                log.warning("job database busy (%s); retrying", e)
+                self.stopping.wait(1.0)
+
+    def _turn(self) -> None:
+        """One chunk of the next job, or a wait for one."""
+        self._expire()
+        job = self._next()
+        if job is None:
+            with self.wake:
+                self.wake.wait(timeout=1.0)
+            return
+        try:
+            self._chunk(job)
+        except InfolensError as e:
+            self._end(job, "failed", str(e))
+        except sqlite3.OperationalError:
+            raise  # the database, not the job: `run` waits and tries the chunk again
+        except Exception as e:  # a bug, not bad input: the job fails with the reason, the server goes on
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            self._end(job, "failed", f"internal error: {type(e).__name__}: {e}")
 
     def eta(self, job) -> float | None:
         """Seconds until `job` is done at the current rate, sharing the device round-robin with the active jobs."""

@@ -337,3 +337,27 @@ def test_other_methods_run_as_jobs_and_their_forwards_are_estimated_exactly(tmp_
         job = wait(url, call(f"{url}/v1/jobs", {"model": "toy", "image": b64(photo),
                                                 "params": {"method": "mipin"}})[1]["id"])
         assert job["state"] == "failed" and "inverse" in job["error"]  # the toy model has no fitted inverse
+
+
+@pytest.mark.slow
+def test_a_job_database_locked_by_another_process_delays_jobs_and_loses_none(tmp_path, models_dir, photo):
+    """Another process holds the job database's write lock past SQLite's 30 s timeout while a job runs: the worker
+    waits and goes on (it used to fail the job as an internal error, or die with it), the job ends done with the
+    CLI's arrays, and the server answers reads meanwhile (WAL)."""
+    import sqlite3
+
+    params = {**PARAMS, "S": 1, "N": 8}
+    expected = cli_arrays(tmp_path, models_dir, photo, params)
+    with server(tmp_path, "--models", models_dir, "--chunk-forwards", 8) as (url, _):
+        job = call(f"{url}/v1/jobs", {"model": "toy", "image": b64(photo), "params": params})[1]
+        other = sqlite3.connect(tmp_path / "state" / "jobs.sqlite", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            time.sleep(33)
+            status, body, _ = call(f"{url}/v1/jobs/{job['id']}")
+            assert status == 200 and body["state"] in ("queued", "running"), body
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert wait(url, job["id"])["state"] == "done"
+        assert_same_arrays(fetch_npz(url, job["id"]), expected)
