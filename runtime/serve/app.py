@@ -5,11 +5,13 @@ reaches a traceback.  The classifier runs in-process, in the worker thread (serv
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__, params
 from ..errors import InfolensError
@@ -131,12 +133,15 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def submit(request: Request):
         """Submit a job: a JSON body (model, base64 image, params) or a form (file, model, params as fields); 202
         with its id."""
+        # _create writes the job database: in a thread, so that a database another process has locked delays this
+        # request only, not the event loop and every other request
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             model, data, raw_params = await read_form(request)  # curl -F file=@photo.jpg -F model=… -F K=16
-            job = _create(model, data, raw_params, "file", "model", decoded=True)
+            job = await run_in_threadpool(_create, model, data, raw_params, "file", "model", decoded=True)
         else:
             body = await read_json(request)
-            job = _create(body.get("model"), body.get("image"), body.get("params"), "image", "model")
+            job = await run_in_threadpool(_create, body.get("model"), body.get("image"), body.get("params"),
+                                          "image", "model")
         return JSONResponse({"id": job.id, "state": job.state, "forwards_total": job.forwards_total},
                             status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -151,7 +156,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return out
 
     @app.delete("/v1/jobs/{job_id}")
-    async def cancel(job_id: str):
+    def cancel(job_id: str):  # a plain function: FastAPI runs it in a thread (it writes the job database)
         """Cancel a queued or running job."""
         job = _job(job_id)
         if not store.cancel(job.id):
@@ -207,8 +212,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             metrics.rejections.labels("sync_budget").inc()
             raise ApiError(422, f"{total} forwards is over the synchronous budget of {config.sync_forwards}: submit "
                            "it to POST /v1/jobs and poll GET /v1/jobs/{id}", "instances")
-        jobs = [_create(name, data, raw_params, f"instances.{i}", "model", sync=True, decoded=True)
-                for i, data in enumerate(images)]
+        jobs = [await run_in_threadpool(_create, name, data, raw_params, f"instances.{i}", "model", sync=True,
+                                        decoded=True) for i, data in enumerate(images)]
         while any(store.get(j.id).state in ("queued", "running") for j in jobs):
             await asyncio.sleep(0.02)
         predictions = []
@@ -220,6 +225,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"predictions": predictions}
 
     # ---- helpers -----------------------------------------------------------------------------------------------
+    admission = threading.Lock()
+
     def _job(job_id: str):
         job = store.get(job_id)
         if job is None:
@@ -247,12 +254,13 @@ def create_app(config: ServeConfig) -> FastAPI:
             metrics.rejections.labels("forwards").inc()
             raise ApiError(422, f"this job needs {forwards} forwards, over the server's limit of "
                            f"{config.max_forwards} (raise K, S or lower N)", "params")
-        if not sync and len(store.active()) >= config.queue_size:
-            metrics.rejections.labels("queue_full").inc()
-            retry = max(1, int(min((worker.eta(j) or 0) for j in store.active()) or 1))
-            raise ApiError(429, f"the queue is full ({config.queue_size} jobs): retry later", None,
-                           {"Retry-After": str(retry)})
-        job = store.create(name, p, data, "image" + extension(data), forwards, sync=sync)
+        with admission:  # the queue's count and the new record at once: submissions run in threads
+            if not sync and len(store.active()) >= config.queue_size:
+                metrics.rejections.labels("queue_full").inc()
+                retry = max(1, int(min((worker.eta(j) or 0) for j in store.active()) or 1))
+                raise ApiError(429, f"the queue is full ({config.queue_size} jobs): retry later", None,
+                               {"Retry-After": str(retry)})
+            job = store.create(name, p, data, "image" + extension(data), forwards, sync=sync)
         worker.submit()
         return job
 

@@ -4,6 +4,7 @@ every failure, a bug included — never a traceback (DESIGN §10)."""
 from __future__ import annotations
 
 import hmac
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -62,6 +63,11 @@ def install(app: FastAPI, config, metrics) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):
         return error(exc.status_code, str(exc.detail), None)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def database_busy(request, exc: sqlite3.OperationalError):
+        # past SQLite's 30 s timeout: another process holds the job database's lock; nothing was written
+        return error(503, f"the job database is busy ({exc}): try again", None, {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def internal_error(request, exc: Exception):

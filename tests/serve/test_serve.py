@@ -361,3 +361,31 @@ def test_a_job_database_locked_by_another_process_delays_jobs_and_loses_none(tmp
             other.close()
         assert wait(url, job["id"])["state"] == "done"
         assert_same_arrays(fetch_npz(url, job["id"]), expected)
+
+
+@pytest.mark.slow
+def test_a_submission_while_another_process_locks_the_database_is_a_503_and_delays_no_one_else(tmp_path, models_dir,
+                                                                                                photo):
+    import sqlite3
+    import threading
+
+    with server(tmp_path, "--models", models_dir) as (url, _):
+        other = sqlite3.connect(tmp_path / "state" / "jobs.sqlite", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        answer = {}
+        submit = threading.Thread(target=lambda: answer.update(r=call(
+            f"{url}/v1/jobs", {"model": "toy", "image": b64(photo), "params": PARAMS})))
+        try:
+            submit.start()
+            time.sleep(1)
+            t0 = time.time()
+            assert call(f"{url}/v2/health/live")[0] == 200 and time.time() - t0 < 5  # not stuck behind it
+            submit.join(60)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        status, body, headers = answer["r"]
+        assert status == 503 and "job database is busy" in body["error"] and body["field"] is None, body
+        assert headers["Retry-After"] == "5"
+        job = call(f"{url}/v1/jobs", {"model": "toy", "image": b64(photo), "params": PARAMS})[1]
+        assert wait(url, job["id"])["state"] == "done"  # once the lock is gone, all is as before
