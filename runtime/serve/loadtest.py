@@ -31,7 +31,8 @@ import numpy as np
 SMALL = {"K": 16, "S": 16, "N": 2, "sampler": "noise", "classes": "top1"}
 
 
-def _request(url: str, body: dict | None = None, timeout: float = 30.0):
+def request(url: str, body: dict | None = None, timeout: float = 30.0):
+    """GET `url`, or POST `body` as JSON → (status, the JSON answer, headers); an HTTP error is an answer too."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data, {"content-type": "application/json"})
     try:
@@ -64,7 +65,7 @@ class Server:
                 self.log.seek(0)
                 raise RuntimeError(f"the server exited: {self.log.read().strip()}")
             try:
-                if _request(self.url + "/v2/health/ready", timeout=2)[0] == 200:
+                if request(self.url + "/v2/health/ready", timeout=2)[0] == 200:
                     return
             except OSError:
                 pass
@@ -99,7 +100,7 @@ def run(clients: int, jobs: int, image: bytes, model: str, params: dict, kill_af
     def call(path, body=None):
         while time.time() < end:  # through a restart: connection errors are retried until the deadline
             try:
-                return _request(server.url + path, body)
+                return request(server.url + path, body)
             except (OSError, http.client.HTTPException):  # a kill can also cut a response mid-body (IncompleteRead)
                 time.sleep(0.2)
         raise TimeoutError(path)
@@ -160,7 +161,7 @@ def run(clients: int, jobs: int, image: bytes, model: str, params: dict, kill_af
     wall = time.time() - t_start
     done, forwards = 0, 0
     for job_id in accepted:
-        status, job, _ = _request(f"{server.url}/v1/jobs/{job_id}")
+        status, job, _ = request(f"{server.url}/v1/jobs/{job_id}")
         if status == 200 and job["state"] == "done":
             done += 1
             forwards += job["forwards_done"]

@@ -28,7 +28,7 @@ import urllib.request
 
 import numpy as np
 
-from .loadtest import Server, _request
+from .loadtest import Server, request
 
 REQUESTS = [{"K": 16, "S": 16, "N": 2, "sampler": "noise", "classes": "top1", "seed": 0},
             {"K": 16, "S": 16, "sampler": "ring-mean", "classes": "top2", "seed": 0},
@@ -85,7 +85,7 @@ def soak(images: list[str], seconds: float, clients: int, model_name: str, model
 
     def call(path, body=None):
         try:
-            status, answer, _ = _request(server.url + path, body)
+            status, answer, _ = request(server.url + path, body)
         except Exception as e:  # a dropped connection or a body that is not JSON
             problem(f"{path}: no answer ({type(e).__name__}: {e})")
             return 0, None
@@ -204,7 +204,7 @@ def soak(images: list[str], seconds: float, clients: int, model_name: str, model
         if not left:
             break
         time.sleep(2)
-    left = [j for j in jobs if os.path.isdir(os.path.join(state_jobs, j)) or _request(
+    left = [j for j in jobs if os.path.isdir(os.path.join(state_jobs, j)) or request(
         f"{server.url}/v1/jobs/{j}")[0] == 200]
     if left:
         problems.append(f"{len(left)} ended jobs not pruned after the retention: {left[:3]}")

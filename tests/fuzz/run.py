@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import queue
@@ -46,6 +47,13 @@ def grid_flags(model: str | None) -> list[str]:
     return ["-K", str(K), "-S", str(K)]
 
 
+def peak_mb(pid: int) -> int:
+    """A process's peak resident memory so far (VmHWM), in MB.  Not getrusage's ru_maxrss: Linux carries that
+    across exec, so a child started from a big process would report its parent's peak."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) >> 10
+
+
 # ---- the library, in a watched worker --------------------------------------------------------------------------
 
 def worker(folder: str, names: list[str], model: str | None, flags: list[str], max_mb: int) -> None:
@@ -69,7 +77,7 @@ def worker(folder: str, names: list[str], model: str | None, flags: list[str], m
             outcome, message = "memory", f"MemoryError: {e}"
         except Exception as e:  # the bug this run looks for
             outcome, message = "traceback", f"{type(e).__name__}: {e}"
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+        peak = peak_mb(os.getpid())
         print(json.dumps({"case": name, "outcome": outcome, "message": message.splitlines()[0] if message else "",
                           "seconds": time.perf_counter() - t0, "peak_mb": peak}), flush=True)
 
@@ -131,17 +139,22 @@ def _cli_batch(folder, names, model, flags, timeout, max_mb, split) -> dict[str,
     out = tempfile.mkdtemp(prefix="infolens-fuzz-out-")
     command = [sys.executable, "-m", "infolens", "explain", *[os.path.join(folder, n) for n in names], *EXPLAIN,
                *flags, "--out", out, "-q"] + (["--model", model] if model else [])
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = child.communicate(timeout=20 + timeout * len(names))
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10
-        peak = after if after > before else 0  # the children's peak so far: known only when this batch raised it
-        problem = None
-    except subprocess.TimeoutExpired:
-        child.kill()
-        err, peak, problem = child.communicate()[1], 0, "hang"
-    if child.returncode is not None and child.returncode < 0:
+    log = tempfile.TemporaryFile("w+")
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    peak, problem, end = 0, None, time.time() + 20 + timeout * len(names)
+    while child.poll() is None:  # its peak memory, read while it runs (VmHWM only grows)
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            peak = max(peak, peak_mb(child.pid))
+        if time.time() > end:
+            child.kill()
+            problem = "hang"
+            break
+        time.sleep(0.05)
+    child.wait()
+    log.seek(0)
+    err = log.read()
+    log.close()
+    if problem is None and child.returncode < 0:
         problem = "crash"
     if problem:
         if split:
