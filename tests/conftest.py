@@ -81,6 +81,23 @@ def write_card(path, layout, order, dtype, kind=None):
         json.dump(card, f)
 
 
+def served_copy(model_file, folder):
+    """The test classifier copied into `folder` (a models folder for `infolens serve`) with a card that resizes
+    (stretch): the server takes images of any size, as the CLI's --resize stretch does → the copy's path."""
+    import json
+    import shutil
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "clf.onnx")
+    shutil.copy(model_file, path)
+    with open(os.path.splitext(model_file)[0] + ".json") as f:
+        card = json.load(f)
+    card["input"]["resize"] = "stretch"
+    with open(os.path.join(folder, "clf.json"), "w") as f:
+        json.dump(card, f)
+    return path
+
+
 def run_cli(*args, env=None):
     """Run the real `infolens` command in a subprocess → CompletedProcess (text)."""
     full_env = {**os.environ, **(env or {})}

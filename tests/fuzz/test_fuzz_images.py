@@ -2,12 +2,12 @@
 the CLI and the server (jobs and the KServe route): every case ends in its explanation or one clear line, never a traceback, a crash, a hang or a memory
 blow-up; valid images are explained and bombs, empty files and non-images refused."""
 import collections
-import json
 import os
-import shutil
 import sys
 
 import pytest
+
+from conftest import served_copy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import corpus  # noqa: E402
@@ -53,15 +53,9 @@ def test_judge_flags_what_must_not_happen():
 
 @pytest.mark.slow
 def test_a_quick_part_of_the_corpus_through_the_library_the_cli_and_the_server(model_file, tmp_path):
-    served = tmp_path / "served"  # the test classifier with a card that resizes, as the server reads it
-    served.mkdir()
-    shutil.copy(model_file, served / "clf.onnx")
-    with open(os.path.splitext(model_file)[0] + ".json") as f:
-        card = json.load(f)
-    card["input"]["resize"] = "stretch"
-    (served / "clf.json").write_text(json.dumps(card))
+    served = served_copy(model_file, tmp_path / "served")
     cases = quick()
-    results = run.run(cases, str(served / "clf.onnx"), timeout=10.0, max_mb=1024)
+    results = run.run(cases, served, timeout=10.0, max_mb=1024)
     assert set(results) == {"library", "cli", "server jobs", "server kserve"}
     wrong = [f"{path}: {c.name} ({c.kind}): {r[c.name]}" for path, r in results.items() for c in cases
              if not run.judge(c, r[c.name])]

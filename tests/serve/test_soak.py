@@ -1,31 +1,23 @@
 """The soak (serve/soak.py) for two minutes on the test classifier: no job lost, every result's arrays those of
 `infolens explain` for the same request, no 5xx or dropped connection, resident memory flat after warm-up, ended jobs
 pruned after the retention.  Its assertions count and compare; none depends on how fast the machine is."""
-import json
 import os
-import shutil
 
 import cv2
 import pytest
 
-from conftest import scene
+from conftest import scene, served_copy
 from infolens.serve.soak import soak
 
 
 @pytest.mark.slow
 def test_two_minutes_of_steady_load(tmp_path, model_file):
-    served = tmp_path / "served"
-    served.mkdir()
-    shutil.copy(model_file, served / "clf.onnx")
-    with open(os.path.splitext(model_file)[0] + ".json") as f:
-        card = json.load(f)
-    card["input"]["resize"] = "stretch"
-    (served / "clf.json").write_text(json.dumps(card))
+    served = served_copy(model_file, tmp_path / "served")
     images = []
     for i in range(2):
         images.append(str(tmp_path / f"photo{i}.png"))
         cv2.imwrite(images[-1], scene(40, 52, seed=i))
-    report = soak(images, 120, 4, "clf", str(served), retention_s=10, rss_bound_mb=50)
+    report = soak(images, 120, 4, "clf", os.path.dirname(served), retention_s=10, rss_bound_mb=50)
     assert report["problems"] == [], report
     assert report["lost"] == 0 and report["accepted"] >= 20, report
     assert report["checked_against_cli"] >= 5, report  # results were compared, not just counted
