@@ -116,7 +116,8 @@ def write_atomic(path: str, write) -> None:
 def write_all_atomic(files: list[tuple[str, object]]) -> None:
     """write(file object, binary) for each (path, write), all on temporary files first, then renamed into place in
     order: when any write fails (a full disk, a read-only folder) no file is touched — the temporary files go and
-    an earlier result under the same names stays whole."""
+    an earlier result under the same names stays whole.  Each file is synced before its rename and the folders
+    after, so that a disk error or a power cut leaves the old file or the whole new one, never an empty one."""
     temps = []
     try:
         for path, write in files:
@@ -125,14 +126,27 @@ def write_all_atomic(files: list[tuple[str, object]]) -> None:
             temps.append(tmp)
             with os.fdopen(fd, "wb") as f:
                 write(f)
+                f.flush()
+                os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_UMASK)
         for (path, _), tmp in zip(files, temps):
             os.replace(tmp, path)
+        for folder in {os.path.dirname(path) or "." for path, _ in files}:
+            sync_folder(folder)
     except BaseException:
         for tmp in temps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
+
+
+def sync_folder(folder: str) -> None:
+    """Make the names created or renamed in `folder` durable (fsync of the directory)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str, record) -> None:

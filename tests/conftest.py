@@ -98,8 +98,83 @@ def served_copy(model_file, folder):
     return path
 
 
+@pytest.fixture
+def models_dir(tmp_path):
+    """A models folder for `infolens serve` with one small classifier, "toy" (24×24 RGB, 6 classes), and its card."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path = onnx_builders.classifier(folder / "toy.onnx", H=24, W=24, n_classes=6)
+    write_card(path, "NCHW", "RGB", "float32")
+    return folder
+
+
+@pytest.fixture
+def photo(tmp_path):
+    """A 24×24 PNG for the "toy" classifier of `models_dir`."""
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), scene(24, 24)[:, :, ::-1])
+    return path
+
+
 def run_cli(*args, env=None):
     """Run the real `infolens` command in a subprocess → CompletedProcess (text)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "infolens", *map(str, args)], capture_output=True, text=True,
                           env=full_env, timeout=600)
+
+
+class LoopDisk:
+    """A small ext4 file system on a loop device, mounted at `where`, for storage that fails mid-run: `fill()` leaves
+    no room, `break_()` turns it read-only the way ext4 does on a disk error (errors=remount-ro: open files
+    included, which a remount cannot do while a file is open for writing), `repair()` checks it and mounts it
+    writable again.  `loop_disk` makes one and skips the test, saying why, where mounting is not permitted."""
+
+    def __init__(self, where, size_mb: int):
+        self.where, self.image = where, where.parent / f"{where.name}.img"
+        where.mkdir()
+        with open(self.image, "wb") as f:
+            f.truncate(size_mb << 20)
+        r = subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], capture_output=True, text=True)
+        if r.returncode == 0:
+            r = self._mount()
+        if r.returncode:
+            pytest.skip(f"cannot mount an ext4 loop device here ({r.stderr.strip() or r.returncode}): the storage "
+                        "faults need one")
+
+    def _mount(self):
+        return subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.where)],
+                              capture_output=True, text=True)
+
+    def fill(self) -> None:
+        with open(self.where / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:
+                pass
+
+    def free(self) -> None:
+        os.unlink(self.where / "filler")
+
+    def break_(self) -> None:
+        device = next(line.split()[0] for line in open("/proc/mounts") if line.split()[1] == str(self.where))
+        with open(f"/sys/fs/ext4/{os.path.basename(device)}/trigger_fs_error", "w") as f:
+            f.write("infolens test: the disk fails")
+
+    def repair(self) -> None:
+        self.unmount()
+        subprocess.run(["e2fsck", "-fy", str(self.image)], capture_output=True)
+        assert self._mount().returncode == 0
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", str(self.where)], capture_output=True)
+
+
+@pytest.fixture
+def loop_disk(tmp_path):
+    """A LoopDisk of 16 MiB at tmp_path/disk, unmounted afterwards."""
+    disk = LoopDisk(tmp_path / "disk", 16)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk.where)], capture_output=True)

@@ -82,6 +82,8 @@ class OnnxClassifier:
             self.session, self.batch_limit = session, fixed_batch(session)
         else:
             self.session, self.batch_limit = open_classifier(self.model_path, exact_where)
+        # the bytes loaded, hashed now: a file replaced while the session lives must not change the record
+        self.sha256 = catalog.file_sha256(self.model_path)
         inp = pick(self.session.get_inputs(), input_name, "input", "input_name")
         out = pick(self.session.get_outputs(), output_name, "output", "output_name")
         self.input_name = self.feed_name = inp.name
@@ -227,10 +229,8 @@ class OnnxClassifier:
     def describe(self) -> dict:
         """Everything needed to rebuild this classifier: model path and sha256 (to find it again elsewhere),
         preprocessing actually used, output kind."""
-        from ..catalog import file_sha256
-
         pre = self.pre.used()
-        return {"model": os.path.abspath(self.model_path), "sha256": file_sha256(self.model_path), "name": self.name,
+        return {"model": os.path.abspath(self.model_path), "sha256": self.sha256, "name": self.name,
                 "input_name": self.input_name,
                 "output_name": self.output.name, "output_kind": self.output.kind, "n_classes": self.n_classes,
                 "batch_limit": self.batch_limit, "device": self.device,

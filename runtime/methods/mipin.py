@@ -65,6 +65,7 @@ class MIPIN(Attribution):
         self.taps = [self.card["logits"], *self.card["taps"]]
         self.tapped = Tapped(classifier, self.taps, taps(model, part)[0])
         self.inverse = classifier.placement.helper().open(self.inverse_path)
+        self.inverse_sha256 = file_sha256(self.inverse_path)  # the bytes loaded, as for the classifier
 
     @classmethod
     def from_explainer(cls, explainer) -> "MIPIN":
@@ -93,6 +94,6 @@ class MIPIN(Attribution):
         t0 = time.perf_counter()
         small = self.inverse_run(plan.first, plan.classes)[0]
         maps = upsample(small, *plan.img.shape[:2])
-        run_params = {"inverse": os.path.abspath(self.inverse_path), "inverse_sha256": file_sha256(self.inverse_path),
+        run_params = {"inverse": os.path.abspath(self.inverse_path), "inverse_sha256": self.inverse_sha256,
                       "map_layer": self.card["map_layer"], "map_shape": list(small.shape[1:])}
         return {"mipin": maps}, {}, run_params, {"inverse_s": time.perf_counter() - t0}

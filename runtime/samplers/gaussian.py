@@ -45,6 +45,7 @@ class GaussianSampler:
         with np.load(path) as z:
             sampler = cls(int(z["K"]), z["mean"], z["cov"], int(z["l"]), str(z["fitted_on"]))
         sampler.model_path = path
+        sampler.sha256 = file_sha256(path)  # the bytes loaded: a file replaced later must not change the record
         return sampler
 
     @staticmethod
@@ -144,6 +145,6 @@ class GaussianSampler:
     def describe(self):
         d = {"sampler": self.name, "K": self.K, "ring": self.l, "fitted_on": self.fitted_on}
         if self.model_path is not None:
-            d.update(sampler_model=os.path.abspath(self.model_path), sampler_sha256=file_sha256(self.model_path))
+            d.update(sampler_model=os.path.abspath(self.model_path), sampler_sha256=self.sha256)
         return d
 

@@ -78,6 +78,7 @@ class PatchSampler:
         except Exception as e:
             raise InfolensError(f"cannot load PatchSampler {self.model_path}: {str(e).splitlines()[0]}",
                                 "sampler_model") from None
+        self.sha256 = file_sha256(self.model_path)  # the bytes loaded: a file replaced later must not change the record
         self.interface = read_interface(self.session, self._bad)
         i = self.interface
         self.K, self.stages, self.T, self.head = i.K, i.stages, i.T, i.head
@@ -274,7 +275,7 @@ class PatchSampler:
 
     def describe(self):
         d = {"sampler": self.name, "K": self.K, "sampler_model": os.path.abspath(self.model_path),
-             "sampler_sha256": file_sha256(self.model_path), "head": self.head, "stages": self.T, "split": self.encoder is not None}
+             "sampler_sha256": self.sha256, "head": self.head, "stages": self.T, "split": self.encoder is not None}
         if self.head == "categorical":
             d["coupling"] = self.coupling
         return d

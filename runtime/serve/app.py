@@ -17,11 +17,11 @@ from .. import __version__, params
 from ..errors import InfolensError
 from ..images import IMAGE_SUFFIXES
 from . import guard
-from .jobs import JobStore
+from .jobs import ACTIVE, JobStore
 from .metrics import Metrics
 from .models import ServedModels, check_params, field_of
 from .requests import ApiError, decode_base64, decode_instance, extension, read_form, read_json
-from .worker import RESULT, Worker
+from .worker import PROBE_S, RESULT, Worker
 
 FORMATS = {"json": "application/json", "npz": "application/octet-stream", "png": "image/png"}
 
@@ -113,9 +113,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/v2/health/ready")
     async def ready():
-        """Readiness: the models are loaded and warmed up (503 until then)."""
+        """Readiness: the models are loaded and warmed up and the state folder can be written (503 otherwise)."""
         if not worker.ready.is_set():
             return JSONResponse({"ready": False}, status_code=503)
+        if worker.fault is not None:
+            return JSONResponse({"ready": False, "error": worker.fault}, status_code=503)
         return {"ready": True}
 
     @app.get("/v1/models")
@@ -151,6 +153,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         job = _job(job_id)
         eta = worker.eta(job)
         out = job.public() | {"eta_s": None if eta is None else round(eta, 1)}
+        if worker.fault is not None and job.state in ACTIVE:
+            out["error"] = worker.fault  # why it waits
         if job.state == "done":
             out["result"] = {f: f"/v1/jobs/{job.id}/result?format={f}" for f in FORMATS}
         return out
@@ -214,7 +218,9 @@ def create_app(config: ServeConfig) -> FastAPI:
                            "it to POST /v1/jobs and poll GET /v1/jobs/{id}", "instances")
         jobs = [await run_in_threadpool(_create, name, data, raw_params, f"instances.{i}", "model", sync=True,
                                         decoded=True) for i, data in enumerate(images)]
-        while any(store.get(j.id).state in ("queued", "running") for j in jobs):
+        while any(store.get(j.id).state in ACTIVE for j in jobs):
+            if worker.fault is not None:
+                raise ApiError(503, worker.fault, None, {"Retry-After": str(int(PROBE_S))})
             await asyncio.sleep(0.02)
         predictions = []
         for j in jobs:
@@ -254,6 +260,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             metrics.rejections.labels("forwards").inc()
             raise ApiError(422, f"this job needs {forwards} forwards, over the server's limit of "
                            f"{config.max_forwards} (raise K, S or lower N)", "params")
+        if worker.fault is not None:
+            raise ApiError(503, worker.fault, None, {"Retry-After": str(int(PROBE_S))})
         with admission:  # the queue's count and the new record at once: submissions run in threads
             if not sync and len(store.active()) >= config.queue_size:
                 metrics.rejections.labels("queue_full").inc()

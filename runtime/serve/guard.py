@@ -65,9 +65,16 @@ def install(app: FastAPI, config, metrics) -> None:
         return error(exc.status_code, str(exc.detail), None)
 
     @app.exception_handler(sqlite3.OperationalError)
-    async def database_busy(request, exc: sqlite3.OperationalError):
-        # past SQLite's 30 s timeout: another process holds the job database's lock; nothing was written
-        return error(503, f"the job database is busy ({exc}): try again", None, {"Retry-After": "5"})
+    @app.exception_handler(OSError)
+    async def storage_error(request, exc: Exception):
+        # the state folder full or read-only, or past SQLite's 30 s timeout another process holding the job
+        # database's lock: nothing was written (a job's folder goes with its failed record)
+        line = app.state.store.fault_line(exc)
+        if line is None and isinstance(exc, sqlite3.OperationalError):
+            line = f"the job database is busy ({exc}): try again"
+        if line is None:
+            return await internal_error(request, exc)
+        return error(503, line, None, {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def internal_error(request, exc: Exception):

@@ -1,10 +1,12 @@
 """Job records of the server (DESIGN §10): one SQLite database in WAL mode under the state folder, and per job a
 folder holding its input image, its finished shards (one .npz per chunk of positions, written atomically) and,
 when done, its result files.  A job is never lost: a killed server finds its queued and running jobs here on
-restart, with the shards they had finished, and completes them with the same maps.
+restart, with the shards they had finished, and completes them with the same maps; commits and files are synced, so
+the same holds after a power cut or a disk error.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -13,6 +15,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+
+from ..errors import InfolensError
+from ..outfiles import sync_folder
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -33,7 +38,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     sync INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
+# the state folder's storage failing (full, read-only, a failing disk), as against a job's own fault
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+PROBE_FREE = 1 << 20  # bytes free before jobs resume after a full state folder: room for a few chunks and a result
 
 
 @dataclass
@@ -67,41 +76,78 @@ class JobStore:
     def __init__(self, state_dir: str):
         self.state_dir = os.path.abspath(state_dir)
         self.jobs_dir = os.path.join(self.state_dir, "jobs")
-        os.makedirs(self.jobs_dir, exist_ok=True)
         self.path = os.path.join(self.state_dir, "jobs.sqlite")
         self._local = threading.local()
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        try:
+            os.makedirs(self.jobs_dir, exist_ok=True)
+            self._db().executescript(_SCHEMA)
+        except (OSError, sqlite3.OperationalError) as e:
+            raise InfolensError(self.fault_line(e) or f"cannot open the job database {self.path}: {e}",
+                                "state_dir") from None
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a killed process
+            # FULL: the WAL is synced at every commit, so a 202 or a finished chunk survives a power cut or a disk
+            # error, not only a killed process (NORMAL's guarantee); one fsync per submission and per chunk
+            db.execute("PRAGMA synchronous=FULL")
             db.row_factory = sqlite3.Row
             self._local.db = db
         return db
+
+    def fault_line(self, exc: BaseException) -> str | None:
+        """The one line for `exc` when it is the state folder's storage failing (full, read-only, an I/O error),
+        naming --state-dir; None for anything else (a busy database, a job's own problem)."""
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            reason = exc.strerror
+        elif isinstance(exc, sqlite3.OperationalError) and not busy(exc):
+            reason = str(exc)
+        else:
+            return None
+        return f"cannot write into the state folder {self.state_dir}: {reason} (--state-dir)"
+
+    def probe(self) -> None:
+        """Raises what writing into the state folder raises now: a file in the jobs folder, synced and removed
+        (with PROBE_FREE bytes free), and a row in the database."""
+        st = os.statvfs(self.jobs_dir)
+        if st.f_bavail * st.f_frsize < PROBE_FREE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        path = os.path.join(self.jobs_dir, ".probe")
+        with open(path, "wb") as f:
+            f.write(b"probe")
+            f.flush()
+            os.fsync(f.fileno())
+        os.unlink(path)
+        self._db().execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),))
 
     def folder(self, job_id: str) -> str:
         return os.path.join(self.jobs_dir, job_id)
 
     def create(self, model: str, params: dict, image: bytes, image_name: str, forwards_total: int,
                sync: bool = False) -> Job:
-        """A queued job: its image is written to its folder first, then its record commits."""
+        """A queued job: its image is written to its folder first, then its record commits; when either fails the
+        folder goes again."""
         job_id = uuid.uuid4().hex
         folder = self.folder(job_id)
-        os.makedirs(folder)
         name = "input" + os.path.splitext(image_name)[1].lower()
-        with open(os.path.join(folder, name + ".tmp"), "wb") as f:
-            f.write(image)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
-        self._db().execute(
-            "INSERT INTO jobs (id, state, model, params, image_name, forwards_total, created, sync) "
-            "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
-            (job_id, model, json.dumps(params), name, forwards_total, time.time(), int(sync)))
+        try:
+            os.makedirs(folder)
+            with open(os.path.join(folder, name + ".tmp"), "wb") as f:
+                f.write(image)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
+            sync_folder(folder)
+            sync_folder(self.jobs_dir)
+            self._db().execute(
+                "INSERT INTO jobs (id, state, model, params, image_name, forwards_total, created, sync) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (job_id, model, json.dumps(params), name, forwards_total, time.time(), int(sync)))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job | None:
@@ -148,6 +194,14 @@ class JobStore:
             shutil.rmtree(self.folder(job_id), ignore_errors=True)
             self._db().execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         return [r[0] for r in rows]
+
+
+def busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether `exc` is the database locked by another connection past the timeout (SQLITE_BUSY, SQLITE_LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _job(row: sqlite3.Row) -> Job:

@@ -1,5 +1,6 @@
 """The server's Prometheus metrics (prometheus-client), in a registry of its own per app: jobs by state, queue
-depth, wait and run time, forwards, rejections by reason."""
+depth, wait and run time, forwards, rejections by reason, whether the queue is held (the state folder cannot
+be written)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -19,6 +20,8 @@ class Metrics:
                              registry=self.registry)
         self.forwards = Counter("infolens_forwards", "classifier forwards run", registry=self.registry)
         self.rejections = Counter("infolens_rejections", "requests refused", ["reason"], registry=self.registry)
+        self.held = Gauge("infolens_queue_held", "1 while the queue waits for a state folder that cannot be written",
+                          registry=self.registry)
 
     def waited(self, seconds: float) -> None:
         self.wait.observe(seconds)

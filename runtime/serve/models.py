@@ -108,7 +108,14 @@ class ServedModels:
             key = (name, p["sampler"] or cls.default_sampler, p["K"])
             with self._lock:
                 if key not in self._samplers:
-                    self._samplers[key] = load_sampler(key[1], K=p["K"], device=clf.placement)
+                    try:
+                        self._samplers[key] = load_sampler(key[1], K=p["K"], device=clf.placement)
+                    except InfolensError as e:
+                        if e.param != "sampler_model":
+                            raise
+                        why = str(e).removesuffix(" (pass your own)")  # the library's advice: a client has no file
+                        raise InfolensError(f"this server has no {key[1]} sampler for K={p['K']} ({why}): choose "
+                                            "another K or sampler", "K") from None
                 sampler = self._samplers[key]
         ex = Explainer(clf, sampler, batch_size=64, rise_grid=p["rise_grid"], rise_p=p["rise_p"],
                        target_se=p["target_se"], max_samples=p["max_samples"])
@@ -131,13 +138,7 @@ class ServedModels:
         S = p["stride"] or K
         check_grid(K, S, p["samples"], p["seed"], H, W)
         ys, _ = patch_grid(H, W, K, S)
-        try:
-            sampler = self.method(name, p).sampler
-        except InfolensError as e:
-            if e.param != "sampler_model":
-                raise
-            raise InfolensError(f"this server has no {p['sampler'] or cls.default_sampler} sampler for K={K} (the "
-                                "shipped PatchSamplers have K=8 and K=16): choose another K or sampler", "K") from None
+        sampler = self.method(name, p).sampler
         if sampler.deterministic:
             return len(ys) + 1
         n = p["samples"]

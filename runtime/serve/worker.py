@@ -3,6 +3,10 @@ across the active jobs, so a short job is not stuck behind a long one.  Each fin
 job's folder (written atomically) and its forwards are recorded; the counter-based streams make the chunking
 invisible in the maps (methods/marginalize.py: run/merge), and a job found again after a restart skips the
 shards it already has.  Methods that are not patch marginalizations (RISE, MIP-IN) run as one chunk.
+
+When the state folder cannot be written (full, read-only, failing), the job in hand fails with one line saying so
+and the worker holds the queue — the other jobs stay as they are, each reporting why it waits — until a probe
+finds the folder writable again (every PROBE_S) or the server restarts.
 """
 from __future__ import annotations
 
@@ -13,16 +17,18 @@ import sqlite3
 import threading
 import time
 import traceback
+import zipfile
 
 import numpy as np
 
 from .. import outfiles
 from ..errors import InfolensError
 from ..methods.marginalize import PatchMarginalization, Shard
-from .jobs import JobStore
+from .jobs import JobStore, busy
 
 log = logging.getLogger("infolens.serve")
 RESULT = "result"  # stem of a job's result files
+PROBE_S = 5.0  # seconds between probes of a state folder that could not be written
 
 
 class Worker(threading.Thread):
@@ -39,9 +45,10 @@ class Worker(threading.Thread):
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.rate = 0.0  # forwards per second, smoothed over recent chunks (for ETAs)
-        self._plans: dict[str, tuple] = {}  # job id → (method, plan), while the job is active
+        self._plans: dict[str, tuple] = {}  # job id → (method, plan, its shards so far), while the job is active
         self._last = ""  # id of the job served last (round-robin)
         self._expired_at = 0.0
+        self.fault: str | None = None  # why the state folder cannot be written, while the queue is held
 
     def submit(self) -> None:
         with self.wake:
@@ -52,24 +59,35 @@ class Worker(threading.Thread):
         self.submit()
 
     def run(self) -> None:
-        requeued = self.store.recover()
-        if requeued:
-            log.warning("restart: %d running job(s) queued again; their finished chunks are kept", requeued)
         for name in self.models.names():  # ready = every model loaded and one forward run
             clf = self.models.classifier(name)
             clf.predict_images(np.zeros((1, *clf.pre.size, 3), np.uint8))
         self.ready.set()
+        recovered = False
         while not self.stopping.is_set():
             try:
+                if not recovered:
+                    requeued, recovered = self.store.recover(), True
+                    if requeued:
+                        log.warning("restart: %d running job(s) queued again; their finished chunks are kept",
+                                    requeued)
                 self._turn()
-            except sqlite3.OperationalError as e:
-                # the job database locked past SQLite's timeout (another process holds it): nothing is lost —
-                # the job's record and its finished chunks stay — so wait and take the turn again
-                log.warning("job database busy (%s); retrying", e)
-                self.stopping.wait(1.0)
+            except (OSError, sqlite3.OperationalError) as e:
+                if self.store.fault_line(e) is not None:
+                    self._hold(None, e)
+                elif isinstance(e, sqlite3.OperationalError):
+                    # the job database locked past SQLite's timeout (another process holds it): nothing is lost —
+                    # the job's record and its finished chunks stay — so wait and take the turn again
+                    log.warning("job database busy (%s); retrying", e)
+                    self.stopping.wait(1.0)
+                else:
+                    log.error("worker: %s", traceback.format_exc())
+                    self.stopping.wait(1.0)
 
     def _turn(self) -> None:
-        """One chunk of the next job, or a wait for one."""
+        """One chunk of the next job, or a wait for one; while the queue is held, a probe of the state folder."""
+        if self.fault is not None:
+            return self._probe()
         self._expire()
         job = self._next()
         if job is None:
@@ -80,11 +98,46 @@ class Worker(threading.Thread):
             self._chunk(job)
         except InfolensError as e:
             self._end(job, "failed", str(e))
-        except sqlite3.OperationalError:
-            raise  # the database, not the job: `run` waits and tries the chunk again
-        except Exception as e:  # a bug, not bad input: the job fails with the reason, the server goes on
-            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-            self._end(job, "failed", f"internal error: {type(e).__name__}: {e}")
+        except (OSError, sqlite3.OperationalError) as e:
+            if self.store.fault_line(e) is not None:
+                self._hold(job, e)
+            elif isinstance(e, sqlite3.OperationalError):
+                raise  # the database locked by another process, not the job: `run` waits and tries again
+            else:
+                self._failed(job, e)
+        except Exception as e:
+            self._failed(job, e)
+
+    def _failed(self, job, e: Exception) -> None:
+        """A bug, not bad input: the job fails with the reason, the server goes on."""
+        log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+        self._end(job, "failed", f"internal error: {type(e).__name__}: {e}")
+
+    def _hold(self, job, e: Exception) -> None:
+        """The state folder cannot be written: the job in hand (if any) fails with the line that says so — when the
+        database can still record it — and the queue waits for `_probe`."""
+        self.fault = self.store.fault_line(e)
+        if self.metrics:
+            self.metrics.held.set(1)
+        log.error("%s; the queue waits until it can be written", self.fault)
+        if job is not None:
+            try:
+                self._end(job, "failed", self.fault)
+            except sqlite3.Error:
+                self._plans.pop(job.id, None)  # not recorded: the job stays active and goes on after the fault
+
+    def _probe(self) -> None:
+        try:
+            self.store.probe()
+        except (OSError, sqlite3.OperationalError) as e:
+            if self.store.fault_line(e) is None and not (isinstance(e, sqlite3.OperationalError) and busy(e)):
+                raise
+            self.stopping.wait(PROBE_S)
+            return
+        log.warning("the state folder %s can be written again; the queue goes on", self.store.state_dir)
+        self.fault = None
+        if self.metrics:
+            self.metrics.held.set(0)
 
     def eta(self, job) -> float | None:
         """Seconds until `job` is done at the current rate, sharing the device round-robin with the active jobs."""
@@ -116,16 +169,17 @@ class Worker(threading.Thread):
                 e = method.explain(image, p["classes"], p["stride"], p["samples"], p["seed"])
                 self._account(rows, t0, method)
                 return self._done(job, e)
-            self._plans[job.id] = (method, method.plan(image, p["classes"], p["stride"], p["samples"], p["seed"]))
-        method, plan = self._plans[job.id]
+            self._plans[job.id] = (method, method.plan(image, p["classes"], p["stride"], p["samples"], p["seed"]),
+                                   _shards(folder))
+        method, plan, shards = self._plans[job.id]
         t0, rows = time.perf_counter(), method.classifier.rows_run
-        shards = [Shard.load(f) for f in sorted(glob.glob(os.path.join(folder, "shard_*.npz")))]
         have = np.concatenate([s.positions for s in shards]) if shards else np.empty(0, np.int64)
         todo = np.setdiff1d(np.arange(method.positions(plan.img, plan.stride)), have)
         if todo.size:
             n = plan.samples if not method.sampler.deterministic else 1
             shard = method.run(plan, todo[:max(1, self.chunk_forwards // n)])
-            outfiles.write_atomic(os.path.join(folder, f"shard_{len(shards):06d}.npz"), shard.save)
+            # named by its first position: unique, whatever shards came before or were dropped
+            outfiles.write_atomic(os.path.join(folder, f"shard_{int(todo[0]):07d}.npz"), shard.save)
             shards.append(shard)
             self._account(rows, t0, method)
             todo = todo[len(shard.positions):]
@@ -160,3 +214,16 @@ class Worker(threading.Thread):
             self._expired_at = time.time()
             for job_id in self.store.expire(self.retention_s):
                 self._plans.pop(job_id, None)
+
+
+def _shards(folder: str) -> list[Shard]:
+    """The job's finished chunks; one that cannot be read (cut short by a disk error before shards were synced) is
+    removed and its positions run again."""
+    shards = []
+    for path in sorted(glob.glob(os.path.join(folder, "shard_*.npz"))):
+        try:
+            shards.append(Shard.load(path))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            log.warning("%s cannot be read (%s): its positions run again", path, e)
+            os.unlink(path)
+    return shards

@@ -111,3 +111,23 @@ def test_newer_schema_and_old_explanations(moved):
     assert r.returncode == 2 and "records no sha256" in r.stderr and "--model" in r.stderr
     r = run_cli("eval", "deletion", b / "scene.npz", "--steps", "4", "--model", b / "clf.onnx")
     assert r.returncode == 0, r.stderr
+
+
+def test_the_record_names_the_bytes_loaded_not_a_file_replaced_since(tmp_path, image_file, model_file):
+    """A long-lived process (the server) keeps its sessions: the sha256 it records is the loaded file's, even after
+    the file is replaced or deleted (it was read again at every record, so a deleted sampler failed every job)."""
+    from infolens import Explainer, OnnxClassifier
+    from infolens.samplers import load_sampler
+
+    (tmp_path / "m").mkdir()
+    clf_path, ps_path = tmp_path / "m" / "clf.onnx", tmp_path / "m" / "ps.onnx"
+    shutil.copy(model_file, clf_path)
+    shutil.copy(model_file[:-5] + ".json", tmp_path / "m" / "clf.json")
+    onnx_builders.patch_sampler(ps_path, 4)
+    loaded = _sha(clf_path), _sha(ps_path)
+    explainer = Explainer(OnnxClassifier.from_card(str(clf_path)), load_sampler("patchsampler", 4, str(ps_path)))
+    clf_path.write_bytes(b"another model")
+    ps_path.unlink()
+    explainer.explain(image_file, stride=4, samples=2).save(str(tmp_path / "out"), "x")
+    meta = json.loads((tmp_path / "out" / "x.json").read_text())
+    assert (meta["model"]["sha256"], meta["params"]["sampler_sha256"]) == loaded

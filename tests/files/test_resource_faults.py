@@ -1,12 +1,13 @@
-"""The output folder fills up mid-run, on a small tmpfs: each image that cannot be written is one line naming it and
---out, the other images go on, exit 2, and what was written before is intact (a JSON on disk means its npz is
-complete; no temporary file is left; a result written again on the full disk keeps its earlier files whole).
-Mounting needs the privilege to; without it the test skips and says so.  (Remounting the folder read-only mid-run
-is not tested: the kernel refuses it while the run holds its result lock open, EBUSY.)"""
+"""The output folder fills up mid-run (a small tmpfs) or turns read-only mid-run (an ext4 loop device after a disk
+error): each image that cannot be written is one line naming it and --out, the other images go on, exit 2, and what
+was written before is intact (a JSON on disk means its npz is complete; no temporary file is left; a result written
+again on the full disk keeps its earlier files whole); the same command once the folder is writable again finishes
+them all.  Mounting needs the privilege to; without it the tests skip and say so."""
 import json
 import os
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -74,3 +75,32 @@ def test_a_full_output_folder_is_one_line_per_image_and_the_rest_go_on(tmp_path,
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "Traceback" not in err, err
     assert {f: (small_disk / f).read_bytes() for f in os.listdir(small_disk)} == before
+
+
+@pytest.mark.slow
+def test_an_output_folder_that_turns_read_only_mid_run_is_one_line_per_image_and_a_rerun_finishes(
+        tmp_path, model_file, loop_disk):
+    paths = images(tmp_path, 8)
+    out = loop_disk.where / "out"
+    out.mkdir()
+    proc = explain(paths, model_file, out, "-S", "1", "-N", "16", "--no-png")
+    while proc.poll() is None and not any(f.endswith(".json") for f in os.listdir(out)):
+        time.sleep(0.01)
+    loop_disk.break_()  # ext4 after a disk error: read-only at once, the result lock's open file included
+    _, err = proc.communicate(timeout=300)
+    done = check_written(out)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert 0 < len(done) < len(paths), (done, err)
+    lines = err.splitlines()
+    assert len(lines) == len(paths) - len(done), err
+    for line in lines:
+        assert line.startswith("infolens: error: ") and line.endswith(
+            f"cannot write the results into {out}: Read-only file system (--out)"), line
+    earlier = {f: np.load(out / f.replace(".json", ".npz"))["pmi"] for f in done}
+    loop_disk.repair()
+    proc = explain(paths, model_file, out, "-S", "1", "-N", "16", "--no-png")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert len(check_written(out)) == len(paths)
+    for f, pmi in earlier.items():  # written again, to the same maps
+        assert np.array_equal(np.load(out / f.replace(".json", ".npz"))["pmi"], pmi)

@@ -18,8 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-import onnx_builders
-from conftest import run_cli, scene, write_card
+from conftest import run_cli, scene
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn, prometheus-client) is not installed")
 
@@ -82,22 +81,6 @@ def wait(url, job_id, token=None, timeout=120):
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not end: {job}")
-
-
-@pytest.fixture
-def models_dir(tmp_path):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    path = onnx_builders.classifier(folder / "toy.onnx", H=24, W=24, n_classes=6)
-    write_card(path, "NCHW", "RGB", "float32")
-    return folder
-
-
-@pytest.fixture
-def photo(tmp_path):
-    path = tmp_path / "photo.png"
-    cv2.imwrite(str(path), scene(24, 24)[:, :, ::-1])
-    return path
 
 
 def b64(path) -> str:
