@@ -287,3 +287,82 @@ def context_sampler(path, K=4, head="logistic_mixture", S=2, M=2, stages=None, s
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return str(path)
+
+
+class _Net:
+    """A graph under construction, one op at a time, with seeded random weights (for `cnn`)."""
+
+    def __init__(self, seed):
+        self.rng, self.nodes, self.inits, self.n = np.random.default_rng(seed), [], [], 0
+
+    def const(self, array):
+        self.n += 1
+        name = f"w{self.n}"
+        self.inits.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
+        return name
+
+    def const_int(self, values):
+        self.n += 1
+        name = f"w{self.n}"
+        self.inits.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
+        return name
+
+    def op(self, op, inputs, **attrs):
+        self.n += 1
+        out = f"{op.lower()}{self.n}"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    def conv(self, x, cin, cout, k, group=1, **attrs):
+        w = self.const(self.rng.normal(0, 1 / np.sqrt(cin / group * k * k), (cout, cin // group, k, k)))
+        return self.op("Conv", [x, w, self.const(self.rng.normal(0, 0.1, cout))], kernel_shape=[k, k], group=group,
+                       **attrs)
+
+
+def cnn(path, variant, H=20, W=22, seed=0, n_classes=5):
+    """A small convolutional classifier (NCHW float input, probabilities out) that uses the ops incremental inference
+    meets: "residual" (strided, depthwise, dilated, SAME-padded convs, a residual Add, max-pool, Concat),
+    "nhwc" (an NHWC input transposed, reflect Pad, Resize, average pool, MatMul head), "se" (a
+    squeeze-and-excitation gate: a pooled vector multiplied back over the map) or "unsupported" (a DepthToSpace,
+    which the plans do not know, mid-network)."""
+    net = _Net(seed)
+    x = "input"
+    shape = [1, 3, H, W]
+    if variant == "residual":
+        a = net.op("Relu", [net.conv(x, 3, 8, 3, strides=[2, 2], pads=[1, 1, 1, 1])])
+        b = net.op("Clip", [net.conv(a, 8, 8, 3, group=8, pads=[1, 1, 1, 1]), net.const(0), net.const(6)])
+        c = net.op("Add", [net.conv(b, 8, 8, 1), a])
+        d = net.op("MaxPool", [c], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+        e = net.op("Sigmoid", [net.conv(d, 8, 8, 3, dilations=[2, 2], pads=[2, 2, 2, 2])])
+        f = net.conv(d, 8, 4, 5, auto_pad="SAME_UPPER")
+        g = net.conv(net.op("Concat", [e, f], axis=1), 12, 16, 3, strides=[2, 2], auto_pad="SAME_LOWER")
+        feat, channels = net.op("GlobalAveragePool", [g]), 16
+    elif variant == "nhwc":
+        shape = [1, H, W, 3]
+        a = net.op("Relu", [net.conv(net.op("Transpose", [x], perm=[0, 3, 1, 2]), 3, 6, 3, strides=[2, 2])])
+        b = net.op("Pad", [a, net.const_int([0, 0, 2, 1, 0, 0, 1, 2])], mode="reflect")
+        c = net.op("Resize", [net.conv(b, 6, 6, 3), "", net.const([1, 1, 2, 2])], mode="nearest")
+        d = net.op("AveragePool", [c], kernel_shape=[2, 2], strides=[2, 2])
+        feat, channels = net.op("GlobalAveragePool", [d]), 6
+    elif variant == "se":
+        a = net.op("Relu", [net.conv(x, 3, 8, 3, pads=[1, 1, 1, 1])])
+        gate = net.op("Sigmoid", [net.conv(net.op("GlobalAveragePool", [a]), 8, 8, 1)])
+        b = net.conv(net.op("Mul", [a, gate]), 8, 8, 3, strides=[2, 2])
+        feat, channels = net.op("GlobalAveragePool", [b]), 8
+    elif variant == "unsupported":
+        a = net.op("Relu", [net.conv(x, 3, 8, 3, pads=[1, 1, 1, 1])])
+        b = net.conv(net.op("DepthToSpace", [a], blocksize=2), 2, 4, 3, strides=[2, 2])
+        feat, channels = net.op("GlobalAveragePool", [b]), 4
+    else:
+        raise ValueError(variant)
+    flat = net.op("Flatten", [feat])
+    if variant == "nhwc":
+        logits = net.op("MatMul", [flat, net.const(net.rng.normal(0, 1, (channels, n_classes)))])
+    else:
+        logits = net.op("Gemm", [flat, net.const(net.rng.normal(0, 1, (n_classes, channels))),
+                                 net.const(np.zeros(n_classes))], transB=1)
+    probs = net.op("Softmax", [logits], axis=1)
+    graph = helper.make_graph(net.nodes, variant, [helper.make_tensor_value_info(x, TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(probs, TensorProto.FLOAT, [1, n_classes])], net.inits)
+    onnx.save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), str(path))
+    return str(path)

@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   infolens perf --device cuda --table        # GPU table: models × batches × options (fp16, CUDA graphs, TensorRT)
   infolens perf --device cuda --paper --cuda-graph   # the paper's setting (K=8, S=1, N=8): seconds
   infolens perf --agreement examples/coffee.png --configs cpu,cuda,cuda+graph,cuda+fp16
+  infolens perf --incremental-plan resnet50 -K 8 -S 4   # what incremental inference would save, per layer
 
 Throughput is classifier forwards (images) per second, raw and end-to-end measured in one process in alternating
 rounds, so that machine load hits both alike; the ratio end-to-end ÷ raw is infolens's overhead (1.0 = none).
@@ -65,6 +66,10 @@ def _arguments(p) -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="--table: seconds of each measurement (default 3)")
     mode.add_argument("--paper", action="store_true", help="instead: one explanation at the paper's setting (K=8, "
                       "S=1, N=8, top-1 class; 376,713 forwards on a 224×224 model) with the given options: seconds")
+    mode.add_argument("--incremental-plan", nargs="?", const="", metavar="MODEL",
+                      help="instead: what exact incremental inference would save on MODEL (default --model or the "
+                      "shipped classifier; resnet50: the bench's) at -K and -S — multiply-adds per perturbed copy "
+                      "against a full forward, over every position, and per layer")
     mode.add_argument("--agreement", nargs="+", metavar="IMAGE", help="instead: how far each --configs' maps are "
                       "from the first's (K=8, S=4, N=8, top-1), and whether a second run repeats them exactly")
 
@@ -86,4 +91,32 @@ def run(args) -> int:
         return throughput.paper(args)
     if args.agreement:
         return throughput.agreement(args)
+    if args.incremental_plan is not None:
+        return _incremental_plan(args)
     return throughput.ratio(args)
+
+
+def _incremental_plan(args) -> int:
+    import os
+
+    from google.protobuf.message import DecodeError
+
+    from ..catalog import DEFAULT_CLASSIFIER, model_file, shipped
+    from ..errors import InfolensError
+    from ..perf.incremental import report
+    from ..perf.resnet50 import resnet50_file
+
+    name = args.incremental_plan or args.model
+    path = resnet50_file() if name == "resnet50" else model_file(name) if name else shipped(DEFAULT_CLASSIFIER, "model")
+    if not os.path.isfile(path):
+        raise InfolensError(f"no model file {path} (--incremental-plan)")
+    try:
+        lines = report(path, args.K, args.S)
+    except InfolensError:
+        raise
+    except (OSError, ValueError, DecodeError) as e:
+        raise InfolensError(f"cannot read {path} as an ONNX classifier: {str(e).splitlines()[0]} "
+                            "(--incremental-plan)") from None
+    print("\n".join(lines))
+    return 0
+
