@@ -1,0 +1,53 @@
+"""Exact incremental inference: the graph built for one patch position, fed only the patch's in-fills and the photo's
+activations, gives the full forward's output on the perturbed copies — on test CNNs with every op kind the plans
+know (and one they do not, which runs in full), at the corners, the edges and the centre, and on the shipped
+classifier."""
+import math
+import os
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import onnx_builders
+from conftest import REPO
+from infolens.backends.incremental import Incremental
+
+H, W, K = 20, 22, 4
+POSITIONS = [(0, 0), (0, W - K), (H - K, 0), (H - K, W - K), (0, 9), (8, 0), (8, 9), (H - K, 9), (8, W - K)]
+
+
+def check(path, photo, spatial, positions, k, B=3, tol=1e-5, threshold=0.5):
+    ex = Incremental(path, spatial, threshold)
+    acts = ex.tap(photo)
+    full = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    fed = full.get_inputs()[0].name
+    plans = []
+    for y, x in positions:
+        model, box, reads, plan = ex.build(y, x, k)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        copies = np.repeat(photo, B, 0)
+        where = (slice(None),) + tuple(slice(lo, hi) for lo, hi in box[1:])
+        copies[where] = np.random.default_rng(y * 31 + x).normal(0, 1, copies[where].shape)
+        want = np.concatenate([full.run(None, {fed: c[None]})[0] for c in copies])  # test CNNs take batch 1
+        got = session.run(None, {"patch": copies[where], **{f"{t}@photo": acts[t] for t in reads}})[0]
+        assert got.shape == want.shape and np.abs(got - want).max() <= tol, (y, x, np.abs(got - want).max())
+        plans.append(plan)
+    return plans
+
+
+@pytest.mark.parametrize("threshold", [0.5, math.inf], ids=["cut", "no-cut"])  # no cut: every op on its box
+@pytest.mark.parametrize("variant", ["residual", "nhwc", "se", "unsupported"])
+def test_the_incremental_graph_gives_the_full_forward(tmp_path, variant, threshold):
+    path = onnx_builders.cnn(tmp_path / f"{variant}.onnx", variant, H, W)
+    nhwc = variant == "nhwc"
+    photo = np.random.default_rng(1).normal(0, 1, (1, H, W, 3) if nhwc else (1, 3, H, W)).astype(np.float32)
+    plans = check(path, photo, (1, 2) if nhwc else (2, 3), POSITIONS, K, threshold=threshold)
+    assert all(any(layer.incremental and layer.box is not None for layer in p.layers) for p in plans)
+
+
+@pytest.mark.slow
+def test_the_shipped_classifier_incrementally():
+    path = os.path.join(REPO, "models", "efficientnet_lite0.onnx")
+    photo = np.random.default_rng(2).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)
+    check(path, photo, (2, 3), [(0, 0), (108, 108), (216, 100)], 8, B=2)
