@@ -165,9 +165,9 @@ class _Builder:
         """Emit `node` on its box; False when this executor cannot (it then runs in full)."""
         from onnx import helper
 
-        from ..perf.incremental import _attrs, _pads
+        from ..perf.incremental import attributes, leading_pads
 
-        op, attrs, shapes = node.op_type, _attrs(node), self.g.shapes
+        op, attrs, shapes = node.op_type, attributes(node), self.g.shapes
         if any(i in self.full for i in node.input if i):
             return False
         if op in WINDOWED:
@@ -176,7 +176,7 @@ class _Builder:
             kernel = attrs.get("kernel_shape") or list(shapes[node.input[1]][2:])
             strides = attrs.get("strides") or [1] * nsp
             dil = attrs.get("dilations") or [1] * nsp
-            pads = _pads(node, attrs, in_shape[2:], out_shape[2:], kernel, strides, dil)
+            pads = leading_pads(node, attrs, in_shape[2:], out_shape[2:], kernel, strides, dil)
             want = [(0, 1), (0, in_shape[1]) if op == "Conv" else out_box[1]]
             for i in range(nsp):
                 lo, hi = out_box[2 + i]

@@ -152,7 +152,7 @@ def _size(box: Box) -> int:
     return math.prod(max(0, hi - lo) for lo, hi in box)
 
 
-def _attrs(node) -> dict:
+def attributes(node) -> dict:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -189,7 +189,7 @@ def _window(lo: int, hi: int, k: int, s: int, p: int, d: int, n_out: int) -> tup
     return max(0, first), min(n_out, last + 1)
 
 
-def _pads(node, attrs, in_sp, out_sp, kernel, strides, dilations) -> list[int]:
+def leading_pads(node, attrs, in_sp, out_sp, kernel, strides, dilations) -> list[int]:
     """Leading pads per spatial axis, auto_pad included."""
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
@@ -207,7 +207,7 @@ def _pads(node, attrs, in_sp, out_sp, kernel, strides, dilations) -> list[int]:
 
 def _propagate(node, ins: list, graph: Graph) -> list:
     """Output boxes of `node` from its inputs' (None: unchanged); _Unsupported for an op not handled."""
-    op, attrs = node.op_type, _attrs(node)
+    op, attrs = node.op_type, attributes(node)
     shapes = graph.shapes
     out_shapes = [shapes.get(o) for o in node.output]
     if any(s is None or 0 in s for s in out_shapes[:1]):
@@ -230,7 +230,7 @@ def _propagate(node, ins: list, graph: Graph) -> list:
         kernel = attrs.get("kernel_shape") or list(shapes[node.input[1 if op != "QLinearConv" else 3]][2:])
         strides = attrs.get("strides") or [1] * nsp
         dilations = attrs.get("dilations") or [1] * nsp
-        pads = _pads(node, attrs, in_shape[2:], out_shape[2:], kernel, strides, dilations)
+        pads = leading_pads(node, attrs, in_shape[2:], out_shape[2:], kernel, strides, dilations)
         channels = (0, out_shape[1]) if op in ("Conv", "ConvInteger", "QLinearConv") else data[1]
         spatial = tuple(_window(*data[2 + i], kernel[i], strides[i], pads[i], dilations[i], out_shape[2 + i])
                         for i in range(nsp))
@@ -302,7 +302,7 @@ def _macs(node, graph: Graph, box: Box | None = None) -> int:
         return elems * math.prod(w[1:])  # per output element: (C_in / groups) · kernel
     if op in ("Gemm", "MatMul"):
         a = shapes[node.input[0]]
-        trans = _attrs(node).get("transA", 0) if op == "Gemm" else 0
+        trans = attributes(node).get("transA", 0) if op == "Gemm" else 0
         inner = a[-2] if trans else a[-1]
         return elems * inner
     return 0
