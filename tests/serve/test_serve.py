@@ -33,16 +33,19 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def server(tmp_path, *flags, state="state", env=None):
-    """`infolens serve` in its own process until the block ends; yields (base URL, process)."""
+    """`infolens serve` in its own process until the block ends; yields (base URL, process).  Its output goes to a
+    log file beside the state folder (a pipe nobody reads would stop a server that logs a lot)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "infolens", "serve", "--port", str(port), "--state-dir",
-                             str(tmp_path / state), *map(str, flags)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    log = tmp_path / f"server-{state.replace('/', '-')}.log"
+    with open(log, "a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "infolens", "serve", "--port", str(port), "--state-dir",
+                                 str(tmp_path / state), *map(str, flags)], stdout=out, stderr=out, text=True,
+                                env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
             if proc.poll() is not None:
-                raise AssertionError(f"the server exited: {proc.stderr.read()}")
+                raise AssertionError(f"the server exited: {log.read_text()}")
             with contextlib.suppress(OSError):
                 if call(url + "/v2/health/ready")[0] == 200:
                     break
