@@ -1,16 +1,18 @@
-"""Exact incremental inference (DESIGN §11): the classifier's graph rewritten for one patch position so that a
-perturbed copy costs only what its patch changes.
+"""Exact incremental inference (DESIGN §11): the classifier's graph rewritten so that a perturbed copy costs only
+what its patch changes.
 
-The photo runs once with every activation kept (`tap`).  For a patch at (y, x), `build` writes an ONNX graph whose
-input is the patch alone, [B, …the input's box…] (the in-fills, normalized), and which reads the photo's activations
-(graph inputs named `<tensor>@photo`, batch 1): each layer the plan (perf/incremental.py) marks incremental runs on
-its changed box only — a convolution or a pooling on the box's receptive field, cut from the photo's activation with
-the changed part pasted in (Slice, Pad, Where) and the map's own padding added where the field leaves the map, then
-the op without padding; element-wise ops on the box.  Every other layer runs as in the original graph on full maps
-(the photo's with the box pasted in).  The maps are the full forward's up to float rounding.
+The photo runs once with the activations the rewritten graph reads kept (`tap`).  `Incremental` writes one ONNX graph
+for every patch position of a grid: its input is the patch alone, [B, …K×K box of the input…] (the in-fills,
+normalized), it reads the photo's activations (graph inputs `<tensor>@photo`, batch 1), and every offset, size and
+padding that depends on where the patch lies is a runtime int64 input (`feeds`).  Each layer the plan
+(perf/incremental.py) marks incremental at every position runs on its changed box only — a convolution or a pooling
+on the box's receptive field, cut from the photo's activation with the changed part pasted in (Slice, Pad, Where)
+and the map's own padding added where the field leaves the map (-inf for max-pooling), then the op without padding;
+element-wise ops on the box.  Every other layer runs as in the original graph on full maps (the photo's with the
+box pasted in).  The output is the full forward's up to float rounding.
 
-This is the executor's first, exact form: one graph per position, built and checked in the tests; batching by box
-shape with runtime offsets, so that one graph serves many positions, is its next step.
+Not yet wired into the explainers: the runtime inputs are computed in Python per position, and one cut shared by all
+positions runs fewer layers incrementally than each position's own plan would.
 """
 from __future__ import annotations
 
@@ -24,44 +26,56 @@ WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
 
 class Incremental:
-    """The executor of one classifier graph.  model: path or onnx.ModelProto (batch axis 0 symbolic or 1);
-    spatial: the input's (height, width) axes; threshold: the plan's cut."""
+    """The executor of one classifier graph for K×K patches at `positions` (row, column of the top-left corner):
+    one ONNX graph serves them all — every offset, size and padding that depends on the position is a runtime
+    input (`feeds`).  A layer runs on its box when the plan marks it incremental at every position (a cut shared
+    by all); model: path or onnx.ModelProto (batch axis 0 symbolic or 1); spatial: the input's (height, width)
+    axes; threshold: the plan's cut."""
 
-    def __init__(self, model, spatial=(2, 3), threshold: float = THRESHOLD):
+    def __init__(self, model, K: int, positions, spatial=(2, 3), threshold: float = THRESHOLD):
         import onnx
 
         self.proto = onnx.load(model) if not isinstance(model, onnx.ModelProto) else model
         self.graph = Graph(self.proto, spatial)
-        self.threshold = threshold
+        self.K, self.threshold = K, threshold
         self.inits = {t.name: t for t in self.proto.graph.initializer}
-
-    def activations(self) -> list[str]:
-        """The tensors `tap` keeps: every node output."""
-        return [o for n in self.graph.nodes for o in n.output if o]
+        plans = [self.graph.plan(y, x, K, threshold) for y, x in positions]
+        n = len(self.graph.nodes)
+        self.changed = [any(p.layers[i].box is not None for p in plans) for i in range(n)]
+        self.incremental = [all(p.layers[i].incremental and p.layers[i].box is not None for p in plans)
+                            for i in range(n)]
+        builder = _Builder(self, plans[0])
+        self.model = builder.model()
+        self.reads = sorted(builder.photo)  # the photo activations the graph reads
 
     def tap(self, photo: np.ndarray, providers=("CPUExecutionProvider",)) -> dict[str, np.ndarray]:
-        """The photo's input and every activation (batch 1, the classifier's input space): name → array."""
+        """The photo's input and the activations the graph reads (batch 1, the classifier's input space) → the
+        graph's photo inputs: name → array."""
         import onnxruntime as ort
 
         from ..graphs import with_outputs
 
-        names = self.activations()
+        names = [t for t in self.reads if t != self.graph.input]
         session = ort.InferenceSession(with_outputs(self.proto, names).SerializeToString(), providers=list(providers))
-        out = session.run(names, {self.graph.input: photo})
-        return {self.graph.input: photo, **dict(zip(names, out))}
+        acts = {self.graph.input: photo, **dict(zip(names, session.run(names, {self.graph.input: photo})))}
+        return {f"{t}@photo": acts[t] for t in self.reads}
 
-    def build(self, y: int, x: int, K: int):
-        """The graph for a K×K patch at (y, x) → (onnx.ModelProto, the input's box, the photo activations it reads,
-        the plan).  Its input "patch" is [B, …box…] of the classifier's input; its output the classifier's."""
-        return _Builder(self, y, x, K).model()
+    def feeds(self, y: int, x: int) -> tuple[tuple, dict]:
+        """The patch's box in the input (index the perturbed copies with it to get the graph's "patch") and the
+        runtime inputs of the position: name → int64 array."""
+        builder = _Builder(self, self.graph.plan(y, x, self.K, self.threshold))
+        builder.walk()
+        return builder.plan.boxes[self.graph.input], builder.runtime
 
 
 class _Builder:
-    def __init__(self, ex: Incremental, y: int, x: int, K: int):
-        self.ex, self.g = ex, ex.graph
-        self.plan = self.g.plan(y, x, K, ex.threshold)
-        self.nodes, self.consts, self.photo = [], [], set()
-        self.box: dict[str, tuple] = {self.g.input: self.plan.boxes[self.g.input]}  # values over a box, batch B
+    """Walks the graph for one position's plan, emitting the shared graph's nodes and recording the position's
+    runtime inputs; the nodes are the same at every position, only `runtime` differs."""
+
+    def __init__(self, ex: Incremental, plan):
+        self.ex, self.g, self.plan = ex, ex.graph, plan
+        self.nodes, self.consts, self.photo, self.runtime = [], [], set(), {}
+        self.box: dict[str, tuple] = {self.g.input: plan.boxes[self.g.input]}  # values over a box, batch B
         self.name: dict[str, str] = {self.g.input: "patch"}
         self.full: dict[str, str] = {}  # tensors computed on the whole map, batch B
         self.n = 0
@@ -78,6 +92,12 @@ class _Builder:
         self.consts.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
+    def _rt(self, values) -> str:
+        """A runtime int64 input holding `values` at this position."""
+        name = self._fresh("r")
+        self.runtime[name] = np.asarray(values, np.int64)
+        return name
+
     def _node(self, op: str, inputs: list[str], **attrs) -> str:
         from onnx import helper
 
@@ -86,14 +106,16 @@ class _Builder:
         return out
 
     def _slice(self, name: str, box, origin) -> str:
-        """`name` (values over box `origin`) cut to `box` ⊆ origin."""
-        if tuple(box) == tuple(origin):
-            return name
-        axes = [a for a, (b, o) in enumerate(zip(box, origin)) if b != o]
-        starts = [box[a][0] - origin[a][0] for a in axes]
-        ends = [box[a][1] - origin[a][0] for a in axes]
-        return self._node("Slice", [name, self._const(np.array(starts, np.int64)),
-                                    self._const(np.array(ends, np.int64)), self._const(np.array(axes, np.int64))])
+        """`name` (values over box `origin`) cut to `box` ⊆ origin, on every axis but the batch."""
+        axes = list(range(1, len(box)))
+        return self._node("Slice", [name, self._rt([box[a][0] - origin[a][0] for a in axes]),
+                                    self._rt([box[a][1] - origin[a][0] for a in axes]),
+                                    self._const(np.array(axes, np.int64))])
+
+    def _pad(self, name: str, lead, trail, value=None) -> str:
+        pads = self._rt([0, *lead[1:], 0, *trail[1:]])
+        return self._node("Pad", [name, pads] + ([self._const(np.array(value, np.float32))] if value is not None
+                                                 else []))
 
     def _photo(self, t: str) -> str:
         self.photo.add(t)
@@ -104,65 +126,62 @@ class _Builder:
         """Tensor `t` over box `want` (which may leave the map: padded with pad_value there), batch B if it changed,
         else 1."""
         shape = self.g.shapes[t]
-        inside = tuple((max(0, lo), min(n, hi)) for (lo, hi), n in zip(want, shape))
-        inside = ((0, shape[0]),) + inside[1:]
+        whole = tuple((0, n) for n in shape)
+        inside = ((0, shape[0]),) + tuple((max(0, lo), min(n, hi)) for (lo, hi), n in zip(want[1:], shape[1:]))
         if t in self.full:
-            base = self._slice(self.full[t], inside, tuple((0, n) for n in shape))
+            base = self._slice(self.full[t], inside, whole)
         else:
-            base = self._slice(self._photo(t), inside, tuple((0, n) for n in shape))
+            base = self._slice(self._photo(t), inside, whole)
             if t in self.box:
                 base = self._paste(t, base, inside)
         lead = [lo_i - lo for (lo, _), (lo_i, _) in zip(want, inside)]
         trail = [hi - hi_i for (_, hi), (_, hi_i) in zip(want, inside)]
-        lead[0] = trail[0] = 0
-        if any(lead) or any(trail):
-            base = self._node("Pad", [base, self._const(np.array(lead + trail, np.int64)),
-                                      self._const(np.array(pad_value, np.float32))])
-        return base
+        return self._pad(base, lead, trail, pad_value)
 
     def _paste(self, t: str, base: str, where) -> str:
-        """The changed values of `t` pasted into `base` (photo values over box `where`)."""
+        """The changed values of `t` pasted into `base` (photo values over box `where`, which meets t's box)."""
         have = self.box[t]
         part = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(have, where))
-        if any(hi <= lo for lo, hi in part[1:]):
-            return base
         v = self._slice(self.name[t], (have[0],) + part[1:], have)
         lead = [p[0] - w[0] for p, w in zip(part, where)]
         trail = [w[1] - p[1] for p, w in zip(part, where)]
-        lead[0] = trail[0] = 0
-        padded = self._node("Pad", [v, self._const(np.array(lead + trail, np.int64))]) if any(lead + trail) else v
-        mask = np.zeros([1] + [hi - lo for lo, hi in where[1:]], bool)
-        mask[(slice(None),) + tuple(slice(p[0] - w[0], p[1] - w[0]) for p, w in zip(part[1:], where[1:]))] = True
-        return self._node("Where", [self._const(mask), padded, base])
+        one = self._node("ConstantOfShape", [self._node("Shape", [v])], value=_one())
+        mask = self._node("Cast", [self._pad(one, lead, trail)], to=9)  # bool
+        return self._node("Where", [mask, self._pad(v, lead, trail), base])
 
     # -- layers ---------------------------------------------------------------------------------------------------
+    def walk(self) -> None:
+        for i, (layer, node) in enumerate(zip(self.plan.layers, self.g.nodes)):
+            if not self.ex.changed[i]:
+                continue  # unchanged wherever the patch lies: read from the photo where needed
+            if not (self.ex.incremental[i] and self._incremental(node, layer.box)):
+                self._full(node)
+        out = self.g.output
+        self.result = self.full.get(out) or self.values(out, tuple((0, n) for n in self.g.shapes[out]))
+
     def model(self):
         import onnx
         from onnx import TensorProto, helper
 
-        for layer, node in zip(self.plan.layers, self.g.nodes):
-            if layer.box is None:
-                continue  # unchanged: read from the photo where needed
-            if not (layer.incremental and self._incremental(node, layer.box)):
-                self._full(node)
-        out = self.g.output
-        result = self.full.get(out) or self.values(out, tuple((0, n) for n in self.g.shapes[out]))
-        self.nodes.append(helper.make_node("Identity", [result], ["output"]))
+        self.walk()
+        self.nodes.append(helper.make_node("Identity", [self.result], ["output"]))
         used = {i for n in self.nodes for i in n.input}
         inits = [self.ex.inits[n] for n in used if n in self.ex.inits]
         box0 = self.plan.boxes[self.g.input]
         dtype = TensorProto.FLOAT
         inputs = [helper.make_tensor_value_info("patch", dtype, ["B"] + [hi - lo for lo, hi in box0[1:]])]
         inputs += [helper.make_tensor_value_info(f"{t}@photo", dtype, list(self.g.shapes[t])) for t in sorted(self.photo)]
+        inputs += [helper.make_tensor_value_info(r, TensorProto.INT64, [len(v)]) for r, v in self.runtime.items()]
+        out_shape = ["B", *self.g.shapes[self.g.output][1:]]
         graph = helper.make_graph(self.nodes, "incremental", inputs,
-                                  [helper.make_tensor_value_info("output", dtype, ["B", *self.g.shapes[out][1:]])],
-                                  inits + self.consts)
+                                  [helper.make_tensor_value_info("output", dtype, out_shape)], inits + self.consts)
         model = helper.make_model(graph, opset_imports=self.ex.proto.opset_import, ir_version=self.ex.proto.ir_version)
         onnx.checker.check_model(model)
-        return model, box0, sorted(self.photo), self.plan
+        return model
 
     def _incremental(self, node, out_box) -> bool:
-        """Emit `node` on its box; False when this executor cannot (it then runs in full)."""
+        """Emit `node` on its box; False when this executor cannot (it then runs in full).  The answer may not
+        depend on the position: the graph is shared."""
         from onnx import helper
 
         from ..perf.incremental import attributes, leading_pads
@@ -177,15 +196,13 @@ class _Builder:
             strides = attrs.get("strides") or [1] * nsp
             dil = attrs.get("dilations") or [1] * nsp
             pads = leading_pads(node, attrs, in_shape[2:], out_shape[2:], kernel, strides, dil)
+            if op == "AveragePool" and any(pads) and not attrs.get("count_include_pad", 0):
+                return False  # the divisor at the border counts only the map's pixels: not a crop's
             want = [(0, 1), (0, in_shape[1]) if op == "Conv" else out_box[1]]
             for i in range(nsp):
                 lo, hi = out_box[2 + i]
                 want.append((lo * strides[i] - pads[i], (hi - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1) + 1))
-            leaves = any(lo < 0 or hi > n for (lo, hi), n in zip(want[2:], in_shape[2:]))
-            if op == "AveragePool" and leaves and not attrs.get("count_include_pad", 0):
-                return False  # the divisor at the border counts only the map's pixels: not a crop's
-            fill = -math.inf if op == "MaxPool" else 0.0
-            crop = self.values(node.input[0], tuple(want), fill)
+            crop = self.values(node.input[0], tuple(want), -math.inf if op == "MaxPool" else 0.0)
             keep = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad")}
             out = self._fresh(node.output[0])
             self.nodes.append(helper.make_node(op, [crop, *node.input[1:]], [out], **keep))
@@ -215,12 +232,14 @@ class _Builder:
 
     def _const_box(self, name: str, out_box, out_shape) -> str:
         """An initializer operand of an element-wise op, cut to the output's box where it is not broadcast."""
-        from onnx import numpy_helper
-
-        array = numpy_helper.to_array(self.ex.inits[name])
-        pad = len(out_shape) - array.ndim
-        index = tuple(slice(None) if n == 1 else slice(*out_box[a + pad]) for a, n in enumerate(array.shape))
-        return name if all(s == slice(None) for s in index) else self._const(array[index])
+        dims = list(self.ex.inits[name].dims)
+        pad = len(out_shape) - len(dims)
+        axes = [a for a, n in enumerate(dims) if n != 1 and a + pad > 0]
+        if not axes:
+            return name
+        return self._node("Slice", [name, self._rt([out_box[a + pad][0] for a in axes]),
+                                    self._rt([out_box[a + pad][1] for a in axes]),
+                                    self._const(np.array(axes, np.int64))])
 
     def _full(self, node) -> None:
         from onnx import helper
@@ -241,6 +260,12 @@ class _Builder:
         for o, new in zip(node.output, outs):
             if o:
                 self.full[o] = new
+
+
+def _one():
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(np.ones(1, np.float32))
 
 
 def _operand_box(out_box, shape, out_shape):
