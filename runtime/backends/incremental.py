@@ -1,8 +1,8 @@
 """Exact incremental inference (DESIGN §11): the classifier's graph rewritten so that a perturbed copy costs only
 what its patch changes.
 
-The photo runs once with the activations the rewritten graph reads kept (`tap`).  `Incremental` writes one ONNX graph
-for every patch position of a grid: its input is the patch alone, [B, …K×K box of the input…] (the in-fills,
+The photo runs once with the activations the rewritten graphs read kept (`tap`).  `Incremental` writes ONNX graphs
+for the patch positions of a grid: a graph's input is the patch alone, [B, …K×K box of the input…] (the in-fills,
 normalized), it reads the photo's activations (graph inputs `<tensor>@photo`, batch 1), and every offset, size and
 padding that depends on where the patch lies is a runtime int64 input (`feeds`).  Each layer the plan
 (perf/incremental.py) marks incremental at every position runs on its changed box only — a convolution or a pooling
@@ -11,8 +11,8 @@ and the map's own padding added where the field leaves the map (-inf for max-poo
 element-wise ops on the box.  Every other layer runs as in the original graph on full maps (the photo's with the
 box pasted in).  The output is the full forward's up to float rounding.
 
-Not yet wired into the explainers: the runtime inputs are computed in Python per position, and one cut shared by all
-positions runs fewer layers incrementally than each position's own plan would.
+Positions whose plans cut at the same layer share a graph.  Not yet wired into the explainers: the runtime inputs
+are computed in Python per position.
 """
 from __future__ import annotations
 
@@ -26,11 +26,10 @@ WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
 
 class Incremental:
-    """The executor of one classifier graph for K×K patches at `positions` (row, column of the top-left corner):
-    one ONNX graph serves them all — every offset, size and padding that depends on the position is a runtime
-    input (`feeds`).  A layer runs on its box when the plan marks it incremental at every position (a cut shared
-    by all); model: path or onnx.ModelProto (batch axis 0 symbolic or 1); spatial: the input's (height, width)
-    axes; threshold: the plan's cut."""
+    """The executor of one classifier graph for K×K patches at `positions` (row, column of the top-left corner).
+    Positions whose plans cut at the same layer share one ONNX graph (a handful of graphs per grid); every offset,
+    size and padding that depends on the position is a runtime input (`feeds`).  model: path or onnx.ModelProto
+    (batch axis 0 symbolic or 1); spatial: the input's (height, width) axes; threshold: the plan's cut."""
 
     def __init__(self, model, K: int, positions, spatial=(2, 3), threshold: float = THRESHOLD):
         import onnx
@@ -39,18 +38,23 @@ class Incremental:
         self.graph = Graph(self.proto, spatial)
         self.K, self.threshold = K, threshold
         self.inits = {t.name: t for t in self.proto.graph.initializer}
-        plans = [self.graph.plan(y, x, K, threshold) for y, x in positions]
+        groups: dict[int, list] = {}
+        for y, x in positions:
+            plan = self.graph.plan(y, x, K, threshold)
+            groups.setdefault(_cut(plan), []).append(plan)
+        self.graphs = {}  # cut → (model, photo tensors it reads, changed and incremental per layer)
         n = len(self.graph.nodes)
-        self.changed = [any(p.layers[i].box is not None for p in plans) for i in range(n)]
-        self.incremental = [all(p.layers[i].incremental and p.layers[i].box is not None for p in plans)
-                            for i in range(n)]
-        builder = _Builder(self, plans[0])
-        self.model = builder.model()
-        self.reads = sorted(builder.photo)  # the photo activations the graph reads
+        for cut, plans in groups.items():
+            changed = [any(p.layers[i].box is not None for p in plans) for i in range(n)]
+            incremental = [all(p.layers[i].incremental and p.layers[i].box is not None for p in plans)
+                           for i in range(n)]
+            builder = _Builder(self, plans[0], changed, incremental)
+            self.graphs[cut] = (builder.model(), sorted(builder.photo), changed, incremental)
+        self.reads = sorted({t for _, reads, _, _ in self.graphs.values() for t in reads})
 
     def tap(self, photo: np.ndarray, providers=("CPUExecutionProvider",)) -> dict[str, np.ndarray]:
-        """The photo's input and the activations the graph reads (batch 1, the classifier's input space) → the
-        graph's photo inputs: name → array."""
+        """The photo's input and the activations the graphs read (batch 1, the classifier's input space) → the
+        graphs' photo inputs: name → array."""
         import onnxruntime as ort
 
         from ..graphs import with_outputs
@@ -60,20 +64,30 @@ class Incremental:
         acts = {self.graph.input: photo, **dict(zip(names, session.run(names, {self.graph.input: photo})))}
         return {f"{t}@photo": acts[t] for t in self.reads}
 
-    def feeds(self, y: int, x: int) -> tuple[tuple, dict]:
-        """The patch's box in the input (index the perturbed copies with it to get the graph's "patch") and the
-        runtime inputs of the position: name → int64 array."""
-        builder = _Builder(self, self.graph.plan(y, x, self.K, self.threshold))
+    def feeds(self, y: int, x: int) -> tuple[int, tuple, dict]:
+        """The graph of the position (a key of `graphs`), the patch's box in the input (index the perturbed copies
+        with it to get the graph's "patch") and the position's runtime inputs: name → int64 array."""
+        plan = self.graph.plan(y, x, self.K, self.threshold)
+        cut = _cut(plan)
+        _, _, changed, incremental = self.graphs[cut]
+        builder = _Builder(self, plan, changed, incremental, emit=False)
         builder.walk()
-        return builder.plan.boxes[self.graph.input], builder.runtime
+        return cut, plan.boxes[self.graph.input], builder.runtime
+
+
+def _cut(plan) -> int:
+    """Index of the plan's first layer that runs in full."""
+    return next((i for i, layer in enumerate(plan.layers) if not layer.incremental), len(plan.layers))
 
 
 class _Builder:
-    """Walks the graph for one position's plan, emitting the shared graph's nodes and recording the position's
-    runtime inputs; the nodes are the same at every position, only `runtime` differs."""
+    """Walks the graph for one position's plan, emitting the shared graph's nodes (layers `changed` somewhere in
+    the group, `incremental` everywhere in it) and recording the position's runtime inputs; the nodes are the same
+    at every position of the group, only `runtime` differs."""
 
-    def __init__(self, ex: Incremental, plan):
-        self.ex, self.g, self.plan = ex, ex.graph, plan
+    def __init__(self, ex: Incremental, plan, changed: list, incremental: list, emit: bool = True):
+        self.ex, self.g, self.plan, self.emit = ex, ex.graph, plan, emit
+        self.changed, self.incremental = changed, incremental
         self.nodes, self.consts, self.photo, self.runtime = [], [], set(), {}
         self.box: dict[str, tuple] = {self.g.input: plan.boxes[self.g.input]}  # values over a box, batch B
         self.name: dict[str, str] = {self.g.input: "patch"}
@@ -89,7 +103,8 @@ class _Builder:
         from onnx import numpy_helper
 
         name = self._fresh("c")
-        self.consts.append(numpy_helper.from_array(np.asarray(array), name))
+        if self.emit:
+            self.consts.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
     def _rt(self, values) -> str:
@@ -99,11 +114,16 @@ class _Builder:
         return name
 
     def _node(self, op: str, inputs: list[str], **attrs) -> str:
+        out = self._fresh(op.lower())
+        self._emit(op, inputs, [out], **attrs)
+        return out
+
+    def _emit(self, op: str, inputs: list[str], outputs: list[str], **attrs) -> None:
+        """A node of the shared graph; nothing when only the position's runtime inputs are wanted."""
         from onnx import helper
 
-        out = self._fresh(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
+        if self.emit:
+            self.nodes.append(helper.make_node(op, inputs, outputs, **attrs))
 
     def _slice(self, name: str, box, origin) -> str:
         """`name` (values over box `origin`) cut to `box` ⊆ origin, on every axis but the batch."""
@@ -145,16 +165,16 @@ class _Builder:
         v = self._slice(self.name[t], (have[0],) + part[1:], have)
         lead = [p[0] - w[0] for p, w in zip(part, where)]
         trail = [w[1] - p[1] for p, w in zip(part, where)]
-        one = self._node("ConstantOfShape", [self._node("Shape", [v])], value=_one())
+        one = self._node("ConstantOfShape", [self._node("Shape", [v])], value=_one() if self.emit else None)
         mask = self._node("Cast", [self._pad(one, lead, trail)], to=9)  # bool
         return self._node("Where", [mask, self._pad(v, lead, trail), base])
 
     # -- layers ---------------------------------------------------------------------------------------------------
     def walk(self) -> None:
         for i, (layer, node) in enumerate(zip(self.plan.layers, self.g.nodes)):
-            if not self.ex.changed[i]:
+            if not self.changed[i]:
                 continue  # unchanged wherever the patch lies: read from the photo where needed
-            if not (self.ex.incremental[i] and self._incremental(node, layer.box)):
+            if not (self.incremental[i] and self._incremental(node, layer.box)):
                 self._full(node)
         out = self.g.output
         self.result = self.full.get(out) or self.values(out, tuple((0, n) for n in self.g.shapes[out]))
@@ -182,8 +202,6 @@ class _Builder:
     def _incremental(self, node, out_box) -> bool:
         """Emit `node` on its box; False when this executor cannot (it then runs in full).  The answer may not
         depend on the position: the graph is shared."""
-        from onnx import helper
-
         from ..perf.incremental import attributes, leading_pads
 
         op, attrs, shapes = node.op_type, attributes(node), self.g.shapes
@@ -205,7 +223,7 @@ class _Builder:
             crop = self.values(node.input[0], tuple(want), -math.inf if op == "MaxPool" else 0.0)
             keep = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad")}
             out = self._fresh(node.output[0])
-            self.nodes.append(helper.make_node(op, [crop, *node.input[1:]], [out], **keep))
+            self._emit(op, [crop, *node.input[1:]], [out], **keep)
         elif op in ELEMENTWISE:
             per_channel = op in ("BatchNormalization", "QuantizeLinear", "DequantizeLinear")
             if per_channel and tuple(out_box[1]) != (0, shapes[node.output[0]][1]):
@@ -219,7 +237,7 @@ class _Builder:
                 else:
                     ins.append(self.values(i, _operand_box(out_box, shapes[i], shapes[node.output[0]])))
             out = self._fresh(node.output[0])
-            self.nodes.append(helper.make_node(op, ins, [out], **attrs))
+            self._emit(op, ins, [out], **attrs)
         elif op == "Transpose" and node.input[0] in self.box:
             perm = attrs.get("perm") or list(reversed(range(len(shapes[node.input[0]]))))
             have = self.box[node.input[0]]
@@ -255,8 +273,8 @@ class _Builder:
             else:
                 ins.append(self._photo(i))
         outs = [self._fresh(o) if o else "" for o in node.output]
-        self.nodes.append(helper.make_node(node.op_type, ins, outs, name=node.name, domain=node.domain,
-                                           **{a.name: helper.get_attribute_value(a) for a in node.attribute}))
+        self._emit(node.op_type, ins, outs, name=node.name, domain=node.domain,
+                   **{a.name: helper.get_attribute_value(a) for a in node.attribute})
         for o, new in zip(node.output, outs):
             if o:
                 self.full[o] = new
