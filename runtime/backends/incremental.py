@@ -42,15 +42,23 @@ class Incremental:
         for y, x in positions:
             plan = self.graph.plan(y, x, K, threshold)
             groups.setdefault(_cut(plan), []).append(plan)
-        self.graphs = {}  # cut → (model, photo tensors it reads, changed and incremental per layer)
-        n = len(self.graph.nodes)
+        self.graphs = {}  # cut → (model, photo tensors it reads, the group's layers: see _layers)
         for cut, plans in groups.items():
-            changed = [any(p.layers[i].box is not None for p in plans) for i in range(n)]
-            incremental = [all(p.layers[i].incremental and p.layers[i].box is not None for p in plans)
-                           for i in range(n)]
-            builder = _Builder(self, plans[0], changed, incremental)
-            self.graphs[cut] = (builder.model(), sorted(builder.photo), changed, incremental)
-        self.reads = sorted({t for _, reads, _, _ in self.graphs.values() for t in reads})
+            layers = self._layers(plans)
+            builder = _Builder(self, plans[0], layers)
+            self.graphs[cut] = (builder.model(), sorted(builder.photo), layers)
+        self.reads = sorted({t for _, reads, _ in self.graphs.values() for t in reads})
+
+    def _layers(self, plans) -> tuple:
+        """What a group of positions shares: per layer, whether it changes somewhere and whether it runs on its box
+        everywhere; and the (layer, input) pairs whose input's box is the layer's output box at every position."""
+        n = len(self.graph.nodes)
+        changed = [any(p.layers[i].box is not None for p in plans) for i in range(n)]
+        incremental = [all(p.layers[i].incremental and p.layers[i].box is not None for p in plans) for i in range(n)]
+        same = {(i, j) for i, node in enumerate(self.graph.nodes) if incremental[i] for j, name in enumerate(node.input)
+                if name and all(p.boxes.get(name) is not None and p.boxes[name] == p.boxes[node.output[0]]
+                                for p in plans)}
+        return changed, incremental, same
 
     def tap(self, photo: np.ndarray, providers=("CPUExecutionProvider",)) -> dict[str, np.ndarray]:
         """The photo's input and the activations the graphs read (batch 1, the classifier's input space) → the
@@ -69,8 +77,7 @@ class Incremental:
         with it to get the graph's "patch") and the position's runtime inputs: name → int64 array."""
         plan = self.graph.plan(y, x, self.K, self.threshold)
         cut = _cut(plan)
-        _, _, changed, incremental = self.graphs[cut]
-        builder = _Builder(self, plan, changed, incremental, emit=False)
+        builder = _Builder(self, plan, self.graphs[cut][2], emit=False)
         builder.walk()
         return cut, plan.boxes[self.graph.input], builder.runtime
 
@@ -85,9 +92,9 @@ class _Builder:
     the group, `incremental` everywhere in it) and recording the position's runtime inputs; the nodes are the same
     at every position of the group, only `runtime` differs."""
 
-    def __init__(self, ex: Incremental, plan, changed: list, incremental: list, emit: bool = True):
+    def __init__(self, ex: Incremental, plan, layers, emit: bool = True):
         self.ex, self.g, self.plan, self.emit = ex, ex.graph, plan, emit
-        self.changed, self.incremental = changed, incremental
+        self.changed, self.incremental, self.same = layers
         self.nodes, self.consts, self.photo, self.runtime = [], [], set(), {}
         self.box: dict[str, tuple] = {self.g.input: plan.boxes[self.g.input]}  # values over a box, batch B
         self.name: dict[str, str] = {self.g.input: "patch"}
@@ -147,6 +154,10 @@ class _Builder:
         else 1."""
         shape = self.g.shapes[t]
         whole = tuple((0, n) for n in shape)
+        if want == whole:  # the whole map, at every position: no cut, no padding
+            if t in self.full:
+                return self.full[t]
+            return self._paste(t, self._photo(t), whole) if t in self.box else self._photo(t)
         inside = ((0, shape[0]),) + tuple((max(0, lo), min(n, hi)) for (lo, hi), n in zip(want[1:], shape[1:]))
         if t in self.full:
             base = self._slice(self.full[t], inside, whole)
@@ -174,7 +185,7 @@ class _Builder:
         for i, (layer, node) in enumerate(zip(self.plan.layers, self.g.nodes)):
             if not self.changed[i]:
                 continue  # unchanged wherever the patch lies: read from the photo where needed
-            if not (self.incremental[i] and self._incremental(node, layer.box)):
+            if not (self.incremental[i] and self._incremental(i, node, layer.box)):
                 self._full(node)
         out = self.g.output
         self.result = self.full.get(out) or self.values(out, tuple((0, n) for n in self.g.shapes[out]))
@@ -199,7 +210,7 @@ class _Builder:
         onnx.checker.check_model(model)
         return model
 
-    def _incremental(self, node, out_box) -> bool:
+    def _incremental(self, index: int, node, out_box) -> bool:
         """Emit `node` on its box; False when this executor cannot (it then runs in full).  The answer may not
         depend on the position: the graph is shared."""
         from ..perf.incremental import attributes, leading_pads
@@ -229,9 +240,11 @@ class _Builder:
             if per_channel and tuple(out_box[1]) != (0, shapes[node.output[0]][1]):
                 return False  # their parameters follow axis 1, not numpy's broadcasting: whole channels only
             ins = []
-            for i in node.input:
+            for j, i in enumerate(node.input):
                 if not i or (per_channel and i in self.ex.inits):
                     ins.append(i)
+                elif (index, j) in self.same:
+                    ins.append(self.name[i])  # its box is the output's at every position: as it is
                 elif i in self.ex.inits:
                     ins.append(self._const_box(i, out_box, shapes[node.output[0]]))
                 else:
