@@ -5,11 +5,12 @@ The photo runs once with the activations the rewritten graphs read kept (`tap`).
 for the patch positions of a grid: a graph's input is the patch alone, [B, …K×K box of the input…] (the in-fills,
 normalized), it reads the photo's activations (graph inputs `<tensor>@photo`, batch 1), and every offset, size and
 padding that depends on where the patch lies is a runtime int64 input (`feeds`).  Each layer the plan
-(perf/incremental.py) marks incremental at every position runs on its changed box only — a convolution or a pooling
-on the box's receptive field, cut from the photo's activation with the changed part pasted in (Slice, Pad, Where)
-and the map's own padding added where the field leaves the map (-inf for max-pooling), then the op without padding;
-element-wise ops on the box.  Every other layer runs as in the original graph on full maps (the photo's with the
-box pasted in).  The output is the full forward's up to float rounding.
+(perf/incremental.py) marks incremental carries its *change* (new − photo) over its box, batch B: a linear layer
+(convolution, average pooling) runs on the change alone — the change cut to the layer's receptive field and padded
+with zeros, the op without padding or bias — and an element-wise layer or a max-pooling computes its new values (the
+photo's plus the change; -inf beyond the map for max-pooling) less the photo's output.  Every other layer runs as in
+the original graph on full maps (the photo's plus the change).  The output is the full forward's up to float
+rounding (the linear split reorders the sums).
 
 Positions whose plans cut at the same layer share a graph.  Not yet wired into the explainers: the runtime inputs
 are computed in Python per position.
@@ -96,8 +97,8 @@ class _Builder:
         self.ex, self.g, self.plan, self.emit = ex, ex.graph, plan, emit
         self.changed, self.incremental, self.same = layers
         self.nodes, self.consts, self.photo, self.runtime = [], [], set(), {}
-        self.box: dict[str, tuple] = {self.g.input: plan.boxes[self.g.input]}  # values over a box, batch B
-        self.name: dict[str, str] = {self.g.input: "patch"}
+        self.box: dict[str, tuple] = {self.g.input: plan.boxes[self.g.input]}  # a change over a box, batch B
+        self.name: dict[str, str] = {}  # changed tensor → its change over its box
         self.full: dict[str, str] = {}  # tensors computed on the whole map, batch B
         self.n = 0
 
@@ -148,47 +149,55 @@ class _Builder:
         self.photo.add(t)
         return f"{t}@photo"
 
-    # -- values of a tensor over a box ----------------------------------------------------------------------------
-    def values(self, t: str, want, pad_value: float = 0.0) -> str:
-        """Tensor `t` over box `want` (which may leave the map: padded with pad_value there), batch B if it changed,
-        else 1."""
+    # -- a tensor over a box: its change, its values -------------------------------------------------------------
+    def delta(self, t: str, box, same: bool = False) -> str:
+        """The change of tensor `t` (new − photo) over `box`, which may leave its own box and the map (zero there),
+        batch B.  same: `box` is t's own box wherever the patch lies (a graph shared by positions may only take
+        such shortcuts when they hold at all of them)."""
+        have = self.box[t]
+        if same:
+            return self.name[t]
+        part = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(have, box))
+        v = self._slice(self.name[t], (have[0],) + part[1:], have)
+        lead = [p[0] - w[0] for p, w in zip(part, box)]
+        trail = [w[1] - p[1] for p, w in zip(part, box)]
+        return self._pad(v, lead, trail)
+
+    def old(self, t: str, box, pad_value: float | None = None, whole: bool = False) -> str:
+        """The photo's tensor `t` over `box`, batch 1.  pad_value None: the box lies in the map wherever the patch
+        lies (a plan's box); else it may leave the map, padded with pad_value there (a receptive field).  whole:
+        the box is the whole map at every position."""
+        if whole:
+            return self._photo(t)
         shape = self.g.shapes[t]
         whole = tuple((0, n) for n in shape)
-        if want == whole:  # the whole map, at every position: no cut, no padding
-            if t in self.full:
-                return self.full[t]
-            return self._paste(t, self._photo(t), whole) if t in self.box else self._photo(t)
-        inside = ((0, shape[0]),) + tuple((max(0, lo), min(n, hi)) for (lo, hi), n in zip(want[1:], shape[1:]))
-        if t in self.full:
-            base = self._slice(self.full[t], inside, whole)
-        else:
-            base = self._slice(self._photo(t), inside, whole)
-            if t in self.box:
-                base = self._paste(t, base, inside)
-        lead = [lo_i - lo for (lo, _), (lo_i, _) in zip(want, inside)]
-        trail = [hi - hi_i for (_, hi), (_, hi_i) in zip(want, inside)]
+        inside = ((0, shape[0]),) + tuple((max(0, lo), min(n, hi)) for (lo, hi), n in zip(box[1:], shape[1:]))
+        base = self._slice(self._photo(t), inside, whole)
+        if pad_value is None:
+            return base
+        lead = [lo_i - lo for (lo, _), (lo_i, _) in zip(box, inside)]
+        trail = [hi - hi_i for (_, hi), (_, hi_i) in zip(box, inside)]
         return self._pad(base, lead, trail, pad_value)
 
-    def _paste(self, t: str, base: str, where) -> str:
-        """The changed values of `t` pasted into `base` (photo values over box `where`, which meets t's box)."""
-        have = self.box[t]
-        part = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(have, where))
-        v = self._slice(self.name[t], (have[0],) + part[1:], have)
-        lead = [p[0] - w[0] for p, w in zip(part, where)]
-        trail = [w[1] - p[1] for p, w in zip(part, where)]
-        one = self._node("ConstantOfShape", [self._node("Shape", [v])], value=_one() if self.emit else None)
-        mask = self._node("Cast", [self._pad(one, lead, trail)], to=9)  # bool
-        return self._node("Where", [mask, self._pad(v, lead, trail), base])
+    def values(self, t: str, box, pad_value: float | None = None, whole: bool = False, same: bool = False) -> str:
+        """Tensor `t` over `box` as the perturbed copies have it: batch B if it changed, else 1 (whole, same: as
+        for `old` and `delta`)."""
+        if t in self.full:
+            return self.full[t] if whole else self._slice(self.full[t], box, tuple((0, n) for n in self.g.shapes[t]))
+        base = self.old(t, box, pad_value, whole)
+        return self._node("Add", [base, self.delta(t, box, same)]) if t in self.box else base
 
     # -- layers ---------------------------------------------------------------------------------------------------
     def walk(self) -> None:
+        box0 = self.box[self.g.input]
+        self.name[self.g.input] = self._node("Sub", ["patch", self.old(self.g.input, box0)])
         for i, (layer, node) in enumerate(zip(self.plan.layers, self.g.nodes)):
             if not self.changed[i]:
                 continue  # unchanged wherever the patch lies: read from the photo where needed
             if not (self.incremental[i] and self._incremental(i, node, layer.box)):
                 self._full(node)
         out = self.g.output
-        self.result = self.full.get(out) or self.values(out, tuple((0, n) for n in self.g.shapes[out]))
+        self.result = self.full.get(out) or self.values(out, tuple((0, n) for n in self.g.shapes[out]), whole=True)
 
     def model(self):
         import onnx
@@ -231,26 +240,31 @@ class _Builder:
             for i in range(nsp):
                 lo, hi = out_box[2 + i]
                 want.append((lo * strides[i] - pads[i], (hi - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1) + 1))
-            crop = self.values(node.input[0], tuple(want), -math.inf if op == "MaxPool" else 0.0)
             keep = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad")}
-            out = self._fresh(node.output[0])
-            self._emit(op, [crop, *node.input[1:]], [out], **keep)
+            if op == "MaxPool":  # not linear: the new values' maximum, less the photo's
+                new = self._node(op, [self.values(node.input[0], tuple(want), -math.inf)], **keep)
+                out = self._node("Sub", [new, self.old(node.output[0], out_box)])
+            else:  # linear: the change of the output is the op on the change of the input (no bias)
+                out = self._node(op, [self.delta(node.input[0], tuple(want)), *node.input[1:2]], **keep)
         elif op in ELEMENTWISE:
             per_channel = op in ("BatchNormalization", "QuantizeLinear", "DequantizeLinear")
             if per_channel and tuple(out_box[1]) != (0, shapes[node.output[0]][1]):
                 return False  # their parameters follow axis 1, not numpy's broadcasting: whole channels only
-            ins = []
-            for j, i in enumerate(node.input):
-                if not i or (per_channel and i in self.ex.inits):
-                    ins.append(i)
-                elif (index, j) in self.same:
-                    ins.append(self.name[i])  # its box is the output's at every position: as it is
-                elif i in self.ex.inits:
-                    ins.append(self._const_box(i, out_box, shapes[node.output[0]]))
-                else:
-                    ins.append(self.values(i, _operand_box(out_box, shapes[i], shapes[node.output[0]])))
-            out = self._fresh(node.output[0])
-            self._emit(op, ins, [out], **attrs)
+            changed = [i for i in node.input if i in self.box]
+            if op in ("Add", "Sub") and len(changed) == len(node.input):  # linear in the changes
+                out = self._node(op, [self.delta(i, out_box, (index, j) in self.same)
+                                      for j, i in enumerate(node.input)])
+            else:  # the op on the new values, less the photo's output
+                ins = []
+                for j, i in enumerate(node.input):
+                    if not i or (per_channel and i in self.ex.inits):
+                        ins.append(i)
+                    elif i in self.ex.inits:
+                        ins.append(self._const_box(i, out_box, shapes[node.output[0]]))
+                    else:
+                        ins.append(self.values(i, _operand_box(out_box, shapes[i], shapes[node.output[0]]),
+                                               same=(index, j) in self.same))
+                out = self._node("Sub", [self._node(op, ins, **attrs), self.old(node.output[0], out_box)])
         elif op == "Transpose" and node.input[0] in self.box:
             perm = attrs.get("perm") or list(reversed(range(len(shapes[node.input[0]]))))
             have = self.box[node.input[0]]
@@ -282,7 +296,7 @@ class _Builder:
             elif i in self.full:
                 ins.append(self.full[i])
             elif i in self.box:
-                ins.append(self.values(i, tuple((0, n) for n in self.g.shapes[i])))
+                ins.append(self.values(i, tuple((0, n) for n in self.g.shapes[i]), whole=True))
             else:
                 ins.append(self._photo(i))
         outs = [self._fresh(o) if o else "" for o in node.output]
@@ -291,12 +305,6 @@ class _Builder:
         for o, new in zip(node.output, outs):
             if o:
                 self.full[o] = new
-
-
-def _one():
-    from onnx import numpy_helper
-
-    return numpy_helper.from_array(np.ones(1, np.float32))
 
 
 def _operand_box(out_box, shape, out_shape):
