@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph
+from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph, leading_pads
 
 WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
@@ -222,9 +222,7 @@ class _Builder:
     def _incremental(self, index: int, node, out_box) -> bool:
         """Emit `node` on its box; False when this executor cannot (it then runs in full).  The answer may not
         depend on the position: the graph is shared."""
-        from ..perf.incremental import attributes, leading_pads
-
-        op, attrs, shapes = node.op_type, attributes(node), self.g.shapes
+        op, attrs, shapes = node.op_type, self.g.attributes(node), self.g.shapes
         if any(i in self.full for i in node.input if i):
             return False
         if op in WINDOWED:
@@ -287,8 +285,6 @@ class _Builder:
                                     self._const(np.array(axes, np.int64))])
 
     def _full(self, node) -> None:
-        from onnx import helper
-
         ins = []
         for i in node.input:
             if not i or i in self.ex.inits:
@@ -300,8 +296,7 @@ class _Builder:
             else:
                 ins.append(self._photo(i))
         outs = [self._fresh(o) if o else "" for o in node.output]
-        self._emit(node.op_type, ins, outs, name=node.name, domain=node.domain,
-                   **{a.name: helper.get_attribute_value(a) for a in node.attribute})
+        self._emit(node.op_type, ins, outs, name=node.name, domain=node.domain, **self.g.attributes(node))
         for o, new in zip(node.output, outs):
             if o:
                 self.full[o] = new

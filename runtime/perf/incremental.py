@@ -93,6 +93,12 @@ class Graph:
         self.nodes = list(g.node)
         self.spatial = tuple(spatial)
         self.output = g.output[0].name
+        self._attrs = {id(n): _parse_attributes(n) for n in self.nodes}  # parsed once: plans run per position
+        self.macs_full = [_macs(n, self) for n in self.nodes]
+
+    def attributes(self, node) -> dict:
+        """The node's attributes, name → value."""
+        return self._attrs[id(node)]
 
     def plan(self, y: int, x: int, K: int, threshold: float = THRESHOLD) -> Plan:
         """The plan for a K×K patch whose top-left corner is at row y, column x of the input."""
@@ -103,10 +109,10 @@ class Graph:
         boxes: dict[str, Box | None] = {self.input: tuple(box)}
         full: set[str] = set()  # changed tensors that are computed in full
         plan = Plan([], boxes)
-        for node in self.nodes:
+        for node, macs_full in zip(self.nodes, self.macs_full):
             name = node.name or node.output[0]
             ins = [boxes.get(n) for n in node.input]
-            out_shape, macs_full = self.shapes.get(node.output[0], ()), _macs(node, self)
+            out_shape = self.shapes.get(node.output[0], ())
             if all(b is None for b in ins):
                 boxes.update((o, None) for o in node.output)
                 plan.layers.append(Layer(name, node.op_type, out_shape, None, True, macs_full, 0))
@@ -152,7 +158,7 @@ def _size(box: Box) -> int:
     return math.prod(max(0, hi - lo) for lo, hi in box)
 
 
-def attributes(node) -> dict:
+def _parse_attributes(node) -> dict:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -207,7 +213,7 @@ def leading_pads(node, attrs, in_sp, out_sp, kernel, strides, dilations) -> list
 
 def _propagate(node, ins: list, graph: Graph) -> list:
     """Output boxes of `node` from its inputs' (None: unchanged); _Unsupported for an op not handled."""
-    op, attrs = node.op_type, attributes(node)
+    op, attrs = node.op_type, graph.attributes(node)
     shapes = graph.shapes
     out_shapes = [shapes.get(o) for o in node.output]
     if any(s is None or 0 in s for s in out_shapes[:1]):
@@ -302,7 +308,7 @@ def _macs(node, graph: Graph, box: Box | None = None) -> int:
         return elems * math.prod(w[1:])  # per output element: (C_in / groups) · kernel
     if op in ("Gemm", "MatMul"):
         a = shapes[node.input[0]]
-        trans = attributes(node).get("transA", 0) if op == "Gemm" else 0
+        trans = _parse_attributes(node).get("transA", 0) if op == "Gemm" else 0
         inner = a[-2] if trans else a[-1]
         return elems * inner
     return 0
