@@ -75,7 +75,7 @@ PARAMS: dict[str, Param] = {
     "target_se": Param("--target-se", float, low=0.0, low_open=True, meaning="adaptive N: standard error to reach"),
     "max_samples": Param("--max-samples", int, low=1, meaning="adaptive N: in-fills per patch at most"),
     "device": Param("--device", str, choices=("cpu", "cuda"), meaning="ONNX Runtime device"),
-    "batch_backend": Param("--batch-backend", str, choices=("auto", "host", "composer"),
+    "batch_backend": Param("--batch-backend", str, choices=("auto", "host", "composer", "incremental"),
                            meaning="how perturbation batches are built"),
     "provider": Param("--provider", str, choices=("default", "tensorrt"), meaning="ONNX Runtime execution provider"),
     "fp16": Param("--fp16", meaning="run the classifier in float16"),

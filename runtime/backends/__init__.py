@@ -13,8 +13,8 @@ _COMPOSERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # classif
 
 
 def choose(name: str, placement) -> str:
-    """The batch backend `name` ("auto" | "host" | "composer") for a backends.sessions.Placement: "auto" is the
-    composer on CUDA (only in-fills and offsets cross the bus) and the host batch on the CPU."""
+    """The batch backend `name` ("auto" | "host" | "composer" | "incremental") for a backends.sessions.Placement:
+    "auto" is the composer on CUDA (only in-fills and offsets cross the bus) and the host batch on the CPU."""
     name = params.check("batch_backend", name)
     if name == "auto":
         name = "composer" if placement.device == "cuda" else "host"
@@ -30,12 +30,17 @@ def composers(classifier) -> dict:
     return _COMPOSERS.setdefault(classifier, {})
 
 
-def perturbation_batch(classifier, base, capacity: int, K: int):
+def perturbation_batch(classifier, base, capacity: int, K: int, ys=None, xs=None):
     """A batch of `capacity` copies of the normalized image `base` (one row of `classifier.normalize`) to write K×K
     in-fills into and classify, by the classifier's `batch_backend`: "host" composites in numpy/C++ (cpu.py);
     "composer" composes by an ONNX graph on the classifier's device, bound to it (composer.py; made once per
-    classifier, capacity and K, its device buffers reused image after image).  A model of fixed batch size uses
-    the host batch."""
+    classifier, capacity and K, its device buffers reused image after image); "incremental" runs each copy through
+    graphs that recompute only what its patch changes (incremental.py; ys, xs: every patch position the batch will
+    see).  A model of fixed batch size uses the host batch unless incremental."""
+    if classifier.batch_backend == "incremental":
+        from .incremental import IncrementalPerturbationBatch
+
+        return IncrementalPerturbationBatch(classifier, base, capacity, K, ys, xs)
     if classifier.batch_backend == "composer" and not classifier.batch_limit:
         from .composer import ComposerPerturbationBatch
 

@@ -12,8 +12,9 @@ photo's plus the change; -inf beyond the map for max-pooling) less the photo's o
 the original graph on full maps (the photo's plus the change).  The output is the full forward's up to float
 rounding (the linear split reorders the sums).
 
-Positions whose plans cut at the same layer share a graph.  Not yet wired into the explainers: the runtime inputs
-are computed in Python per position.
+Positions whose plans cut at the same layer share a graph.  `IncrementalPerturbationBatch` is the batch backend
+"incremental" (`--batch-backend incremental`): the copies are composited as on the host, and each position's rows
+run through its graph.
 """
 from __future__ import annotations
 
@@ -24,6 +25,60 @@ import numpy as np
 from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph, leading_pads
 
 WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
+
+
+_EXECUTORS: dict = {}  # (model file, sha256, K, positions) → Incremental, and its sessions by cut
+
+
+class IncrementalPerturbationBatch:
+    """The perturbation batch (backends/cpu.py's interface) of the "incremental" backend: `write` composites the
+    in-fills into host rows as the host batch does, `run` takes each position's rows (they come n per position, in
+    order) through the graph of its cut, fed the patch's box of those rows, and gives the classifier's
+    probabilities.  ys, xs: the grid's positions (the graphs are grouped over them)."""
+
+    def __init__(self, classifier, base: np.ndarray, capacity: int, K: int, ys, xs):
+        from ..errors import InfolensError
+        from .cpu import CpuPerturbationBatch
+
+        clf = classifier
+        if base.dtype != np.float32 or clf.pre.channels != 3 or clf.fp16 or ys is None:
+            raise InfolensError("the incremental backend takes float32 RGB models run in float32 (use --batch-backend "
+                                "host)", "batch_backend")
+        self.classifier, self.host = clf, CpuPerturbationBatch(clf, base, capacity, K)
+        grid = tuple(zip(np.asarray(ys).tolist(), np.asarray(xs).tolist()))
+        key = (clf.model_path, clf.sha256, K, grid)
+        if key not in _EXECUTORS:
+            ex = Incremental(clf.model_path, K, grid, (2, 3) if clf.nchw else (1, 2))
+            _EXECUTORS.clear()  # one grid at a time: the graphs of the last one are reused image after image
+            _EXECUTORS[key] = ex, {cut: clf.placement.open(g[0].SerializeToString()) for cut, g in ex.graphs.items()}
+        self.ex, self.sessions = _EXECUTORS[key]
+        self.photo = self.ex.tap(base[None])
+        self._feeds: dict = {}
+        self._pos = np.empty((0, 2), np.int64)
+
+    def write(self, patches: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
+        self.host.write(patches, ys, xs)
+        self._pos = np.stack([ys, xs], 1)
+
+    def run(self, m: int) -> np.ndarray:
+        """float64 [m, Y]: p(Y | row) of rows 0..m−1."""
+        rows, pos = self.host.rows, self._pos[:m]
+        self.classifier.rows_run += m
+        starts = np.flatnonzero(np.r_[True, np.any(pos[1:] != pos[:-1], axis=1)])
+        outs = []
+        for a, b in zip(starts, np.r_[starts[1:], m]):
+            y, x = map(int, pos[a])
+            if (y, x) not in self._feeds:
+                self._feeds = {(y, x): self.ex.feeds(y, x)}  # in-fills of one position may span two batches
+            cut, box, runtime = self._feeds[(y, x)]
+            where = (slice(a, b),) + tuple(slice(lo, hi) for lo, hi in box[1:])
+            reads = {f"{t}@photo": self.photo[f"{t}@photo"] for t in self.ex.graphs[cut][1]}
+            out = self.sessions[cut].run(["output"], {"patch": rows[where], **reads, **runtime})[0]
+            outs.append(out.reshape(b - a, -1))
+        return self.classifier.to_probs(np.concatenate(outs).astype(np.float64))
+
+    def restore(self, ys: np.ndarray, xs: np.ndarray) -> None:
+        self.host.restore(ys, xs)
 
 
 class Incremental:
@@ -69,8 +124,10 @@ class Incremental:
         from ..graphs import with_outputs
 
         names = [t for t in self.reads if t != self.graph.input]
-        session = ort.InferenceSession(with_outputs(self.proto, names).SerializeToString(), providers=list(providers))
-        acts = {self.graph.input: photo, **dict(zip(names, session.run(names, {self.graph.input: photo})))}
+        if getattr(self, "_tap", None) is None:  # one session, image after image
+            self._tap = ort.InferenceSession(with_outputs(self.proto, names).SerializeToString(),
+                                             providers=list(providers))
+        acts = {self.graph.input: photo, **dict(zip(names, self._tap.run(names, {self.graph.input: photo})))}
         return {f"{t}@photo": acts[t] for t in self.reads}
 
     def feeds(self, y: int, x: int) -> tuple[int, tuple, dict]:

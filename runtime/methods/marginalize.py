@@ -226,7 +226,7 @@ class PatchMarginalization(Attribution):
         """
         clf, K, B = self.classifier, self.sampler.K, self.batch_size
         P = len(todo)
-        batch = backends.perturbation_batch(clf, base, B, K)
+        batch = backends.perturbation_batch(clf, base, B, K, ys, xs)
         step = max(SAMPLER_POSITIONS, -(-B // n))
         chunks = [todo[i:i + step] for i in range(0, P, step)]
         t = {"sampler_s": 0.0, "sampler_wait_s": 0.0, "composite_s": 0.0, "classifier_s": 0.0}

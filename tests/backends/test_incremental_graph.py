@@ -53,3 +53,22 @@ def test_the_shipped_classifier_incrementally():
     path = os.path.join(REPO, "models", "efficientnet_lite0.onnx")
     photo = np.random.default_rng(2).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)
     check(path, photo, (2, 3), [(0, 0), (108, 108), (216, 100)], 8, B=2)
+
+
+@pytest.mark.parametrize("variant", ["residual", "se"])
+def test_pmi_maps_with_the_incremental_backend_are_the_host_batchs(tmp_path, variant):
+    from conftest import write_card
+    from infolens import Explainer, OnnxClassifier
+
+    path = onnx_builders.cnn(tmp_path / f"{variant}.onnx", variant, H, W)
+    write_card(path, "NCHW", "RGB", "float32", kind="probs")
+    image = np.random.default_rng(3).integers(0, 256, (H, W, 3), np.uint8)
+    maps = {}
+    for backend in ("host", "incremental"):
+        clf = OnnxClassifier.from_card(path, batch_backend=backend)
+        e = Explainer(clf, "noise", K=K, batch_size=10).explain(image, classes="top2", stride=2, samples=3)
+        maps[backend] = e
+    host, inc = maps["host"], maps["incremental"]
+    assert inc.model["batch_backend"] == "incremental" and host.forwards == inc.forwards
+    for name in ("pmi", "ig"):
+        assert np.abs(host.maps[name] - inc.maps[name]).max() <= 1e-4, name  # bits
