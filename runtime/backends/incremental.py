@@ -42,8 +42,8 @@ class IncrementalPerturbationBatch:
 
         clf = classifier
         if base.dtype != np.float32 or clf.pre.channels != 3 or clf.fp16 or ys is None:
-            raise InfolensError("the incremental backend takes float32 RGB models run in float32 (use --batch-backend "
-                                "host)", "batch_backend")
+            raise InfolensError("the incremental backend takes float32 RGB models run in float32: choose host or "
+                                "composer", "batch_backend")
         self.classifier, self.host = clf, CpuPerturbationBatch(clf, base, capacity, K)
         grid = tuple(zip(np.asarray(ys).tolist(), np.asarray(xs).tolist()))
         key = (clf.model_path, clf.sha256, K, grid)

@@ -72,3 +72,15 @@ def test_pmi_maps_with_the_incremental_backend_are_the_host_batchs(tmp_path, var
     assert inc.model["batch_backend"] == "incremental" and host.forwards == inc.forwards
     for name in ("pmi", "ig"):
         assert np.abs(host.maps[name] - inc.maps[name]).max() <= 1e-4, name  # bits
+
+
+def test_the_incremental_backend_refuses_a_uint8_model_in_one_line(tmp_path, image_file):
+    from conftest import run_cli, write_card
+
+    path = onnx_builders.classifier(tmp_path / "u8.onnx", dtype="uint8")
+    write_card(path, "NCHW", "RGB", "uint8")
+    r = run_cli("explain", image_file, "--model", path, "--batch-backend", "incremental", "-K", 4, "--sampler",
+                "noise", "--out", tmp_path / "out", "-q")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.rstrip().endswith("takes float32 RGB models run in float32: choose host or composer "
+                                      "(--batch-backend)"), r.stderr
