@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph, leading_pads
+from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph, spatial_axes
 
 WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
@@ -48,11 +48,11 @@ class IncrementalPerturbationBatch:
         grid = tuple(zip(np.asarray(ys).tolist(), np.asarray(xs).tolist()))
         key = (clf.model_path, clf.sha256, K, grid)
         if key not in _EXECUTORS:
-            ex = Incremental(clf.model_path, K, grid, (2, 3) if clf.nchw else (1, 2))
+            ex = Incremental(clf.model_path, K, grid, spatial_axes(clf))
             _EXECUTORS.clear()  # one grid at a time: the graphs of the last one are reused image after image
             _EXECUTORS[key] = ex, {cut: clf.placement.open(g[0].SerializeToString()) for cut, g in ex.graphs.items()}
         self.ex, self.sessions = _EXECUTORS[key]
-        self.photo = self.ex.tap(base[None])
+        self.photo = self.ex.tap(base[None], clf.placement.open)
         self._feeds: dict = {}
         self._pos = np.empty((0, 2), np.int64)
 
@@ -104,6 +104,7 @@ class Incremental:
             builder = _Builder(self, plans[0], layers)
             self.graphs[cut] = (builder.model(), sorted(builder.photo), layers)
         self.reads = sorted({t for _, reads, _ in self.graphs.values() for t in reads})
+        self._tap = None  # the tapped photo's session
 
     def _layers(self, plans) -> tuple:
         """What a group of positions shares: per layer, whether it changes somewhere and whether it runs on its box
@@ -116,17 +117,16 @@ class Incremental:
                                 for p in plans)}
         return changed, incremental, same
 
-    def tap(self, photo: np.ndarray, providers=("CPUExecutionProvider",)) -> dict[str, np.ndarray]:
+    def tap(self, photo: np.ndarray, open_session=None) -> dict[str, np.ndarray]:
         """The photo's input and the activations the graphs read (batch 1, the classifier's input space) → the
-        graphs' photo inputs: name → array."""
-        import onnxruntime as ort
-
+        graphs' photo inputs: name → array.  open_session(model bytes) → a session (default: on the CPU, by
+        sessions.py); the tapped graph's session is kept, image after image."""
         from ..graphs import with_outputs
+        from .sessions import open_session as default
 
         names = [t for t in self.reads if t != self.graph.input]
-        if getattr(self, "_tap", None) is None:  # one session, image after image
-            self._tap = ort.InferenceSession(with_outputs(self.proto, names).SerializeToString(),
-                                             providers=list(providers))
+        if self._tap is None:
+            self._tap = (open_session or default)(with_outputs(self.proto, names).SerializeToString())
         acts = {self.graph.input: photo, **dict(zip(names, self._tap.run(names, {self.graph.input: photo})))}
         return {f"{t}@photo": acts[t] for t in self.reads}
 
@@ -141,8 +141,8 @@ class Incremental:
 
 
 def _cut(plan) -> int:
-    """Index of the plan's first layer that runs in full."""
-    return next((i for i, layer in enumerate(plan.layers) if not layer.incremental), len(plan.layers))
+    """Index of the plan's first layer that runs in full (past the last when none does)."""
+    return len(plan.layers) if plan.cut is None else plan.cut
 
 
 class _Builder:
@@ -283,16 +283,12 @@ class _Builder:
         if any(i in self.full for i in node.input if i):
             return False
         if op in WINDOWED:
-            in_shape, out_shape = shapes[node.input[0]], shapes[node.output[0]]
-            nsp = len(in_shape) - 2
-            kernel = attrs.get("kernel_shape") or list(shapes[node.input[1]][2:])
-            strides = attrs.get("strides") or [1] * nsp
-            dil = attrs.get("dilations") or [1] * nsp
-            pads = leading_pads(node, attrs, in_shape[2:], out_shape[2:], kernel, strides, dil)
+            in_shape = shapes[node.input[0]]
+            kernel, strides, dil, pads = self.g.window(node)
             if op == "AveragePool" and any(pads) and not attrs.get("count_include_pad", 0):
                 return False  # the divisor at the border counts only the map's pixels: not a crop's
             want = [(0, 1), (0, in_shape[1]) if op == "Conv" else out_box[1]]
-            for i in range(nsp):
+            for i in range(len(kernel)):
                 lo, hi = out_box[2 + i]
                 want.append((lo * strides[i] - pads[i], (hi - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1) + 1))
             keep = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad")}

@@ -99,9 +99,8 @@ def run(args) -> int:
 def _incremental_plan(args) -> int:
     import os
 
-    from google.protobuf.message import DecodeError
-
     from ..catalog import DEFAULT_CLASSIFIER, model_file, shipped
+    from ..classifier import OnnxClassifier
     from ..errors import InfolensError
     from ..perf.incremental import report
     from ..perf.resnet50 import resnet50_file
@@ -110,13 +109,17 @@ def _incremental_plan(args) -> int:
     path = resnet50_file() if name == "resnet50" else model_file(name) if name else shipped(DEFAULT_CLASSIFIER, "model")
     if not os.path.isfile(path):
         raise InfolensError(f"no model file {path} (--incremental-plan)")
+    try:  # the layout as explain reads it
+        classifier = OnnxClassifier.from_card(path)
+    except InfolensError as e:
+        if e.param != "model":
+            raise
+        raise InfolensError(f"{e} (--incremental-plan)") from None
     try:
-        lines = report(path, args.K, args.S)
+        lines = report(classifier, args.K, args.S)
     except InfolensError:
         raise
-    except (OSError, ValueError, DecodeError) as e:
-        raise InfolensError(f"cannot read {path} as an ONNX classifier: {str(e).splitlines()[0]} "
-                            "(--incremental-plan)") from None
+    except (OSError, ValueError) as e:  # the onnx package's shape inference refusing the graph
+        raise InfolensError(f"cannot plan {path}: {str(e).splitlines()[0]} (--incremental-plan)") from None
     print("\n".join(lines))
     return 0
-

@@ -56,7 +56,7 @@ class Plan:
     layers: list[Layer]
     boxes: dict  # tensor name → its box (None: unchanged), whatever runs in full
     unsupported: str | None = None
-    cut: str | None = None  # the first layer that runs in full although its input changed
+    cut: int | None = None  # index of the first layer that runs in full although its input changed
 
     @property
     def macs_full(self) -> int:
@@ -100,6 +100,18 @@ class Graph:
         """The node's attributes, name → value."""
         return self._attrs[id(node)]
 
+    def window(self, node) -> tuple[list, list, list, list]:
+        """A convolution's or pooling's kernel, strides, dilations and leading pads per spatial axis (auto_pad
+        resolved)."""
+        attrs, shapes = self.attributes(node), self.shapes
+        in_shape, out_shape = shapes[node.input[0]], shapes[node.output[0]]
+        nsp = len(in_shape) - 2
+        kernel = attrs.get("kernel_shape") or list(shapes[node.input[3 if node.op_type == "QLinearConv" else 1]][2:])
+        strides = attrs.get("strides") or [1] * nsp
+        dilations = attrs.get("dilations") or [1] * nsp
+        return kernel, strides, dilations, _leading_pads(attrs, in_shape[2:], out_shape[2:], kernel, strides,
+                                                         dilations)
+
     def plan(self, y: int, x: int, K: int, threshold: float = THRESHOLD) -> Plan:
         """The plan for a K×K patch whose top-left corner is at row y, column x of the input."""
         shape = self.shapes[self.input]
@@ -126,8 +138,9 @@ class Graph:
                 outs, runs_full = [_whole(self.shapes.get(o, ())) for o in node.output], True
                 plan.unsupported = plan.unsupported or node.op_type
             if runs_full:
-                plan.cut = plan.cut or name
                 full.update(node.output)
+                if plan.cut is None:
+                    plan.cut = len(plan.layers)
             boxes.update(zip(node.output, outs))
             plan.layers.append(Layer(name, node.op_type, out_shape, outs[0], not runs_full, macs_full,
                                      macs_full if runs_full else _macs(node, self, outs[0])))
@@ -195,7 +208,7 @@ def _window(lo: int, hi: int, k: int, s: int, p: int, d: int, n_out: int) -> tup
     return max(0, first), min(n_out, last + 1)
 
 
-def leading_pads(node, attrs, in_sp, out_sp, kernel, strides, dilations) -> list[int]:
+def _leading_pads(attrs, in_sp, out_sp, kernel, strides, dilations) -> list[int]:
     """Leading pads per spatial axis, auto_pad included."""
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
@@ -228,18 +241,13 @@ def _propagate(node, ins: list, graph: Graph) -> list:
                 box = _union(box, _broadcast(b, shapes[name], out_shape))
         return [box] + [None] * (len(node.output) - 1)
     if op in WINDOWED:
-        data = ins[0 if op != "QLinearConv" else 0]
+        data = ins[0]
         if data is None or any(b is not None for b in ins[1:]):
             raise _Unsupported(op)  # changed weights: not a convolution of the photo's activations
-        in_shape = shapes[node.input[0]]
-        nsp = len(in_shape) - 2
-        kernel = attrs.get("kernel_shape") or list(shapes[node.input[1 if op != "QLinearConv" else 3]][2:])
-        strides = attrs.get("strides") or [1] * nsp
-        dilations = attrs.get("dilations") or [1] * nsp
-        pads = leading_pads(node, attrs, in_shape[2:], out_shape[2:], kernel, strides, dilations)
+        kernel, strides, dilations, pads = graph.window(node)
         channels = (0, out_shape[1]) if op in ("Conv", "ConvInteger", "QLinearConv") else data[1]
         spatial = tuple(_window(*data[2 + i], kernel[i], strides[i], pads[i], dilations[i], out_shape[2 + i])
-                        for i in range(nsp))
+                        for i in range(len(kernel)))
         box = (data[0], channels, *spatial)
         return [None if any(hi <= lo for lo, hi in spatial) else box] + [None] * (len(node.output) - 1)
     if op in ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"):
@@ -308,7 +316,7 @@ def _macs(node, graph: Graph, box: Box | None = None) -> int:
         return elems * math.prod(w[1:])  # per output element: (C_in / groups) · kernel
     if op in ("Gemm", "MatMul"):
         a = shapes[node.input[0]]
-        trans = _parse_attributes(node).get("transA", 0) if op == "Gemm" else 0
+        trans = graph.attributes(node).get("transA", 0) if op == "Gemm" else 0
         inner = a[-2] if trans else a[-1]
         return elems * inner
     return 0
@@ -322,34 +330,21 @@ def positions(H: int, W: int, K: int, S: int) -> list[tuple[int, int]]:
     return list(zip(np.asarray(ys).tolist(), np.asarray(xs).tolist()))
 
 
-def spatial_axes(model_path: str) -> tuple[int, int]:
-    """The input's (height, width) axes: from the model card's layout, else NHWC when the input's last axis has 1 or
-    3 channels, else NCHW."""
-    import json
-
-    import onnx
-
-    from ..catalog import card_path
-
-    try:
-        with open(card_path(model_path)) as f:
-            layout = json.load(f).get("input", {}).get("layout")
-    except (OSError, ValueError):
-        layout = None
-    if layout is None:
-        dims = onnx.load(model_path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-        layout = "NHWC" if dims and dims[-1].dim_value in (1, 3) else "NCHW"
-    return (1, 2) if layout == "NHWC" else (2, 3)
+def spatial_axes(classifier) -> tuple[int, int]:
+    """The (height, width) axes of an OnnxClassifier's input, in the layout its card or its input shape gives."""
+    return (2, 3) if classifier.nchw else (1, 2)
 
 
-def report(model_path: str, K: int, S: int, threshold: float = THRESHOLD) -> list[str]:
-    """`infolens perf --incremental-plan`: what an exact incremental pass would save on this model at K and S —
-    multiply-adds per perturbed copy against a full forward, over every position of the grid, and per layer."""
+def report(classifier, K: int, S: int, threshold: float = THRESHOLD) -> list[str]:
+    """`infolens perf --incremental-plan`: what an exact incremental pass would save on an OnnxClassifier's model
+    at K and S — multiply-adds per perturbed copy against a full forward, over every position of the grid, and per
+    layer."""
     import os
 
     from ..methods.grid import check_grid
 
-    graph = Graph(model_path, spatial_axes(model_path))
+    model_path = classifier.model_path
+    graph = Graph(model_path, spatial_axes(classifier))
     shape = graph.shapes[graph.input]
     H, W = shape[graph.spatial[0]], shape[graph.spatial[1]]
     check_grid(K, S, 1, 0, H, W)

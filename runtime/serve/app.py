@@ -219,8 +219,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         jobs = [await run_in_threadpool(_create, name, data, raw_params, f"instances.{i}", "model", sync=True,
                                         decoded=True) for i, data in enumerate(images)]
         while any(store.get(j.id).state in ACTIVE for j in jobs):
-            if worker.fault is not None:
-                raise ApiError(503, worker.fault, None, {"Retry-After": str(int(PROBE_S))})
+            _refuse_while_held()
             await asyncio.sleep(0.02)
         predictions = []
         for j in jobs:
@@ -232,6 +231,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     # ---- helpers -----------------------------------------------------------------------------------------------
     admission = threading.Lock()
+
+    def _refuse_while_held():
+        """503 while the worker holds the queue: the state folder cannot be written (worker.fault says why)."""
+        if worker.fault is not None:
+            raise ApiError(503, worker.fault, None, {"Retry-After": str(int(PROBE_S))})
 
     def _job(job_id: str):
         job = store.get(job_id)
@@ -260,8 +264,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             metrics.rejections.labels("forwards").inc()
             raise ApiError(422, f"this job needs {forwards} forwards, over the server's limit of "
                            f"{config.max_forwards} (raise K, S or lower N)", "params")
-        if worker.fault is not None:
-            raise ApiError(503, worker.fault, None, {"Retry-After": str(int(PROBE_S))})
+        _refuse_while_held()
         with admission:  # the queue's count and the new record at once: submissions run in threads
             if not sync and len(store.active()) >= config.queue_size:
                 metrics.rejections.labels("queue_full").inc()

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import InfolensError
-from ..outfiles import sync_folder
+from ..outfiles import sync_folder, write_atomic
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
@@ -102,7 +102,7 @@ class JobStore:
         naming --state-dir; None for anything else (a busy database, a job's own problem)."""
         if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
             reason = exc.strerror
-        elif isinstance(exc, sqlite3.OperationalError) and not busy(exc):
+        elif isinstance(exc, sqlite3.OperationalError) and not _busy(exc):
             reason = str(exc)
         else:
             return None
@@ -134,12 +134,7 @@ class JobStore:
         name = "input" + os.path.splitext(image_name)[1].lower()
         try:
             os.makedirs(folder)
-            with open(os.path.join(folder, name + ".tmp"), "wb") as f:
-                f.write(image)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(os.path.join(folder, name + ".tmp"), os.path.join(folder, name))
-            sync_folder(folder)
+            write_atomic(os.path.join(folder, name), lambda f: f.write(image))
             sync_folder(self.jobs_dir)
             self._db().execute(
                 "INSERT INTO jobs (id, state, model, params, image_name, forwards_total, created, sync) "
@@ -196,7 +191,7 @@ class JobStore:
         return [r[0] for r in rows]
 
 
-def busy(exc: sqlite3.OperationalError) -> bool:
+def _busy(exc: sqlite3.OperationalError) -> bool:
     """Whether `exc` is the database locked by another connection past the timeout (SQLITE_BUSY, SQLITE_LOCKED)."""
     code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
     if code is not None:

@@ -24,7 +24,7 @@ import numpy as np
 from .. import outfiles
 from ..errors import InfolensError
 from ..methods.marginalize import PatchMarginalization, Shard
-from .jobs import JobStore, busy
+from .jobs import JobStore
 
 log = logging.getLogger("infolens.serve")
 RESULT = "result"  # stem of a job's result files
@@ -49,6 +49,7 @@ class Worker(threading.Thread):
         self._last = ""  # id of the job served last (round-robin)
         self._expired_at = 0.0
         self.fault: str | None = None  # why the state folder cannot be written, while the queue is held
+        self._in_hand = None  # the job whose chunk is running
 
     def submit(self) -> None:
         with self.wake:
@@ -73,19 +74,23 @@ class Worker(threading.Thread):
                                     requeued)
                 self._turn()
             except (OSError, sqlite3.OperationalError) as e:
+                job, self._in_hand = self._in_hand, None
                 if self.store.fault_line(e) is not None:
-                    self._hold(None, e)
+                    self._hold(job, e)
                 elif isinstance(e, sqlite3.OperationalError):
                     # the job database locked past SQLite's timeout (another process holds it): nothing is lost —
                     # the job's record and its finished chunks stay — so wait and take the turn again
                     log.warning("job database busy (%s); retrying", e)
                     self.stopping.wait(1.0)
+                elif job is not None:
+                    self._failed(job, e)  # the job's own file, not the state folder
                 else:
                     log.error("worker: %s", traceback.format_exc())
                     self.stopping.wait(1.0)
 
     def _turn(self) -> None:
-        """One chunk of the next job, or a wait for one; while the queue is held, a probe of the state folder."""
+        """One chunk of the next job, or a wait for one; while the queue is held, a probe of the state folder.  An
+        OSError or a database error goes to `run`, with the job in hand in `_in_hand`."""
         if self.fault is not None:
             return self._probe()
         self._expire()
@@ -94,19 +99,16 @@ class Worker(threading.Thread):
             with self.wake:
                 self.wake.wait(timeout=1.0)
             return
+        self._in_hand = job
         try:
             self._chunk(job)
         except InfolensError as e:
             self._end(job, "failed", str(e))
-        except (OSError, sqlite3.OperationalError) as e:
-            if self.store.fault_line(e) is not None:
-                self._hold(job, e)
-            elif isinstance(e, sqlite3.OperationalError):
-                raise  # the database locked by another process, not the job: `run` waits and tries again
-            else:
-                self._failed(job, e)
+        except (OSError, sqlite3.OperationalError):
+            raise
         except Exception as e:
             self._failed(job, e)
+        self._in_hand = None
 
     def _failed(self, job, e: Exception) -> None:
         """A bug, not bad input: the job fails with the reason, the server goes on."""
@@ -129,9 +131,7 @@ class Worker(threading.Thread):
     def _probe(self) -> None:
         try:
             self.store.probe()
-        except (OSError, sqlite3.OperationalError) as e:
-            if self.store.fault_line(e) is None and not (isinstance(e, sqlite3.OperationalError) and busy(e)):
-                raise
+        except (OSError, sqlite3.Error):  # whatever the reason, the folder cannot be written yet
             self.stopping.wait(PROBE_S)
             return
         log.warning("the state folder %s can be written again; the queue goes on", self.store.state_dir)
