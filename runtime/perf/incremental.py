@@ -323,7 +323,7 @@ def _macs(node, graph: Graph, box: Box | None = None) -> int:
 
 
 def positions(H: int, W: int, K: int, S: int) -> list[tuple[int, int]]:
-    """The patch grid's top-left corners (methods.grid's, here without importing the methods)."""
+    """The patch grid's top-left corners (methods.grid.patch_grid) as (row, column) pairs."""
     from ..methods.grid import patch_grid
 
     ys, xs = patch_grid(H, W, K, S)
