@@ -73,7 +73,8 @@ def soak(images: list[str], seconds: float, clients: int, model_name: str, model
     lock = threading.Lock()
     jobs: dict[str, dict] = {}  # id → {"key", "broken", "state", "checked"}
     problems: list[str] = []
-    counts = {"submitted": 0, "rejected_429": 0, "refused_4xx": 0, "polls": 0, "fetches": 0, "cancels": 0}
+    counts = {"submitted": 0, "rejected_429": 0, "refused_4xx": 0, "polls": 0, "fetches": 0, "cancels": 0,
+              "cancels_accepted": 0}
     rss: list[tuple[float, float]] = []
     t0 = time.time()
     end = t0 + seconds
@@ -133,9 +134,10 @@ def soak(images: list[str], seconds: float, clients: int, model_name: str, model
                         mine.remove(job_id)
             elif action < 0.95:
                 job_id = rng.choice(mine)
-                _delete(job_id)
+                status, _ = _delete(job_id)
                 with lock:
                     counts["cancels"] += 1
+                    counts["cancels_accepted"] += status == 200
             time.sleep(rng.uniform(0.0, 0.2))
 
     def _delete(job_id):

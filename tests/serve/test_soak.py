@@ -21,4 +21,5 @@ def test_two_minutes_of_steady_load(tmp_path, model_file):
     assert report["problems"] == [], report
     assert report["lost"] == 0 and report["accepted"] >= 20, report
     assert report["checked_against_cli"] >= 5, report  # results were compared, not just counted
-    assert report["ended"].get("cancelled", 0) >= 1 and report["refused_4xx"] + report["ended"].get("failed", 0) >= 1
+    # a cancel the server accepted (an ended job answers 409; cancelled jobs may all be pruned by the end)
+    assert report["cancels_accepted"] >= 1 and report["refused_4xx"] + report["ended"].get("failed", 0) >= 1
