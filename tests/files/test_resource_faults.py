@@ -92,10 +92,15 @@ def test_an_output_folder_that_turns_read_only_mid_run_is_one_line_per_image_and
     assert proc.returncode == 2 and "Traceback" not in err, err
     assert 0 < len(done) < len(paths), (done, err)
     lines = err.splitlines()
-    assert len(lines) == len(paths) - len(done), err
     for line in lines:
-        assert line.startswith("infolens: error: ") and line.endswith(
-            f"cannot write the results into {out}: Read-only file system (--out)"), line
+        assert line.startswith("infolens: error: ") and (
+            line.endswith(f"cannot write the results into {out}: Read-only file system (--out)")
+            or line.endswith(f"cannot write the results into {out}: Input/output error (--out)")), line
+    # Every image is written or reported. The one being written when the disk failed may be both: its files were
+    # synced and renamed, then syncing the folder failed, so it is reported (its entry may not survive a crash).
+    reported = {line.split(": ")[2] for line in lines}
+    written = {os.path.join(os.path.dirname(paths[0]), f.replace(".json", ".png")) for f in done}
+    assert reported | written == set(paths) and len(reported & written) <= 1, (done, err)
     earlier = {f: np.load(out / f.replace(".json", ".npz"))["pmi"] for f in done}
     loop_disk.repair()
     proc = explain(paths, model_file, out, "-S", "1", "-N", "16", "--no-png")
