@@ -13,7 +13,7 @@ _COMPOSERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # classif
 
 
 def choose(name: str, placement) -> str:
-    """The batch backend `name` ("auto" | "host" | "composer" | "incremental") for a backends.sessions.Placement:
+    """The batch backend `name` ("auto" | "host" | "composer") for a backends.sessions.Placement:
     "auto" is the composer on CUDA (only in-fills and offsets cross the bus) and the host batch on the CPU."""
     name = params.check("batch_backend", name)
     if name == "auto":
@@ -32,15 +32,16 @@ def composers(classifier) -> dict:
 
 def perturbation_batch(classifier, base, capacity: int, K: int, ys=None, xs=None):
     """A batch of `capacity` copies of the normalized image `base` (one row of `classifier.normalize`) to write K×K
-    in-fills into and classify, by the classifier's `batch_backend`: "host" composites in numpy/C++ (cpu.py);
-    "composer" composes by an ONNX graph on the classifier's device, bound to it (composer.py; made once per
-    classifier, capacity and K, its device buffers reused image after image); "incremental" runs each copy through
-    graphs that recompute only what its patch changes (incremental.py; ys, xs: every patch position the batch will
-    see).  A model of fixed batch size uses the host batch unless incremental."""
-    if classifier.batch_backend == "incremental":
-        from .incremental import IncrementalPerturbationBatch
+    in-fills into and classify.  Where the classifier's `incremental` says so (incremental.decide; ys, xs: every
+    patch position the batch will see), each copy runs through graphs that recompute only what its patch changes
+    (incremental.py); else by its `batch_backend`: "host" composites in numpy/C++ (cpu.py); "composer" composes by
+    an ONNX graph on the classifier's device, bound to it (composer.py; made once per classifier, capacity and K, its
+    device buffers reused image after image).  A model of fixed batch size uses the host batch unless incremental."""
+    if ys is not None and classifier.incremental != "off":
+        from .incremental import IncrementalPerturbationBatch, decide
 
-        return IncrementalPerturbationBatch(classifier, base, capacity, K, ys, xs)
+        if decide(classifier, K, ys, xs):
+            return IncrementalPerturbationBatch(classifier, base, capacity, K, ys, xs)
     if classifier.batch_backend == "composer" and not classifier.batch_limit:
         from .composer import ComposerPerturbationBatch
 

@@ -19,6 +19,7 @@ run through its graph.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,6 +29,53 @@ WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
 
 _EXECUTORS: dict = {}  # (model file, sha256, K, positions) → Incremental, and its sessions by cut
+_PREDICTIONS: dict = {}  # (sha256, K, grid) → predicted speed-up, the op that cut the plan early or None
+AUTO_GAIN = 1.5  # --incremental auto: on where the plan predicts at least this many times fewer multiply-adds
+SAMPLED = 7  # the prediction plans a SAMPLED × SAMPLED subgrid of the positions
+
+
+def decide(classifier, K: int, ys, xs) -> bool:
+    """Whether the patches at (ys, xs) run incrementally on `classifier`, by its `incremental`: "on" (one line
+    naming what stops it, else yes), "auto" (where the model can and the plan predicts at least AUTO_GAIN× fewer
+    multiply-adds at these positions, measured on a subgrid of them).  Records what it chose on the classifier
+    (`incremental_used`: used, predicted speed-up, why not), for the explanation's JSON."""
+    from ..errors import InfolensError
+
+    clf, on = classifier, classifier.incremental == "on"
+    why = None
+    if clf.pre.dtype != "float32" or clf.pre.channels != 3 or clf.fp16:
+        why = "it takes float32 RGB models run in float32"
+    predicted = op = None
+    if why is None:
+        predicted, op = _prediction(clf, K, ys, xs)
+        if op is not None:
+            why = (f"the model's op {op} is not supported, and it comes before the patch's change covers most of "
+                   "its map")
+    if why and on:
+        raise InfolensError(f"incremental inference cannot run this model: {why}; auto falls back to full forwards",
+                            "incremental")
+    used = on or (why is None and predicted >= AUTO_GAIN)
+    clf.incremental_used = {"used": used, **({"predicted_speedup": round(predicted, 2)} if predicted else {}),
+                            **({"why_not": why} if why and not used else {})}
+    return used
+
+
+def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None]:
+    """The plan's multiply-adds of a full forward over their mean at a SAMPLED × SAMPLED subgrid of (ys, xs); the
+    op that cut some of those plans short of the threshold (unsupported), if any."""
+    uy, ux = np.unique(ys), np.unique(xs)
+    key = (clf.sha256, K, tuple(uy.tolist()), tuple(ux.tolist()))
+    if key not in _PREDICTIONS:
+        import onnx
+
+        graph = Graph(onnx.load(clf.model_path), spatial_axes(clf))
+        pick = lambda u: u[np.linspace(0, len(u) - 1, min(SAMPLED, len(u))).round().astype(int)]  # noqa: E731
+        plans = [graph.plan(int(y), int(x), K) for y in pick(uy) for x in pick(ux)]
+        early = [p.unsupported for p in plans if p.unsupported and p.cut is not None and
+                 p.layers[p.cut].op == p.unsupported]
+        _PREDICTIONS[key] = (plans[0].macs_full / max(1.0, float(np.mean([p.macs for p in plans]))),
+                             early[0] if early else None)
+    return _PREDICTIONS[key]
 
 
 class IncrementalPerturbationBatch:
@@ -37,13 +85,9 @@ class IncrementalPerturbationBatch:
     probabilities.  ys, xs: the grid's positions (the graphs are grouped over them)."""
 
     def __init__(self, classifier, base: np.ndarray, capacity: int, K: int, ys, xs):
-        from ..errors import InfolensError
         from .cpu import CpuPerturbationBatch
 
         clf = classifier
-        if base.dtype != np.float32 or clf.pre.channels != 3 or clf.fp16 or ys is None:
-            raise InfolensError("the incremental backend takes float32 RGB models run in float32: choose host or "
-                                "composer", "batch_backend")
         self.classifier, self.host = clf, CpuPerturbationBatch(clf, base, capacity, K)
         grid = tuple(zip(np.asarray(ys).tolist(), np.asarray(xs).tolist()))
         key = (clf.model_path, clf.sha256, K, grid)
@@ -53,29 +97,32 @@ class IncrementalPerturbationBatch:
             _EXECUTORS[key] = ex, {cut: clf.placement.open(g[0].SerializeToString()) for cut, g in ex.graphs.items()}
         self.ex, self.sessions = _EXECUTORS[key]
         self.photo = self.ex.tap(base[None], clf.placement.open)
-        self._feeds: dict = {}
-        self._pos = np.empty((0, 2), np.int64)
+        self._pos: list = []
+
+    def order(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The order to visit positions (ys, xs) in: those that run in one batch (`Position.key`) together."""
+        keys: dict = {}
+        rank = [keys.setdefault(self.ex.position(y, x).key, len(keys)) for y, x in zip(ys.tolist(), xs.tolist())]
+        return np.argsort(rank, kind="stable")
 
     def write(self, patches: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
         self.host.write(patches, ys, xs)
-        self._pos = np.stack([ys, xs], 1)
+        self._pos = list(zip(ys.tolist(), xs.tolist()))
 
     def run(self, m: int) -> np.ndarray:
-        """float64 [m, Y]: p(Y | row) of rows 0..m−1."""
-        rows, pos = self.host.rows, self._pos[:m]
+        """float64 [m, Y]: p(Y | row) of rows 0..m−1, the rows of each `Position.key` in one run."""
+        rows, where = self.host.rows, self._pos[:m]
         self.classifier.rows_run += m
-        starts = np.flatnonzero(np.r_[True, np.any(pos[1:] != pos[:-1], axis=1)])
-        outs = []
-        for a, b in zip(starts, np.r_[starts[1:], m]):
-            y, x = map(int, pos[a])
-            if (y, x) not in self._feeds:
-                self._feeds = {(y, x): self.ex.feeds(y, x)}  # in-fills of one position may span two batches
-            cut, box, runtime = self._feeds[(y, x)]
-            where = (slice(a, b),) + tuple(slice(lo, hi) for lo, hi in box[1:])
-            reads = {f"{t}@photo": self.photo[f"{t}@photo"] for t in self.ex.graphs[cut][1]}
-            out = self.sessions[cut].run(["output"], {"patch": rows[where], **reads, **runtime})[0]
-            outs.append(out.reshape(b - a, -1))
-        return self.classifier.to_probs(np.concatenate(outs).astype(np.float64))
+        keys = [self.ex.position(*w) for w in where]
+        out = None
+        for key in dict.fromkeys(p.key for p in keys):
+            idx = [i for i, p in enumerate(keys) if p.key == key]
+            patch = np.stack([rows[i][tuple(slice(lo, hi) for lo, hi in keys[i].box[1:])] for i in idx])
+            res = self.sessions[key[0]].run(["output"], self.ex.feed(self.photo, [where[i] for i in idx], patch))[0]
+            if out is None:
+                out = np.empty((m, res[0].size), res.dtype)
+            out[idx] = res.reshape(len(idx), -1)
+        return self.classifier.to_probs(out.astype(np.float64))
 
     def restore(self, ys: np.ndarray, xs: np.ndarray) -> None:
         self.host.restore(ys, xs)
@@ -94,50 +141,125 @@ class Incremental:
         self.graph = Graph(self.proto, spatial)
         self.K, self.threshold = K, threshold
         self.inits = {t.name: t for t in self.proto.graph.initializer}
+        self._positions: dict[tuple, Position] = {}
         groups: dict[int, list] = {}
-        for y, x in positions:
-            plan = self.graph.plan(y, x, K, threshold)
+        self._plans = {(y, x): self.graph.plan(y, x, K, threshold, clip=False) for y, x in positions}
+        for plan in self._plans.values():
             groups.setdefault(_cut(plan), []).append(plan)
-        self.graphs = {}  # cut → (model, photo tensors it reads, the group's layers: see _layers)
+        self.graphs = {}  # cut → (model, photo tensors it reads whole, the group's layers: see _layers)
+        reads: set[str] = set()
         for cut, plans in groups.items():
             layers = self._layers(plans)
             builder = _Builder(self, plans[0], layers)
             self.graphs[cut] = (builder.model(), sorted(builder.photo), layers)
-        self.reads = sorted({t for _, reads, _ in self.graphs.values() for t in reads})
+            reads |= builder.photo | {c[1] for c in builder.crops}
+        self.reads = sorted(reads)
         self._tap = None  # the tapped photo's session
 
     def _layers(self, plans) -> tuple:
         """What a group of positions shares: per layer, whether it changes somewhere and whether it runs on its box
-        everywhere; and the (layer, input) pairs whose input's box is the layer's output box at every position."""
+        everywhere; the (layer, input) pairs whose input's box is the layer's output box at every position; per
+        tensor, the axes its box may cut, and how far its box reaches."""
         n = len(self.graph.nodes)
         changed = [any(p.layers[i].box is not None for p in plans) for i in range(n)]
         incremental = [all(p.layers[i].incremental and p.layers[i].box is not None for p in plans) for i in range(n)]
         same = {(i, j) for i, node in enumerate(self.graph.nodes) if incremental[i] for j, name in enumerate(node.input)
                 if name and all(p.boxes.get(name) is not None and p.boxes[name] == p.boxes[node.output[0]]
                                 for p in plans)}
-        return changed, incremental, same
+        partial = {t: tuple(a for a, n in enumerate(shape) if a and any(
+            p.boxes.get(t) is not None and tuple(p.boxes[t][a]) != (0, n) for p in plans))
+            for t, shape in self.graph.shapes.items()}
+        reach = {}  # changed tensor → per axis, the lowest start and the highest end of its box over the group
+        for t, shape in self.graph.shapes.items():
+            boxes = [p.boxes[t] for p in plans if p.boxes.get(t) is not None]
+            if boxes:
+                reach[t] = tuple((min(b[a][0] for b in boxes), max(b[a][1] for b in boxes)) for a in range(len(shape)))
+        return changed, incremental, same, partial, reach
 
     def tap(self, photo: np.ndarray, open_session=None) -> dict[str, np.ndarray]:
-        """The photo's input and the activations the graphs read (batch 1, the classifier's input space) → the
-        graphs' photo inputs: name → array.  open_session(model bytes) → a session (default: on the CPU, by
-        sessions.py); the tapped graph's session is kept, image after image."""
+        """The photo's input and the activations the graphs read (batch 1, the classifier's input space): tensor
+        name → array.  open_session(model bytes) → a session (default: on the CPU, by sessions.py); the tapped
+        graph's session is kept, image after image."""
         from ..graphs import with_outputs
         from .sessions import open_session as default
 
         names = [t for t in self.reads if t != self.graph.input]
         if self._tap is None:
             self._tap = (open_session or default)(with_outputs(self.proto, names).SerializeToString())
-        acts = {self.graph.input: photo, **dict(zip(names, self._tap.run(names, {self.graph.input: photo})))}
-        return {f"{t}@photo": acts[t] for t in self.reads}
+        return {self.graph.input: photo, **dict(zip(names, self._tap.run(names, {self.graph.input: photo})))}
 
-    def feeds(self, y: int, x: int) -> tuple[int, tuple, dict]:
-        """The graph of the position (a key of `graphs`), the patch's box in the input (index the perturbed copies
-        with it to get the graph's "patch") and the position's runtime inputs: name → int64 array."""
-        plan = self.graph.plan(y, x, self.K, self.threshold)
-        cut = _cut(plan)
-        builder = _Builder(self, plan, self.graphs[cut][2], emit=False)
-        builder.walk()
-        return cut, plan.boxes[self.graph.input], builder.runtime
+    def position(self, y: int, x: int) -> Position:
+        """What the patch at (y, x), one of `positions`, needs beyond its group's graph (worked out once)."""
+        if (y, x) not in self._positions:
+            plan = self._plans.pop((y, x))  # planned when grouping
+            cut = _cut(plan)
+            b = _Builder(self, plan, self.graphs[cut][2], emit=False)
+            b.walk()
+            box = plan.boxes[self.graph.input]
+            places = [(name, _onto(b.box[t][a], self.graph.shapes[t], a)) for name, t, a in b.places]
+            masks = []
+            for name, t, mbox, axes in b.masks:
+                shape = self.graph.shapes[t]
+                inside = [((np.arange(*mbox[a]) >= 0) & (np.arange(*mbox[a]) < shape[a])).reshape(
+                    [-1 if i == a else 1 for i in range(len(shape))]) if a in axes else np.ones([1] * len(shape), bool)
+                    for a in range(1, len(shape))]
+                masks.append((name, np.logical_and.reduce(np.broadcast_arrays(*inside)) if inside else
+                              np.ones([1] * len(shape), bool)))
+            key = (cut, tuple((k, tuple(v.tolist())) for k, v in b.runtime.items()), _sizes(box),
+                   tuple(_sizes(c[2]) for c in b.crops), tuple(p.shape for _, p in places))
+            self._positions[(y, x)] = Position(cut, key, box, b.runtime, b.crops, places, masks)
+        return self._positions[(y, x)]
+
+    def feed(self, acts: dict, where: list, patch: np.ndarray) -> dict[str, np.ndarray]:
+        """The inputs of one run of a group's graph: acts from `tap`; where: each row's position (y, x), all of
+        one `Position.key`; patch: each row's patch box of its perturbed copy, [B, …box…]."""
+        first = self.position(*where[0])
+        if any(self.position(*w).key != first.key for w in where):
+            raise ValueError("one run takes positions of one key")
+        uniq = list(dict.fromkeys(where))
+        row = np.array([uniq.index(w) for w in where]) if len(uniq) > 1 else np.zeros(len(where), np.intp)
+        at = [self.position(*w) for w in uniq]
+        feed = {"patch": patch, "row": row.astype(np.int64), **first.runtime,
+                **{f"{t}@photo": acts[t] for t in self.graphs[first.cut][1]}}
+        for j, (name, t, _, pad) in enumerate(first.crops):
+            feed[name] = np.concatenate([_crop(acts[t], p.crops[j][2], pad) for p in at])
+        for j, (name, _) in enumerate(first.places + first.masks):
+            feed[name] = np.concatenate([(p.places + p.masks)[j][1] for p in at])[row]
+        return feed
+
+
+@dataclass(frozen=True)
+class Position:
+    """What one patch position needs beyond its group's graph (`Incremental.position`).  Positions of equal `key`
+    run in one batch: the same graph, runtime inputs and shapes, only the photo's crops and where the changed maps
+    land differ by row."""
+    cut: int  # the group's graph
+    key: tuple
+    box: tuple  # the patch's box in the input
+    runtime: dict  # name → int64 array, the same for the key
+    crops: list  # (input, tensor, box, pad value): the photo's tensor over box, padded with the value beyond the map
+    places: list  # (input, float32 one-hot matrix placing a box along one axis of its map: see _onto)
+    masks: list  # (input, bool [1, …box…]: the box's elements inside the map)
+
+
+def _onto(box: tuple, shape, a: int) -> np.ndarray:
+    """float32 [1, 1…, n, h] (axis a second to last) or [1, 1…, h, n]: 1 where element j of box (lo, hi) along
+    axis a (h long) lies at i of the map (n long); its rows or columns beyond the map are zero."""
+    lo, hi = box
+    hit = (np.arange(lo, hi)[None, :] == np.arange(shape[a])[:, None]).astype(np.float32)  # [n, h]
+    m = hit if a == len(shape) - 2 else hit.T
+    return m.reshape((1,) * (len(shape) - 2) + m.shape)
+
+
+def _sizes(box) -> tuple:
+    return tuple(hi - lo for lo, hi in box[1:])
+
+
+def _crop(a: np.ndarray, box, pad) -> np.ndarray:
+    """a (batch 1) over box (its batch axis ignored), padded with `pad` where the box leaves the map."""
+    v = a[(slice(None),) + tuple(slice(max(0, lo), min(n, hi)) for (lo, hi), n in zip(box[1:], a.shape[1:]))]
+    widths = [(0, 0)] + [(max(0, -lo), max(0, hi - n)) for (lo, hi), n in zip(box[1:], a.shape[1:])]
+    return np.pad(v, widths, constant_values=pad) if any(any(w) for w in widths) else v
 
 
 def _cut(plan) -> int:
@@ -152,8 +274,10 @@ class _Builder:
 
     def __init__(self, ex: Incremental, plan, layers, emit: bool = True):
         self.ex, self.g, self.plan, self.emit = ex, ex.graph, plan, emit
-        self.changed, self.incremental, self.same = layers
+        self.changed, self.incremental, self.same, self.partial, self.reach = layers
         self.nodes, self.consts, self.photo, self.runtime = [], [], set(), {}
+        self.crops, self.places, self.masks = [], [], []  # see Position
+        self.masked: dict[str, str] = {}  # changed tensor → its change, zero beyond the map
         self.box: dict[str, tuple] = {self.g.input: plan.boxes[self.g.input]}  # a change over a box, batch B
         self.name: dict[str, str] = {}  # changed tensor → its change over its box
         self.full: dict[str, str] = {}  # tensors computed on the whole map, batch B
@@ -207,42 +331,76 @@ class _Builder:
         return f"{t}@photo"
 
     # -- a tensor over a box: its change, its values -------------------------------------------------------------
-    def delta(self, t: str, box, same: bool = False) -> str:
+    def delta(self, t: str, box, same: bool = False, masked: bool = False) -> str:
         """The change of tensor `t` (new − photo) over `box`, which may leave its own box and the map (zero there),
         batch B.  same: `box` is t's own box wherever the patch lies (a graph shared by positions may only take
         such shortcuts when they hold at all of them)."""
-        have = self.box[t]
+        have, change = self.box[t], self._masked(t) if masked else self.name[t]
         if same:
-            return self.name[t]
+            return change
         part = tuple((max(a, c), min(b, d)) for (a, b), (c, d) in zip(have, box))
-        v = self._slice(self.name[t], (have[0],) + part[1:], have)
+        v = self._slice(change, (have[0],) + part[1:], have)
         lead = [p[0] - w[0] for p, w in zip(part, box)]
         trail = [w[1] - p[1] for p, w in zip(part, box)]
         return self._pad(v, lead, trail)
 
     def old(self, t: str, box, pad_value: float | None = None, whole: bool = False) -> str:
-        """The photo's tensor `t` over `box`, batch 1.  pad_value None: the box lies in the map wherever the patch
-        lies (a plan's box); else it may leave the map, padded with pad_value there (a receptive field).  whole:
-        the box is the whole map at every position."""
+        """The photo's tensor `t` over `box`: an input cut on the host, batch B (each row its position's crop,
+        padded with pad_value where the box leaves the map: a receptive field).  whole: the box is the whole map
+        at every position, batch 1."""
         if whole:
             return self._photo(t)
-        shape = self.g.shapes[t]
-        whole = tuple((0, n) for n in shape)
-        inside = ((0, shape[0]),) + tuple((max(0, lo), min(n, hi)) for (lo, hi), n in zip(box[1:], shape[1:]))
-        base = self._slice(self._photo(t), inside, whole)
-        if pad_value is None:
-            return base
-        lead = [lo_i - lo for (lo, _), (lo_i, _) in zip(box, inside)]
-        trail = [hi - hi_i for (_, hi), (_, hi_i) in zip(box, inside)]
-        return self._pad(base, lead, trail, pad_value)
+        name = self._fresh("crop")
+        self.crops.append((name, t, tuple(box), 0.0 if pad_value is None else pad_value))
+        return self._node("Gather", [name, "row"], axis=0)
 
-    def values(self, t: str, box, pad_value: float | None = None, whole: bool = False, same: bool = False) -> str:
+    def _outside(self, t: str) -> bool:
+        """Whether t's box leaves its map at some position of the group."""
+        return any(lo < 0 or hi > n for (lo, hi), n in zip(self.reach[t], self.g.shapes[t]))
+
+    def _masked(self, t: str) -> str:
+        """The change of t, zero where its box leaves the map.  What a layer computes beyond the map is not the
+        map's; it stays there through element-wise ops and 1×1 windows, and is cut off where a wider window or the
+        placement in the whole map would read it."""
+        if not self._outside(t):
+            return self.name[t]
+        if t not in self.masked:
+            name = self._fresh("inside")
+            self.masks.append((name, t, self.box[t], self.partial[t]))
+            self.masked[t] = self._node("Where", [name, self.name[t], self._const(np.array(0, np.float32))])
+        return self.masked[t]
+
+    def _place(self, t: str) -> str:
+        """The new values of the changed tensor `t` over its whole map, batch B: its change placed into the map by
+        a one-hot matrix per axis its box may cut (an input, per row, as the positions of a batch differ; a box's
+        part beyond the map meets no row of it) and added to the photo's map.  Exact: each element is one change
+        times 1 plus zeros."""
+        rank = len(self.g.shapes[t])
+        x = self._masked(t)
+        for a in self.partial[t]:
+            at = self._fresh("onto")
+            self.places.append((at, t, a))
+            if a == rank - 2:  # [n, h] @ change
+                x = self._node("MatMul", [at, x])
+            else:  # the axis last, change @ [h, n], back
+                perm = [*(i for i in range(rank) if i != a), a] if a != rank - 1 else None
+                if perm:
+                    x = self._node("Transpose", [x], perm=perm)
+                x = self._node("MatMul", [x, at])
+                if perm:
+                    x = self._node("Transpose", [x], perm=[int(i) for i in np.argsort(perm)])
+        return self._node("Add", [self._photo(t), x])
+
+    def values(self, t: str, box, pad_value: float | None = None, whole: bool = False, same: bool = False,
+               masked: bool = False) -> str:
         """Tensor `t` over `box` as the perturbed copies have it: batch B if it changed, else 1 (whole, same: as
         for `old` and `delta`)."""
         if t in self.full:
             return self.full[t] if whole else self._slice(self.full[t], box, tuple((0, n) for n in self.g.shapes[t]))
+        if whole and t in self.box and self.partial[t]:
+            return self._place(t)
         base = self.old(t, box, pad_value, whole)
-        return self._node("Add", [base, self.delta(t, box, same)]) if t in self.box else base
+        return self._node("Add", [base, self.delta(t, box, same, masked)]) if t in self.box else base
 
     # -- layers ---------------------------------------------------------------------------------------------------
     def walk(self) -> None:
@@ -268,6 +426,15 @@ class _Builder:
         dtype = TensorProto.FLOAT
         inputs = [helper.make_tensor_value_info("patch", dtype, ["B"] + [hi - lo for lo, hi in box0[1:]])]
         inputs += [helper.make_tensor_value_info(f"{t}@photo", dtype, list(self.g.shapes[t])) for t in sorted(self.photo)]
+        inputs += [helper.make_tensor_value_info("row", TensorProto.INT64, ["B"])]
+        inputs += [helper.make_tensor_value_info(name, dtype, ["U", *(f"{name}:{a}" for a in range(1, len(box)))])
+                   for name, _, box, _ in self.crops]
+        inputs += [helper.make_tensor_value_info(name, dtype, ["B", *[1] * (len(self.g.shapes[t]) - 3),
+                                                                 f"{name}:0", f"{name}:1"])
+                   for name, t, _ in self.places]
+        inputs += [helper.make_tensor_value_info(name, TensorProto.BOOL, ["B", *(f"{name}:{a}" if a in axes else 1
+                                                                               for a in range(1, len(box)))])
+                   for name, _, box, axes in self.masks]
         inputs += [helper.make_tensor_value_info(r, TensorProto.INT64, [len(v)]) for r, v in self.runtime.items()]
         out_shape = ["B", *self.g.shapes[self.g.output][1:]]
         graph = helper.make_graph(self.nodes, "incremental", inputs,
@@ -292,16 +459,21 @@ class _Builder:
                 lo, hi = out_box[2 + i]
                 want.append((lo * strides[i] - pads[i], (hi - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1) + 1))
             keep = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad")}
+            wide = any(d * (k - 1) for d, k in zip(dil, kernel))  # reads its input beyond the output's own place
             if op == "MaxPool":  # not linear: the new values' maximum, less the photo's
-                new = self._node(op, [self.values(node.input[0], tuple(want), -math.inf)], **keep)
+                new = self._node(op, [self.values(node.input[0], tuple(want), -math.inf, masked=True)], **keep)
                 out = self._node("Sub", [new, self.old(node.output[0], out_box)])
             else:  # linear: the change of the output is the op on the change of the input (no bias)
-                out = self._node(op, [self.delta(node.input[0], tuple(want)), *node.input[1:2]], **keep)
+                out = self._node(op, [self.delta(node.input[0], tuple(want), masked=wide), *node.input[1:2]], **keep)
         elif op in ELEMENTWISE:
             per_channel = op in ("BatchNormalization", "QuantizeLinear", "DequantizeLinear")
             if per_channel and tuple(out_box[1]) != (0, shapes[node.output[0]][1]):
                 return False  # their parameters follow axis 1, not numpy's broadcasting: whole channels only
             changed = [i for i in node.input if i in self.box]
+            out_t = node.output[0]
+            if self._outside(out_t) and any(i in self.ex.inits and not per_channel and any(
+                    n != 1 for n in self.ex.inits[i].dims[-len(shapes[out_t]) + 1:]) for i in node.input if i):
+                return False  # an operand that varies over the map: cut to a box that leaves it, it would not fit
             if op in ("Add", "Sub") and len(changed) == len(node.input):  # linear in the changes
                 out = self._node(op, [self.delta(i, out_box, (index, j) in self.same)
                                       for j, i in enumerate(node.input)])

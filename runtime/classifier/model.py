@@ -49,6 +49,8 @@ class OnnxClassifier:
         batches as CUDA graphs (device cuda, composer backend).  cpu_fallback : on CUDA, let ops without a CUDA
         kernel run on the CPU (default: an error).  See backends/sessions.Placement.
     batch_backend : "auto" | "host" | "composer": how perturbation batches are built (backends.choose).
+    incremental : "auto" | "on" | "off": exact incremental inference, each perturbed copy recomputing only what its
+        patch changes (backends/incremental.py; auto: where its plan predicts a gain for the model and K).
     fp16 : run the graph in float16 (ONNX Runtime's converter, float32 inputs and outputs kept; TensorRT: fp16
         engines).  Refused when the probe images' log2 probabilities move by more than `fp16_tolerance` bits from
         float32's (`check_fp16`); `fp16_drift` records how far they moved.
@@ -64,8 +66,8 @@ class OnnxClassifier:
     @_names_the_model
     def __init__(self, model_path, preprocessing: Preprocessing | dict | None = None, *, output_kind="auto",
                  labels=None, input_name=None, output_name=None, name=None, device="cpu", provider="default",
-                 cuda_graph=False, cpu_fallback=False, batch_backend="auto", fp16=False, fp16_tolerance=0.1,
-                 session=None, session_options=None, providers=None, max_pixels=params.MAX_PIXELS):
+                 cuda_graph=False, cpu_fallback=False, batch_backend="auto", incremental="off", fp16=False,
+                 fp16_tolerance=0.1, session=None, session_options=None, providers=None, max_pixels=params.MAX_PIXELS):
         self.model_path = os.fspath(model_path)
         self.max_pixels = None if max_pixels is None else params.check("max_pixels", max_pixels)
         self.name = name or os.path.splitext(os.path.basename(self.model_path))[0]
@@ -77,6 +79,8 @@ class OnnxClassifier:
                                             session_options=session_options,
                                             providers_given=None if providers is None else tuple(providers))
         self.batch_backend = backends.choose(batch_backend, self.placement)
+        self.incremental = params.check("incremental", incremental)
+        self.incremental_used: dict | None = None  # what the last explanation ran: backends.incremental.decide
         exact_where = dataclasses.replace(self.placement, fp16=False)  # TensorRT: float32 engines
         if session is not None:
             self.session, self.batch_limit = session, fixed_batch(session)
@@ -236,6 +240,7 @@ class OnnxClassifier:
                 "batch_limit": self.batch_limit, "device": self.device,
                 "providers": self.session.get_providers(), "provider": self.placement.provider,
                 "batch_backend": self.batch_backend, "cuda_graph": self.placement.cuda_graph,
+                "incremental": {"mode": self.incremental, **(self.incremental_used or {"used": False})},
                 **({"fp16": True, "fp16_drift": self.fp16_drift} if self.fp16 else {}), **pre}
 
     def _edit(self, model, fp16: bool = True):

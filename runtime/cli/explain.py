@@ -83,9 +83,8 @@ def register(sub) -> None:
     r.add_argument("--batch-backend", choices=options.choices("batch_backend"), default="auto",
                    help="host: in-fills composited in C++ into a host batch; composer: an ONNX graph composes the "
                    "batch on the classifier's device and IO binding hands it over, so only in-fills cross the bus "
-                   "(on the CPU about 7 %% slower, same maps); incremental (experimental): each copy recomputes "
-                   "only what its patch changes, the same maps within float rounding, not yet faster end to end; "
-                   "auto (default): composer on cuda, host on the cpu")
+                   "(on the CPU about 7 %% slower, same maps); auto (default): composer on cuda, host on the cpu")
+    options.add_incremental(r)
     r.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run on Ray (the ray extra): several images are spread over one actor per CPU slot (per GPU "
                    "with --device cuda); one image is split by patch positions across them and merged, the same "

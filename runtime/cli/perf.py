@@ -45,6 +45,7 @@ def _arguments(p) -> None:
     options.add_run(p)
     p.add_argument("--batch-backend", choices=options.choices("batch_backend"), default="auto",
                    help="how perturbation batches are built (default auto)")
+    options.add_incremental(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--startup", action="store_true", help="instead: the short job as a user runs it (`infolens "
                       "explain` in a fresh process, wall clock, start-up included) against raw ONNX Runtime on the "

@@ -112,8 +112,11 @@ class Graph:
         return kernel, strides, dilations, _leading_pads(attrs, in_shape[2:], out_shape[2:], kernel, strides,
                                                          dilations)
 
-    def plan(self, y: int, x: int, K: int, threshold: float = THRESHOLD) -> Plan:
-        """The plan for a K×K patch whose top-left corner is at row y, column x of the input."""
+    def plan(self, y: int, x: int, K: int, threshold: float = THRESHOLD, clip: bool = True) -> Plan:
+        """The plan for a K×K patch whose top-left corner is at row y, column x of the input.  clip False: the
+        boxes are not cut at the borders of their maps (a box may start below 0 or end past the map), so that they
+        have the same shape wherever the patch lies (the executor batches positions that way); which layers run in
+        full is decided on the part inside the map, as when clipped."""
         shape = self.shapes[self.input]
         box = [(0, n) for n in shape]
         (hy, wx) = self.spatial
@@ -130,9 +133,9 @@ class Graph:
                 plan.layers.append(Layer(name, node.op_type, out_shape, None, True, macs_full, 0))
                 continue
             try:
-                outs = _propagate(node, ins, self)
+                outs = _propagate(node, ins, self, clip)
                 runs_full = any(n in full for n in node.input) or any(
-                    b is not None and _size(b) >= threshold * max(1, math.prod(self.shapes[o]))
+                    b is not None and _size(_clip(b, self.shapes[o])) >= threshold * max(1, math.prod(self.shapes[o]))
                     for o, b in zip(node.output, outs))
             except _Unsupported:
                 outs, runs_full = [_whole(self.shapes.get(o, ())) for o in node.output], True
@@ -143,7 +146,7 @@ class Graph:
                     plan.cut = len(plan.layers)
             boxes.update(zip(node.output, outs))
             plan.layers.append(Layer(name, node.op_type, out_shape, outs[0], not runs_full, macs_full,
-                                     macs_full if runs_full else _macs(node, self, outs[0])))
+                                     macs_full if runs_full else _macs(node, self, outs[0] and _clip(outs[0], out_shape))))
         return plan
 
 
@@ -165,6 +168,11 @@ def _batch_one(proto):
 
 def _whole(shape) -> Box:
     return tuple((0, n) for n in shape)
+
+
+def _clip(box: Box, shape) -> Box:
+    """The part of `box` inside a map of `shape`."""
+    return tuple((max(0, lo), min(n, hi)) for (lo, hi), n in zip(box, shape))
 
 
 def _size(box: Box) -> int:
@@ -201,11 +209,12 @@ def _broadcast(box: Box | None, shape, out_shape) -> Box | None:
     return tuple(out)
 
 
-def _window(lo: int, hi: int, k: int, s: int, p: int, d: int, n_out: int) -> tuple[int, int]:
-    """Output positions [lo', hi') whose window (kernel k, stride s, leading pad p, dilation d) meets input [lo, hi)."""
+def _window(lo: int, hi: int, k: int, s: int, p: int, d: int, n_out: int, clip: bool = True) -> tuple[int, int]:
+    """Output positions [lo', hi') whose window (kernel k, stride s, leading pad p, dilation d) meets input [lo, hi)
+    (clip False: not cut to [0, n_out))."""
     first = -((-(lo + p - d * (k - 1))) // s)  # ceil
     last = (hi - 1 + p) // s
-    return max(0, first), min(n_out, last + 1)
+    return (max(0, first), min(n_out, last + 1)) if clip else (first, last + 1)
 
 
 def _leading_pads(attrs, in_sp, out_sp, kernel, strides, dilations) -> list[int]:
@@ -224,8 +233,9 @@ def _leading_pads(attrs, in_sp, out_sp, kernel, strides, dilations) -> list[int]
     return list(pads[:len(in_sp)])
 
 
-def _propagate(node, ins: list, graph: Graph) -> list:
-    """Output boxes of `node` from its inputs' (None: unchanged); _Unsupported for an op not handled."""
+def _propagate(node, ins: list, graph: Graph, clip: bool = True) -> list:
+    """Output boxes of `node` from its inputs' (None: unchanged); _Unsupported for an op not handled.  clip False:
+    windows are not cut at the map's borders (Plan's nominal boxes)."""
     op, attrs = node.op_type, graph.attributes(node)
     shapes = graph.shapes
     out_shapes = [shapes.get(o) for o in node.output]
@@ -246,10 +256,11 @@ def _propagate(node, ins: list, graph: Graph) -> list:
             raise _Unsupported(op)  # changed weights: not a convolution of the photo's activations
         kernel, strides, dilations, pads = graph.window(node)
         channels = (0, out_shape[1]) if op in ("Conv", "ConvInteger", "QLinearConv") else data[1]
-        spatial = tuple(_window(*data[2 + i], kernel[i], strides[i], pads[i], dilations[i], out_shape[2 + i])
+        spatial = tuple(_window(*data[2 + i], kernel[i], strides[i], pads[i], dilations[i], out_shape[2 + i], clip)
                         for i in range(len(kernel)))
         box = (data[0], channels, *spatial)
-        return [None if any(hi <= lo for lo, hi in spatial) else box] + [None] * (len(node.output) - 1)
+        inside = _clip(spatial, out_shape[2:])
+        return [None if any(hi <= lo for lo, hi in inside) else box] + [None] * (len(node.output) - 1)
     if op in ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"):
         return [(ins[0][0], ins[0][1], *((0, n) for n in out_shape[2:]))]
     if op == "Concat":

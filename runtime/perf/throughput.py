@@ -61,7 +61,8 @@ def classifier_for(args, model=None, **over) -> OnnxClassifier:
     from ..catalog import DEFAULT_CLASSIFIER, shipped
     from ..cli.options import gpu
 
-    kw = {"device": args.device, "batch_backend": args.batch_backend, **gpu(args), **over}
+    kw = {"device": args.device, "batch_backend": args.batch_backend, "incremental": args.incremental, **gpu(args),
+          **over}
     return OnnxClassifier.from_card(model or args.model or shipped(DEFAULT_CLASSIFIER, "model"), **kw)
 
 
@@ -70,7 +71,7 @@ def ratio(args) -> int:
     sampler = load_sampler(args.sampler, K=args.K, device=clf.placement)
     ex = Explainer(clf, sampler, batch_size=args.batch_size)
     image = args.image or np.random.default_rng(0).integers(0, 256, (*clf.pre.size, 3), dtype=np.uint8)
-    ex.explain(image, stride=args.K, samples=1)  # warm-up: sessions, allocations
+    ex.explain(image, stride=args.S, samples=1)  # warm-up: sessions, allocations, the grid's incremental graphs
     raw, raw_ours, e2e, parts = [], [], [], []
     for _ in range(args.rounds):
         if clf.device == "cpu" and not clf.fp16:

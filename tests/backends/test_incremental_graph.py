@@ -14,28 +14,35 @@ from conftest import REPO
 from infolens.backends.incremental import Incremental
 
 H, W, K = 20, 22, 4
-POSITIONS = [(0, 0), (0, W - K), (H - K, 0), (H - K, W - K), (0, 9), (8, 0), (8, 9), (H - K, 9), (8, W - K)]
+POSITIONS = [(0, 0), (0, W - K), (H - K, 0), (H - K, W - K), (0, 9), (8, 0), (8, 9), (H - K, 9), (8, W - K), (8, 13), (4, 5)]
 
 
 def check(path, photo, spatial, positions, k, B=3, tol=1e-5, threshold=0.5):
-    """One graph for all `positions`, each fed its runtime inputs: the full forward's output on the copies."""
+    """One graph for all `positions`; the positions of one key run together, B perturbed copies each, in one run:
+    the full forward's output on every copy."""
     ex = Incremental(path, k, positions, spatial, threshold)
     acts = ex.tap(photo)
     sessions = {cut: ort.InferenceSession(g[0].SerializeToString(), providers=["CPUExecutionProvider"])
                 for cut, g in ex.graphs.items()}
     full = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     fed = full.get_inputs()[0].name
+    keys: dict = {}
     for y, x in positions:
-        cut, box, runtime = ex.feeds(y, x)
-        session = sessions[cut]
-        reads = {f"{t}@photo" for t in ex.graphs[cut][1]}
-        copies = np.repeat(photo, B, 0)
-        where = (slice(None),) + tuple(slice(lo, hi) for lo, hi in box[1:])
-        copies[where] = np.random.default_rng(y * 31 + x).normal(0, 1, copies[where].shape)
-        want = np.concatenate([full.run(None, {fed: c[None]})[0] for c in copies])  # test CNNs take batch 1
-        got = session.run(None, {"patch": copies[where], **{k: acts[k] for k in reads}, **runtime})[0]
-        assert got.shape == want.shape and np.abs(got - want).max() <= tol, (y, x, np.abs(got - want).max())
-    return ex
+        keys.setdefault(ex.position(y, x).key, []).append((y, x))
+    for key, group in keys.items():
+        where, patches, want = [], [], []
+        for y, x in group:
+            box = ex.position(y, x).box
+            copies = np.repeat(photo, B, 0)
+            at = (slice(None),) + tuple(slice(lo, hi) for lo, hi in box[1:])
+            copies[at] = np.random.default_rng(y * 31 + x).normal(0, 1, copies[at].shape)
+            want.append(np.concatenate([full.run(None, {fed: c[None]})[0] for c in copies]))  # test CNNs: batch 1
+            patches.append(copies[at])
+            where += [(y, x)] * B
+        want = np.concatenate(want)
+        got = sessions[key[0]].run(None, ex.feed(acts, where, np.concatenate(patches)))[0]
+        assert got.shape == want.shape and np.abs(got - want).max() <= tol, (group, np.abs(got - want).max())
+    return ex, keys
 
 
 @pytest.mark.parametrize("threshold", [0.5, math.inf], ids=["cut", "no-cut"])  # no cut: every op on its box
@@ -44,8 +51,10 @@ def test_the_incremental_graph_gives_the_full_forward(tmp_path, variant, thresho
     path = onnx_builders.cnn(tmp_path / f"{variant}.onnx", variant, H, W)
     nhwc = variant == "nhwc"
     photo = np.random.default_rng(1).normal(0, 1, (1, H, W, 3) if nhwc else (1, 3, H, W)).astype(np.float32)
-    ex = check(path, photo, (1, 2) if nhwc else (2, 3), POSITIONS, K, threshold=threshold)
+    ex, keys = check(path, photo, (1, 2) if nhwc else (2, 3), POSITIONS, K, threshold=threshold)
     assert all(any(g[2][1]) for g in ex.graphs.values())
+    if threshold < math.inf:
+        assert any(len(group) > 1 for group in keys.values())  # positions alike away from the border run together
 
 
 @pytest.mark.slow
@@ -64,23 +73,59 @@ def test_pmi_maps_with_the_incremental_backend_are_the_host_batchs(tmp_path, var
     write_card(path, "NCHW", "RGB", "float32", kind="probs")
     image = np.random.default_rng(3).integers(0, 256, (H, W, 3), np.uint8)
     maps = {}
-    for backend in ("host", "incremental"):
-        clf = OnnxClassifier.from_card(path, batch_backend=backend)
+    for mode in ("off", "on"):
+        clf = OnnxClassifier.from_card(path, incremental=mode)
         e = Explainer(clf, "noise", K=K, batch_size=10).explain(image, classes="top2", stride=2, samples=3)
-        maps[backend] = e
-    host, inc = maps["host"], maps["incremental"]
-    assert inc.model["batch_backend"] == "incremental" and host.forwards == inc.forwards
+        maps[mode] = e
+    host, inc = maps["off"], maps["on"]
+    assert inc.model["incremental"]["used"] and not host.model["incremental"]["used"]
+    assert host.forwards == inc.forwards
     for name in ("pmi", "ig"):
         assert np.abs(host.maps[name] - inc.maps[name]).max() <= 1e-4, name  # bits
 
 
-def test_the_incremental_backend_refuses_a_uint8_model_in_one_line(tmp_path, image_file):
+def test_incremental_on_refuses_a_uint8_model_in_one_line(tmp_path, image_file):
     from conftest import run_cli, write_card
 
     path = onnx_builders.classifier(tmp_path / "u8.onnx", dtype="uint8")
     write_card(path, "NCHW", "RGB", "uint8")
-    r = run_cli("explain", image_file, "--model", path, "--batch-backend", "incremental", "-K", 4, "--sampler",
+    r = run_cli("explain", image_file, "--model", path, "--incremental", "on", "-K", 4, "--sampler",
                 "noise", "--out", tmp_path / "out", "-q")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.rstrip().endswith("takes float32 RGB models run in float32: choose host or composer "
-                                      "(--batch-backend)"), r.stderr
+    assert r.stderr.rstrip().endswith("incremental inference cannot run this model: it takes float32 RGB models run "
+                                      "in float32; auto falls back to full forwards (--incremental)"), r.stderr
+
+
+def test_incremental_on_names_the_op_it_does_not_support_in_one_line(tmp_path, image_file):
+    from conftest import run_cli, write_card
+
+    path = onnx_builders.cnn(tmp_path / "d2s.onnx", "unsupported", H, W)
+    write_card(path, "NCHW", "RGB", "float32", kind="probs")
+    r = run_cli("explain", image_file, "--model", path, "--resize", "stretch", "--incremental", "on", "-K", K,
+                "--sampler", "noise", "--out", tmp_path / "out", "-q")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "op DepthToSpace is not supported" in r.stderr and r.stderr.rstrip().endswith("(--incremental)"), r.stderr
+    assert not os.path.exists(tmp_path / "out") or not os.listdir(tmp_path / "out")
+
+
+@pytest.mark.parametrize("variant", ["se", "unsupported"])
+def test_incremental_auto_runs_where_the_plan_predicts_a_gain_and_says_why_not_elsewhere(tmp_path, variant):
+    """auto: the squeeze-and-excitation CNN runs incrementally (its plan predicts 2.5× fewer multiply-adds); the
+    one with a DepthToSpace falls back to full forwards, and its JSON names the op.  Either way the maps are the full
+    forwards' within float rounding."""
+    from conftest import write_card
+    from infolens import Explainer, OnnxClassifier
+
+    path = onnx_builders.cnn(tmp_path / f"{variant}.onnx", variant, H, W)
+    write_card(path, "NCHW", "RGB", "float32", kind="probs")
+    image = np.random.default_rng(4).integers(0, 256, (H, W, 3), np.uint8)
+    runs = {mode: Explainer(OnnxClassifier.from_card(path, incremental=mode), "noise", K=K, batch_size=12).explain(
+        image, classes="top1", stride=2, samples=2) for mode in ("off", "auto")}
+    record = runs["auto"].model["incremental"]
+    assert record["mode"] == "auto" and record["used"] == (variant == "se"), record
+    if variant == "se":
+        assert record["predicted_speedup"] >= 1.5 and "why_not" not in record, record
+    else:
+        assert "DepthToSpace" in record["why_not"], record
+    for name in ("pmi", "ig"):
+        assert np.abs(runs["off"].maps[name] - runs["auto"].maps[name]).max() <= 1e-4, name

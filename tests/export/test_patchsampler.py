@@ -84,7 +84,9 @@ def test_encoder_computes_only_what_reaches_the_patch(K):
         full = encoder.act(encoder.patchify(torch.cat([x, encoder.ring.expand_as(x[:, :1])], 1)))
         for conv in encoder.body:
             full = full + encoder.act(conv(full))
-        torch.testing.assert_close(encoder(context), full[..., 4:8, 4:8], rtol=1e-6, atol=1e-6)
+        # float32 rounding only: the convolution kernels chosen for a 12×12 grid and for the crops sum in other
+        # orders (measured up to 1.4e-5 relative on an AMD EPYC); computing the wrong cells differs by O(1)
+        torch.testing.assert_close(encoder(context), full[..., 4:8, 4:8], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("T", [1, 2, 4])
