@@ -61,8 +61,9 @@ def decide(classifier, K: int, ys, xs) -> bool:
 
 
 def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None]:
-    """The plan's multiply-adds of a full forward over their mean at a SAMPLED × SAMPLED subgrid of (ys, xs); the
-    op that cut some of those plans short of the threshold (unsupported), if any."""
+    """A full forward's multiply-adds over the executor's (its plans' boxes not cut at the border), mean over a
+    SAMPLED × SAMPLED subgrid of (ys, xs); the op that cut some of those plans short of the threshold (unsupported),
+    if any."""
     uy, ux = np.unique(ys), np.unique(xs)
     key = (clf.sha256, K, tuple(uy.tolist()), tuple(ux.tolist()))
     if key not in _PREDICTIONS:
@@ -70,7 +71,7 @@ def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None]:
 
         graph = Graph(onnx.load(clf.model_path), spatial_axes(clf))
         pick = lambda u: u[np.linspace(0, len(u) - 1, min(SAMPLED, len(u))).round().astype(int)]  # noqa: E731
-        plans = [graph.plan(int(y), int(x), K) for y in pick(uy) for x in pick(ux)]
+        plans = [graph.plan(int(y), int(x), K, clip=False) for y in pick(uy) for x in pick(ux)]
         early = [p.unsupported for p in plans if p.unsupported and p.cut is not None and
                  p.layers[p.cut].op == p.unsupported]
         _PREDICTIONS[key] = (plans[0].macs_full / max(1.0, float(np.mean([p.macs for p in plans]))),

@@ -71,7 +71,9 @@ def ratio(args) -> int:
     sampler = load_sampler(args.sampler, K=args.K, device=clf.placement)
     ex = Explainer(clf, sampler, batch_size=args.batch_size)
     image = args.image or np.random.default_rng(0).integers(0, 256, (*clf.pre.size, 3), dtype=np.uint8)
+    t0 = time.perf_counter()
     ex.explain(image, stride=args.S, samples=1)  # warm-up: sessions, allocations, the grid's incremental graphs
+    warm = time.perf_counter() - t0
     raw, raw_ours, e2e, parts = [], [], [], []
     for _ in range(args.rounds):
         if clf.device == "cpu" and not clf.fp16:
@@ -85,6 +87,9 @@ def ratio(args) -> int:
     print(f"machine     {machine(clf)}, kernels {kernels.backend()}")
     print(f"model       {clf.model_path}  batch {args.batch_size}  {options_line(clf)}")
     print(f"explain     sampler {args.sampler} K={args.K} S={args.S} N={args.N}: {e.forwards} forwards")
+    if clf.incremental != "off":
+        print(f"incremental {args.incremental}: {clf.incremental_used}; the warm-up (N=1, its graphs and positions "
+              f"planned) took {warm:.1f} s")
     if raw:
         print(f"raw ORT     {statistics.median(raw):8.1f} forwards/s   default session options, session.run "
               f"(rounds: {', '.join(f'{v:.1f}' for v in raw)})")
