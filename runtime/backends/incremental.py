@@ -143,6 +143,7 @@ class Incremental:
         self.K, self.threshold = K, threshold
         self.inits = {t.name: t for t in self.proto.graph.initializer}
         self._positions: dict[tuple, Position] = {}
+        self._runtime: dict[tuple, dict] = {}
         groups: dict[int, list] = {}
         self._plans = {(y, x): self.graph.plan(y, x, K, threshold, clip=False) for y, x in positions}
         for plan in self._plans.values():
@@ -208,7 +209,8 @@ class Incremental:
                               np.ones([1] * len(shape), bool)))
             key = (cut, tuple((k, tuple(v.tolist())) for k, v in b.runtime.items()), _sizes(box),
                    tuple(_sizes(c[2]) for c in b.crops), tuple(p.shape for _, p in places))
-            self._positions[(y, x)] = Position(cut, key, box, b.runtime, b.crops, places, masks)
+            runtime = self._runtime.setdefault(key, b.runtime)  # the same for the key: kept once
+            self._positions[(y, x)] = Position(cut, key, box, runtime, b.crops, places, masks)
         return self._positions[(y, x)]
 
     def feed(self, acts: dict, where: list, patch: np.ndarray) -> dict[str, np.ndarray]:
