@@ -1,20 +1,21 @@
 """Exact incremental inference (DESIGN §11): the classifier's graph rewritten so that a perturbed copy costs only
-what its patch changes.
+what its patch changes (`--incremental`; `decide` says where it runs).
 
 The photo runs once with the activations the rewritten graphs read kept (`tap`).  `Incremental` writes ONNX graphs
-for the patch positions of a grid: a graph's input is the patch alone, [B, …K×K box of the input…] (the in-fills,
-normalized), it reads the photo's activations (graph inputs `<tensor>@photo`, batch 1), and every offset, size and
-padding that depends on where the patch lies is a runtime int64 input (`feeds`).  Each layer the plan
-(perf/incremental.py) marks incremental carries its *change* (new − photo) over its box, batch B: a linear layer
-(convolution, average pooling) runs on the change alone — the change cut to the layer's receptive field and padded
+for the patch positions of a grid, from plans (perf/incremental.py) whose boxes are not cut at the map's border, so
+that every position's boxes have the same shapes: a graph's input is the patch alone, [B, …K×K box of the input…]
+(the in-fills, normalized).  Each layer before the plan's cut carries its *change* (new − photo) over its box: a
+linear layer (convolution, average pooling) runs on the change alone — cut to the layer's receptive field and padded
 with zeros, the op without padding or bias — and an element-wise layer or a max-pooling computes its new values (the
-photo's plus the change; -inf beyond the map for max-pooling) less the photo's output.  Every other layer runs as in
-the original graph on full maps (the photo's plus the change).  The output is the full forward's up to float
-rounding (the linear split reorders the sums).
+photo's crop plus the change; -inf beyond the map for max-pooling) less the photo's output.  What a layer computes
+beyond the map is masked to zero before a window wider than one element reads it.  At the cut the change is placed
+into the photo's map by one-hot matrices and the rest runs as in the original graph.  The output is the full
+forward's up to float rounding (the linear split reorders the sums).
 
-Positions whose plans cut at the same layer share a graph.  `IncrementalPerturbationBatch` is the batch backend
-"incremental" (`--batch-backend incremental`): the copies are composited as on the host, and each position's rows
-run through its graph.
+What differs between positions is an input: the photo's crops (cut on the host, one per position, gathered per row
+by "row"), the masks and the one-hot matrices; offsets relative to the boxes are int64 inputs, equal for positions
+of one `Position.key` (the same alignment to the network's strides), which run together in one batch.  Positions
+whose plans cut at the same layer share a graph.
 """
 from __future__ import annotations
 
@@ -80,10 +81,10 @@ def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None]:
 
 
 class IncrementalPerturbationBatch:
-    """The perturbation batch (backends/cpu.py's interface) of the "incremental" backend: `write` composites the
-    in-fills into host rows as the host batch does, `run` takes each position's rows (they come n per position, in
-    order) through the graph of its cut, fed the patch's box of those rows, and gives the classifier's
-    probabilities.  ys, xs: the grid's positions (the graphs are grouped over them)."""
+    """The perturbation batch (backends/cpu.py's interface) of incremental inference: `write` composites the
+    in-fills into host rows as the host batch does, `run` takes the rows of each `Position.key` through its graph in
+    one run, fed the patch's box of those rows, and gives the classifier's probabilities; `order` groups the
+    positions so that batches hold one key.  ys, xs: the grid's positions (the graphs are built for them)."""
 
     def __init__(self, classifier, base: np.ndarray, capacity: int, K: int, ys, xs):
         from .cpu import CpuPerturbationBatch
@@ -131,8 +132,8 @@ class IncrementalPerturbationBatch:
 
 class Incremental:
     """The executor of one classifier graph for K×K patches at `positions` (row, column of the top-left corner).
-    Positions whose plans cut at the same layer share one ONNX graph (a handful of graphs per grid); every offset,
-    size and padding that depends on the position is a runtime input (`feeds`).  model: path or onnx.ModelProto
+    Positions whose plans cut at the same layer share one ONNX graph (a handful of graphs per grid); what depends on
+    the position is an input (`position`, `feed`).  model: path or onnx.ModelProto
     (batch axis 0 symbolic or 1); spatial: the input's (height, width) axes; threshold: the plan's cut."""
 
     def __init__(self, model, K: int, positions, spatial=(2, 3), threshold: float = THRESHOLD):
