@@ -115,11 +115,11 @@ class IncrementalPerturbationBatch:
         """float64 [m, Y]: p(Y | row) of rows 0..m−1, the rows of each `Position.key` in one run."""
         rows, where = self.host.rows, self._pos[:m]
         self.classifier.rows_run += m
-        keys = [self.ex.position(*w) for w in where]
+        at = [self.ex.position(*w) for w in where]
         out = None
-        for key in dict.fromkeys(p.key for p in keys):
-            idx = [i for i, p in enumerate(keys) if p.key == key]
-            patch = np.stack([rows[i][tuple(slice(lo, hi) for lo, hi in keys[i].box[1:])] for i in idx])
+        for key in dict.fromkeys(p.key for p in at):
+            idx = [i for i, p in enumerate(at) if p.key == key]
+            patch = np.stack([rows[i][tuple(slice(lo, hi) for lo, hi in at[i].box[1:])] for i in idx])
             res = self.sessions[key[0]].run(["output"], self.ex.feed(self.photo, [where[i] for i in idx], patch))[0]
             if out is None:
                 out = np.empty((m, res[0].size), res.dtype)
@@ -325,10 +325,9 @@ class _Builder:
                                     self._rt([box[a][1] - origin[a][0] for a in axes]),
                                     self._const(np.array(axes, np.int64))])
 
-    def _pad(self, name: str, lead, trail, value=None) -> str:
-        pads = self._rt([0, *lead[1:], 0, *trail[1:]])
-        return self._node("Pad", [name, pads] + ([self._const(np.array(value, np.float32))] if value is not None
-                                                 else []))
+    def _pad(self, name: str, lead, trail) -> str:
+        """Zeros around `name`: lead and trail elements on every axis but the batch."""
+        return self._node("Pad", [name, self._rt([0, *lead[1:], 0, *trail[1:]])])
 
     def _photo(self, t: str) -> str:
         self.photo.add(t)
