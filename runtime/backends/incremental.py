@@ -15,16 +15,18 @@ forward's up to float rounding (the linear split reorders the sums).
 What differs between positions is an input: the photo's crops (cut on the host, one per position, gathered per row
 by "row"), the masks and the one-hot matrices; offsets relative to the boxes are int64 inputs, equal for positions
 of one `Position.key` (the same alignment to the network's strides), which run together in one batch.  Positions
-whose plans cut at the same layer share a graph.
+whose plans cut at the same layer share a graph.  Positions a period apart (the strides' least common multiple) have
+one plan, moved: the executor plans one position per class of the period (`Incremental._plan`), so its warm-up and
+memory do not grow with the number of positions.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph, spatial_axes
+from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph, Plan, spatial_axes
 
 WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
@@ -33,6 +35,7 @@ _EXECUTORS: dict = {}  # (model file, sha256, K, positions) → Incremental, and
 _PREDICTIONS: dict = {}  # (sha256, K, grid) → predicted speed-up, the op that cut the plan early or None
 AUTO_GAIN = 1.5  # --incremental auto: on where the plan predicts at least this many times fewer multiply-adds
 SAMPLED = 7  # the prediction plans a SAMPLED × SAMPLED subgrid of the positions
+RECENT = 512  # Incremental keeps this many positions' needs (a batch's, in `position`'s order)
 
 
 def decide(classifier, K: int, ys, xs) -> bool:
@@ -104,7 +107,7 @@ class IncrementalPerturbationBatch:
     def order(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """The order to visit positions (ys, xs) in: those that run in one batch (`Position.key`) together."""
         keys: dict = {}
-        rank = [keys.setdefault(self.ex.position(y, x).key, len(keys)) for y, x in zip(ys.tolist(), xs.tolist())]
+        rank = [keys.setdefault(self.ex.key(y, x), len(keys)) for y, x in zip(ys.tolist(), xs.tolist())]
         return np.argsort(rank, kind="stable")
 
     def write(self, patches: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
@@ -115,11 +118,12 @@ class IncrementalPerturbationBatch:
         """float64 [m, Y]: p(Y | row) of rows 0..m−1, the rows of each `Position.key` in one run."""
         rows, where = self.host.rows, self._pos[:m]
         self.classifier.rows_run += m
-        at = [self.ex.position(*w) for w in where]
+        keys = [self.ex.key(*w) for w in where]
         out = None
-        for key in dict.fromkeys(p.key for p in at):
-            idx = [i for i, p in enumerate(at) if p.key == key]
-            patch = np.stack([rows[i][tuple(slice(lo, hi) for lo, hi in at[i].box[1:])] for i in idx])
+        for key in dict.fromkeys(keys):
+            idx = [i for i, k in enumerate(keys) if k == key]
+            patch = np.stack([rows[i][tuple(slice(lo, hi) for lo, hi in self.ex.position(*where[i]).box[1:])]
+                              for i in idx])
             res = self.sessions[key[0]].run(["output"], self.ex.feed(self.photo, [where[i] for i in idx], patch))[0]
             if out is None:
                 out = np.empty((m, res[0].size), res.dtype)
@@ -143,12 +147,14 @@ class Incremental:
         self.graph = Graph(self.proto, spatial)
         self.K, self.threshold = K, threshold
         self.inits = {t.name: t for t in self.proto.graph.initializer}
-        self._positions: dict[tuple, Position] = {}
+        self.period, self.steps = _steps(self.graph)
         self._runtime: dict[tuple, dict] = {}
+        self._classes: dict[tuple, list] = {}  # (y, x) mod period → [first position, its plan, its Position]
+        self._direct: dict[tuple, object] = {}  # position → its plan, then its Position: planned one by one
+        self._recent: dict[tuple, Position] = {}  # the last positions moved (`position`)
         groups: dict[int, list] = {}
-        self._plans = {(y, x): self.graph.plan(y, x, K, threshold, clip=False) for y, x in positions}
-        for plan in self._plans.values():
-            groups.setdefault(_cut(plan), []).append(plan)
+        for (y, x), plans in self._plan(positions).items():
+            groups.setdefault(_cut(plans[0]), []).extend(plans)
         self.graphs = {}  # cut → (model, photo tensors it reads whole, the group's layers: see _layers)
         reads: set[str] = set()
         for cut, plans in groups.items():
@@ -158,6 +164,58 @@ class Incremental:
             reads |= builder.photo | {c[1] for c in builder.crops}
         self.reads = sorted(reads)
         self._tap = None  # the tapped photo's session
+
+    def _plan(self, positions) -> dict:
+        """Plans for the positions, by class: positions a whole number of periods apart in both axes (the network's
+        strides' least common multiple) have the same plan moved by so many boxes' steps (`_steps`), as long as no
+        box of the incremental part empties at the map's border on the way (checked at the class's extreme
+        translations) — planned once per class, which keeps the executor's memory and its warm-up bounded by the
+        period, not by the number of positions.  Where moving does not give the plan (checked on the class's farthest
+        position, planned for real), or a position's patch leaves the input, its positions are planned one by one.
+        Returns first position → plans of its class that bound every position's boxes (for `_layers`)."""
+        P, (H, W) = self.period, (self.graph.shapes[self.graph.input][a] for a in self.graph.spatial)
+        members: dict[tuple, list] = {}
+        for y, x in dict.fromkeys(map(tuple, positions)):
+            if y + self.K <= H and x + self.K <= W:
+                members.setdefault((y % P, x % P), []).append((y, x))
+            else:
+                self._direct[(y, x)] = None
+        out = {}
+        for cls, at in members.items():
+            (y0, x0), (y1, x1) = at[0], at[-1]
+            first = self.graph.plan(y0, x0, self.K, self.threshold, clip=False)
+            ay = [(y - y0) // P for y, _ in at]
+            bx = [(x - x0) // P for _, x in at]
+            corners = [self._moved(first, a, b) for a in {min(ay), max(ay)} for b in {min(bx), max(bx)}]
+            last = self.graph.plan(y1, x1, self.K, self.threshold, clip=False)
+            moved = self._moved(first, (y1 - y0) // P, (x1 - x0) // P)
+            if None not in corners and _alike(moved, last, self.graph.input):
+                self._classes[cls] = [(y0, x0), first, None]
+                out[(y0, x0)] = corners  # the class's first position lies between them
+            else:
+                self._direct.update(dict.fromkeys(at))
+        for y, x in [p for p, v in self._direct.items() if v is None]:
+            self._direct[(y, x)] = plan = self.graph.plan(y, x, self.K, self.threshold, clip=False)
+            out[(y, x)] = [plan]
+        return out
+
+    def _moved(self, plan, a: int, b: int):
+        """`plan` for the patch a periods lower and b to the right: every changed box moved by its steps; None where
+        a box of the incremental part would leave its map entirely there (the plan would find it unchanged)."""
+        def move(t, box):
+            if box is None or t not in self.steps:
+                return box
+            return tuple((lo + a * sy + b * sx, hi + a * sy + b * sx) for (lo, hi), (sy, sx) in zip(box, self.steps[t]))
+
+        layers = []
+        for layer, node in zip(plan.layers, self.graph.nodes):
+            box = move(node.output[0], layer.box)
+            if layer.incremental and box is not None:
+                if node.output[0] not in self.steps or any(hi <= 0 or lo >= n for (lo, hi), n in zip(
+                        box, self.graph.shapes[node.output[0]])):
+                    return None
+            layers.append(replace(layer, box=box))
+        return Plan(layers, {t: move(t, box) for t, box in plan.boxes.items()}, plan.unsupported, plan.cut)
 
     def _layers(self, plans) -> tuple:
         """What a group of positions shares: per layer, whether it changes somewhere and whether it runs on its box
@@ -191,44 +249,70 @@ class Incremental:
             self._tap = (open_session or default)(with_outputs(self.proto, names).SerializeToString())
         return {self.graph.input: photo, **dict(zip(names, self._tap.run(names, {self.graph.input: photo})))}
 
+    def key(self, y: int, x: int) -> tuple:
+        """`Position.key` of the patch at (y, x), one of `positions`, without moving its class's needs there."""
+        entry = self._classes.get((y % self.period, x % self.period))
+        if (y, x) in self._direct or entry is None or self._first(entry).absolute:
+            return self.position(y, x).key
+        return entry[2].key
+
     def position(self, y: int, x: int) -> Position:
-        """What the patch at (y, x), one of `positions`, needs beyond its group's graph (worked out once)."""
-        if (y, x) not in self._positions:
-            plan = self._plans.pop((y, x))  # planned when grouping
-            cut = _cut(plan)
-            b = _Builder(self, plan, self.graphs[cut][2], emit=False)
-            b.walk()
-            box = plan.boxes[self.graph.input]
-            places = [(name, _onto(b.box[t][a], self.graph.shapes[t], a)) for name, t, a in b.places]
-            masks = []
-            for name, t, mbox, axes in b.masks:
-                shape = self.graph.shapes[t]
-                inside = [((np.arange(*mbox[a]) >= 0) & (np.arange(*mbox[a]) < shape[a])).reshape(
-                    [-1 if i == a else 1 for i in range(len(shape))]) if a in axes else np.ones([1] * len(shape), bool)
-                    for a in range(1, len(shape))]
-                masks.append((name, np.logical_and.reduce(np.broadcast_arrays(*inside)) if inside else
-                              np.ones([1] * len(shape), bool)))
-            key = (cut, tuple((k, tuple(v.tolist())) for k, v in b.runtime.items()), _sizes(box),
-                   tuple(_sizes(c[2]) for c in b.crops), tuple(p.shape for _, p in places))
-            runtime = self._runtime.setdefault(key, b.runtime)  # the same for the key: kept once
-            self._positions[(y, x)] = Position(cut, key, box, runtime, b.crops, places, masks)
-        return self._positions[(y, x)]
+        """What the patch at (y, x), one of `positions`, needs beyond its group's graph: its class's first
+        position's, worked out once, moved (`Position.moved`); the last few are kept."""
+        if (y, x) in self._direct:
+            if not isinstance(self._direct[(y, x)], Position):
+                self._direct[(y, x)] = self._walk(self._direct[(y, x)])
+            return self._direct[(y, x)]
+        if (y, x) not in self._recent:
+            P = self.period
+            entry = self._classes[(y % P, x % P)]
+            (y0, x0), plan, first = entry[0], entry[1], self._first(entry)
+            if first.absolute and (y, x) != (y0, x0):  # offsets into a constant: its own runtime inputs
+                self._direct[(y, x)] = self._moved(plan, (y - y0) // P, (x - x0) // P)
+                return self.position(y, x)
+            if len(self._recent) >= RECENT:
+                self._recent.clear()
+            self._recent[(y, x)] = first.moved((y - y0) // P, (x - x0) // P, self.steps, self.graph.input)
+        return self._recent[(y, x)]
+
+    def _first(self, entry: list) -> Position:
+        """The Position of a class's first position, worked out on first use."""
+        if entry[2] is None:
+            entry[2] = self._walk(entry[1])
+            if not entry[2].absolute:
+                entry[1] = None  # moved Positions need no plan
+        return entry[2]
+
+    def _walk(self, plan) -> Position:
+        cut = _cut(plan)
+        b = _Builder(self, plan, self.graphs[cut][2], emit=False)
+        b.walk()
+        box = plan.boxes[self.graph.input]
+        places = [(name, t, a, b.box[t][a]) for name, t, a in b.places]
+        key = (cut, tuple((k, tuple(v.tolist())) for k, v in b.runtime.items()), _sizes(box),
+               tuple(_sizes(c[2]) for c in b.crops), tuple(p[3][1] - p[3][0] for p in places))
+        runtime = self._runtime.setdefault(key, b.runtime)  # the same for the key: kept once
+        return Position(cut, key, box, runtime, b.crops, places, b.masks, b.absolute)
 
     def feed(self, acts: dict, where: list, patch: np.ndarray) -> dict[str, np.ndarray]:
         """The inputs of one run of a group's graph: acts from `tap`; where: each row's position (y, x), all of
         one `Position.key`; patch: each row's patch box of its perturbed copy, [B, …box…]."""
-        first = self.position(*where[0])
-        if any(self.position(*w).key != first.key for w in where):
-            raise ValueError("one run takes positions of one key")
         uniq = list(dict.fromkeys(where))
-        row = np.array([uniq.index(w) for w in where]) if len(uniq) > 1 else np.zeros(len(where), np.intp)
         at = [self.position(*w) for w in uniq]
+        first = at[0]
+        if any(p.key != first.key for p in at):
+            raise ValueError("one run takes positions of one key")
+        index = {w: i for i, w in enumerate(uniq)}
+        row = np.array([index[w] for w in where])
         feed = {"patch": patch, "row": row.astype(np.int64), **first.runtime,
                 **{f"{t}@photo": acts[t] for t in self.graphs[first.cut][1]}}
         for j, (name, t, _, pad) in enumerate(first.crops):
             feed[name] = np.concatenate([_crop(acts[t], p.crops[j][2], pad) for p in at])
-        for j, (name, _) in enumerate(first.places + first.masks):
-            feed[name] = np.concatenate([(p.places + p.masks)[j][1] for p in at])[row]
+        shapes = self.graph.shapes
+        for j, (name, t, a, _) in enumerate(first.places):
+            feed[name] = np.concatenate([_onto(p.places[j][3], shapes[t], a) for p in at])[row]
+        for j, (name, t, _, axes) in enumerate(first.masks):
+            feed[name] = np.concatenate([_inside(p.masks[j][2], shapes[t], axes) for p in at])[row]
         return feed
 
 
@@ -242,8 +326,27 @@ class Position:
     box: tuple  # the patch's box in the input
     runtime: dict  # name → int64 array, the same for the key
     crops: list  # (input, tensor, box, pad value): the photo's tensor over box, padded with the value beyond the map
-    places: list  # (input, float32 one-hot matrix placing a box along one axis of its map: see _onto)
-    masks: list  # (input, bool [1, …box…]: the box's elements inside the map)
+    places: list  # (input, tensor, axis, (lo, hi)): the one-hot matrix placing the box along one axis (see _onto)
+    masks: list  # (input, tensor, box, axes the box may cut): the box's elements inside the map (see _inside)
+    absolute: bool  # some runtime input is an offset into a map-sized constant: not the same for a moved position
+
+    def moved(self, a: int, b: int, steps: dict, input: str) -> Position:
+        """This position's needs for the patch a periods lower and b to the right (steps: see `_steps`; input:
+        the graph's input tensor)."""
+        if a == b == 0:
+            return self
+
+        def move(t, box):
+            return tuple((lo + a * sy + b * sx, hi + a * sy + b * sx) for (lo, hi), (sy, sx) in zip(box, steps[t]))
+
+        def along(t, ax, lohi):
+            sy, sx = steps[t][ax]
+            return lohi[0] + a * sy + b * sx, lohi[1] + a * sy + b * sx
+
+        return replace(self, box=move(input, self.box),
+                       crops=[(n, t, move(t, box), pad) for n, t, box, pad in self.crops],
+                       places=[(n, t, ax, along(t, ax, lohi)) for n, t, ax, lohi in self.places],
+                       masks=[(n, t, move(t, box), axes) for n, t, box, axes in self.masks])
 
 
 def _onto(box: tuple, shape, a: int) -> np.ndarray:
@@ -255,6 +358,14 @@ def _onto(box: tuple, shape, a: int) -> np.ndarray:
     return m.reshape((1,) * (len(shape) - 2) + m.shape)
 
 
+def _inside(box, shape, axes) -> np.ndarray:
+    """bool [1, …box…] (1 along the axes the box cannot cut): its elements inside a map of `shape`."""
+    inside = [((np.arange(*box[a]) >= 0) & (np.arange(*box[a]) < shape[a])).reshape(
+        [-1 if i == a else 1 for i in range(len(shape))]) if a in axes else np.ones([1] * len(shape), bool)
+        for a in range(1, len(shape))]
+    return np.logical_and.reduce(np.broadcast_arrays(*inside)) if inside else np.ones([1] * len(shape), bool)
+
+
 def _sizes(box) -> tuple:
     return tuple(hi - lo for lo, hi in box[1:])
 
@@ -264,6 +375,60 @@ def _crop(a: np.ndarray, box, pad) -> np.ndarray:
     v = a[(slice(None),) + tuple(slice(max(0, lo), min(n, hi)) for (lo, hi), n in zip(box[1:], a.shape[1:]))]
     widths = [(0, 0)] + [(max(0, -lo), max(0, hi - n)) for (lo, hi), n in zip(box[1:], a.shape[1:])]
     return np.pad(v, widths, constant_values=pad) if any(any(w) for w in widths) else v
+
+
+def _steps(graph: Graph) -> tuple[int, dict]:
+    """The period P (the least common multiple of the strides from the input to every tensor) and, per tensor whose
+    box moves with the patch: per axis, (rows, columns) its box moves when the patch moves P rows down, P columns
+    right.  A box moves by P / (its stride from the input) along an axis that follows the input's rows or columns,
+    through windows (the window's first and last outputs move by the input's move over the stride), element-wise
+    ops (when every operand the patch reaches moves alike along the axis), Transpose; not through an op that
+    broadcasts such an operand over the map (its box becomes the whole map), nor one with an operand that has no
+    steps, nor any other op: their outputs have no steps."""
+    hy, wx = graph.spatial
+    rank = len(graph.shapes[graph.input])
+    follow = {graph.input: tuple((0, 1) if a == hy else (1, 1) if a == wx else (None, 1) for a in range(rank))}
+    reached = {graph.input}  # what the patch can change
+    for node in graph.nodes:
+        ins = [follow.get(i) for i in node.input if i in follow]
+        out = graph.shapes.get(node.output[0])
+        if not any(i in reached for i in node.input):
+            continue
+        reached.update(node.output)
+        if not ins or not out or any(i in reached and i not in follow for i in node.input):
+            continue
+        op, got = node.op_type, None
+        if op in WINDOWED and node.input[0] in follow:
+            _, strides, _, _ = graph.window(node)
+            data = follow[node.input[0]]
+            got = ((None, 1), (None, 1) if op == "Conv" else data[1], *(
+                (o, c * s) for (o, c), s in zip(data[2:], strides)))
+        elif op in ELEMENTWISE:
+            axes = []
+            for a, n in enumerate(out):
+                seen = {f[a - len(out) + len(f)] for i, f in zip(node.input, map(follow.get, node.input))
+                        if f and a - len(out) + len(f) >= 0 and graph.shapes[i][a - len(out) + len(f)] == n}
+                broadcast = any(f and a - len(out) + len(f) >= 0 and graph.shapes[i][a - len(out) + len(f)] != n
+                                for i, f in zip(node.input, map(follow.get, node.input)))
+                axes.append(seen.pop() if len(seen) == 1 and not broadcast else None)
+            got = tuple(axes) if None not in axes else None
+        elif op == "Transpose":
+            perm = graph.attributes(node).get("perm") or list(reversed(range(len(out))))
+            got = tuple(ins[0][p] for p in perm)
+        if got is not None and len(got) == len(out):
+            follow[node.output[0]] = got
+    P = math.lcm(*(c for f in follow.values() for _, c in f))
+    return P, {t: tuple((P // c, 0) if o == 0 else (0, P // c) if o == 1 else (0, 0) for o, c in f)
+               for t, f in follow.items()}
+
+
+def _alike(moved, plan, input: str) -> bool:
+    """Whether a moved plan is the plan: the same cut, patch box, layers that change and run on their box, and the
+    same boxes in the incremental part (what the graph and the positions' inputs are made from)."""
+    if moved is None or moved.cut != plan.cut or moved.boxes[input] != plan.boxes[input]:
+        return False
+    return all(m.incremental == p.incremental and (m.box is None) == (p.box is None) and
+               (not p.incremental or m.box == p.box) for m, p in zip(moved.layers, plan.layers))
 
 
 def _cut(plan) -> int:
@@ -281,6 +446,7 @@ class _Builder:
         self.changed, self.incremental, self.same, self.partial, self.reach = layers
         self.nodes, self.consts, self.photo, self.runtime = [], [], set(), {}
         self.crops, self.places, self.masks = [], [], []  # see Position
+        self.absolute = False  # see Position
         self.masked: dict[str, str] = {}  # changed tensor → its change, zero beyond the map
         self.box: dict[str, tuple] = {self.g.input: plan.boxes[self.g.input]}  # a change over a box, batch B
         self.name: dict[str, str] = {}  # changed tensor → its change over its box
@@ -508,6 +674,7 @@ class _Builder:
         axes = [a for a, n in enumerate(dims) if n != 1 and a + pad > 0]
         if not axes:
             return name
+        self.absolute = True
         return self._node("Slice", [name, self._rt([out_box[a + pad][0] for a in axes]),
                                     self._rt([out_box[a + pad][1] for a in axes]),
                                     self._const(np.array(axes, np.int64))])

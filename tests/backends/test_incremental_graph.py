@@ -57,6 +57,31 @@ def test_the_incremental_graph_gives_the_full_forward(tmp_path, variant, thresho
         assert any(len(group) > 1 for group in keys.values())  # positions alike away from the border run together
 
 
+@pytest.mark.parametrize("variant", ["residual", "nhwc", "se", "unsupported"])
+def test_positions_a_period_apart_are_one_plan_moved(tmp_path, variant):
+    """Every position of a stride-1 grid: what the executor derives by moving its class's plan is what planning the
+    position itself gives; the networks plan one position per class of the period, but the one whose reflect Pad
+    clamps boxes at the border plans each; and the graphs give the full forward on a spread of the grid's
+    positions.  (The period counts the strides of the part whose boxes move: the SE network's gate and the
+    DepthToSpace stop it before their strided convolution.)"""
+    path = onnx_builders.cnn(tmp_path / f"{variant}.onnx", variant, H, W)
+    nhwc = variant == "nhwc"
+    grid = [(y, x) for y in range(H - K + 1) for x in range(W - K + 1)]
+    ex = Incremental(path, K, grid, (1, 2) if nhwc else (2, 3))
+    for y, x in grid:
+        want = ex._walk(ex.graph.plan(y, x, K, ex.threshold, clip=False))
+        got = ex.position(y, x)
+        assert (got.key, got.box, got.crops, got.places, got.masks) == (want.key, want.box, want.crops, want.places,
+                                                                          want.masks), (y, x)
+    assert ex.period == {"residual": 4, "nhwc": 2, "se": 1, "unsupported": 1}[variant]
+    if nhwc:
+        assert len(ex._direct) == len(grid)
+    else:
+        assert len(ex._classes) == ex.period ** 2 and not ex._direct
+    photo = np.random.default_rng(5).normal(0, 1, (1, H, W, 3) if nhwc else (1, 3, H, W)).astype(np.float32)
+    check(path, photo, (1, 2) if nhwc else (2, 3), grid[::7], K)
+
+
 @pytest.mark.slow
 def test_the_shipped_classifier_incrementally():
     path = os.path.join(REPO, "models", "efficientnet_lite0.onnx")
