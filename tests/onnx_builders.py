@@ -366,3 +366,24 @@ def cnn(path, variant, H=20, W=22, seed=0, n_classes=5):
                               [helper.make_tensor_value_info(probs, TensorProto.FLOAT, [1, n_classes])], net.inits)
     onnx.save(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), str(path))
     return str(path)
+
+
+def quantized(path, source, H, W, seed=0):
+    """A QDQ copy of the float classifier at `source` (onnxruntime.quantization: uint8 activations, int8 weights,
+    calibrated on normal noise), the form a vendor's quantized ONNX model takes."""
+    import logging
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Noise(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(seed)
+            self.batches = iter([{"input": rng.normal(0, 1, (1, 3, H, W)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the model first
+    quantize_static(str(source), str(path), Noise(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return str(path)

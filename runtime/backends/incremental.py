@@ -32,7 +32,7 @@ WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
 
 _EXECUTORS: dict = {}  # (model file, sha256, K, positions) → Incremental, and its sessions by cut
-_PREDICTIONS: dict = {}  # (sha256, K, grid) → predicted speed-up, the op that cut the plan early or None
+_PREDICTIONS: dict = {}  # (sha256, K, grid) → predicted speed-up, the op that cut the plan early or None, QDQ
 AUTO_GAIN = 1.5  # --incremental auto: on where the plan predicts at least this many times fewer multiply-adds
 SAMPLED = 7  # the prediction plans a SAMPLED × SAMPLED subgrid of the positions
 RECENT = 512  # Incremental keeps this many positions' needs (a batch's, in `position`'s order)
@@ -51,8 +51,11 @@ def decide(classifier, K: int, ys, xs) -> bool:
         why = "it takes float32 RGB models run in float32"
     predicted = op = None
     if why is None:
-        predicted, op = _prediction(clf, K, ys, xs)
-        if op is not None:
+        predicted, op, quantized = _prediction(clf, K, ys, xs)
+        if quantized:
+            why = ("it is quantized (QuantizeLinear), and ONNX Runtime runs such a model with integer kernels whose "
+                   "rounding a pass over the change does not reproduce")
+        elif op is not None:
             why = (f"the model's op {op} is not supported, and it comes before the patch's change covers most of "
                    "its map")
     if why and on:
@@ -64,10 +67,10 @@ def decide(classifier, K: int, ys, xs) -> bool:
     return used
 
 
-def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None]:
+def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None, bool]:
     """A full forward's multiply-adds over the executor's (its plans' boxes not cut at the border), mean over a
     SAMPLED × SAMPLED subgrid of (ys, xs); the op that cut some of those plans short of the threshold (unsupported),
-    if any."""
+    if any; whether the model quantizes activations (QDQ)."""
     uy, ux = np.unique(ys), np.unique(xs)
     key = (clf.sha256, K, tuple(uy.tolist()), tuple(ux.tolist()))
     if key not in _PREDICTIONS:
@@ -79,7 +82,7 @@ def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None]:
         early = [p.unsupported for p in plans if p.unsupported and p.cut is not None and
                  p.layers[p.cut].op == p.unsupported]
         _PREDICTIONS[key] = (plans[0].macs_full / max(1.0, float(np.mean([p.macs for p in plans]))),
-                             early[0] if early else None)
+                             early[0] if early else None, any(n.op_type == "QuantizeLinear" for n in graph.nodes))
     return _PREDICTIONS[key]
 
 
@@ -451,6 +454,7 @@ class _Builder:
         self.box: dict[str, tuple] = {self.g.input: plan.boxes[self.g.input]}  # a change over a box, batch B
         self.name: dict[str, str] = {}  # changed tensor → its change over its box
         self.full: dict[str, str] = {}  # tensors computed on the whole map, batch B
+        self.ints: dict[str, tuple] = {}  # a QuantizeLinear's output → its new integers over its box, the node
         self.n = 0
 
     # -- small emitters -------------------------------------------------------------------------------------------
@@ -633,7 +637,20 @@ class _Builder:
                 new = self._node(op, [self.values(node.input[0], tuple(want), -math.inf, masked=True)], **keep)
                 out = self._node("Sub", [new, self.old(node.output[0], out_box)])
             else:  # linear: the change of the output is the op on the change of the input (no bias)
-                out = self._node(op, [self.delta(node.input[0], tuple(want), masked=wide), *node.input[1:2]], **keep)
+                weights = [w if w in self.ex.inits else self._photo(w) for w in node.input[1:2]]  # QDQ: dequantized
+                out = self._node(op, [self.delta(node.input[0], tuple(want), masked=wide), *weights], **keep)
+        elif op == "QuantizeLinear" or (op == "DequantizeLinear" and node.input[0] in self.ints):
+            # integers: a change does not subtract (uint8 wraps, and Sub has no uint8 kernel); carried as the new
+            # integers over the box, to the DequantizeLinear nodes that alone read them
+            if tuple(out_box[1]) != (0, shapes[node.output[0]][1]) or (op == "QuantizeLinear" and any(
+                    c.op_type != "DequantizeLinear" for c in self.g.consumers.get(node.output[0], []))):
+                return False
+            if op == "QuantizeLinear":
+                self.ints[node.output[0]] = (self._node(op, [self.values(node.input[0], out_box), *node.input[1:]],
+                                                        **attrs), node)
+                return True
+            new = self._node(op, [self.ints[node.input[0]][0], *node.input[1:]], **attrs)
+            out = self._node("Sub", [new, self.old(node.output[0], out_box)])
         elif op in ELEMENTWISE:
             per_channel = op in ("BatchNormalization", "QuantizeLinear", "DequantizeLinear")
             if per_channel and tuple(out_box[1]) != (0, shapes[node.output[0]][1]):
@@ -688,6 +705,10 @@ class _Builder:
                 ins.append(self.full[i])
             elif i in self.box:
                 ins.append(self.values(i, tuple((0, n) for n in self.g.shapes[i]), whole=True))
+            elif i in self.ints:  # quantized over a box: quantized again, over the whole map
+                q = self.ints[i][1]
+                whole = self.values(q.input[0], tuple((0, n) for n in self.g.shapes[q.input[0]]), whole=True)
+                ins.append(self._node("QuantizeLinear", [whole, *q.input[1:]], **self.g.attributes(q)))
             else:
                 ins.append(self._photo(i))
         outs = [self._fresh(o) if o else "" for o in node.output]

@@ -91,6 +91,10 @@ class Graph:
         for t in g.initializer:
             self.shapes[t.name] = tuple(t.dims)
         self.nodes = list(g.node)
+        self.consumers: dict[str, list] = {}  # tensor → the nodes that read it
+        for n in self.nodes:
+            for i in dict.fromkeys(n.input):
+                self.consumers.setdefault(i, []).append(n)
         self.spatial = tuple(spatial)
         self.output = g.output[0].name
         self._attrs = {id(n): _parse_attributes(n) for n in self.nodes}  # parsed once: plans run per position

@@ -17,14 +17,18 @@ H, W, K = 20, 22, 4
 POSITIONS = [(0, 0), (0, W - K), (H - K, 0), (H - K, W - K), (0, 9), (8, 0), (8, 9), (H - K, 9), (8, W - K), (8, 13), (4, 5)]
 
 
-def check(path, photo, spatial, positions, k, B=3, tol=1e-5, threshold=0.5):
+def check(path, photo, spatial, positions, k, B=3, tol=1e-5, threshold=0.5, plain=False):
     """One graph for all `positions`; the positions of one key run together, B perturbed copies each, in one run:
-    the full forward's output on every copy."""
+    the full forward's output on every copy.  plain: every session without graph optimizations (ONNX's semantics
+    of each op, not ONNX Runtime's fused kernels)."""
     ex = Incremental(path, k, positions, spatial, threshold)
-    acts = ex.tap(photo)
-    sessions = {cut: ort.InferenceSession(g[0].SerializeToString(), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    if plain:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    acts = ex.tap(photo, lambda model: ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]))
+    sessions = {cut: ort.InferenceSession(g[0].SerializeToString(), so, providers=["CPUExecutionProvider"])
                 for cut, g in ex.graphs.items()}
-    full = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    full = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     fed = full.get_inputs()[0].name
     keys: dict = {}
     for y, x in positions:
@@ -55,6 +59,38 @@ def test_the_incremental_graph_gives_the_full_forward(tmp_path, variant, thresho
     assert all(any(g[2][1]) for g in ex.graphs.values())
     if threshold < math.inf:
         assert any(len(group) > 1 for group in keys.values())  # positions alike away from the border run together
+
+
+def test_a_quantized_copy_in_onnxs_semantics(tmp_path):
+    """The QDQ copy of the residual CNN (int8 weights dequantized in the graph, uint8 activations): its changes
+    pass through QuantizeLinear as the new integers over the box; the output is the full forward's, both run as
+    ONNX defines the ops (ONNX Runtime's optimizer would fuse the full model's into integer kernels that round
+    differently: `decide` keeps such models on full forwards, see the next test)."""
+    path = onnx_builders.quantized(tmp_path / "qdq.onnx", onnx_builders.cnn(tmp_path / "float.onnx", "residual", H, W),
+                                   H, W)
+    photo = np.random.default_rng(1).normal(0, 1, (1, 3, H, W)).astype(np.float32)
+    ex, _ = check(path, photo, (2, 3), POSITIONS, K, tol=0, plain=True)
+    ops = {n.op_type for g in ex.graphs.values() for n in g[0].graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and ex.period == 4
+
+
+def test_a_quantized_model_stays_on_full_forwards(tmp_path, image_file):
+    """auto falls back on a QDQ model and says why; on refuses it in one line."""
+    from conftest import run_cli, write_card
+    from infolens import Explainer, OnnxClassifier
+
+    path = onnx_builders.quantized(tmp_path / "qdq.onnx", onnx_builders.cnn(tmp_path / "float.onnx", "residual", H, W),
+                                   H, W)
+    write_card(path, "NCHW", "RGB", "float32", kind="probs")
+    image = np.random.default_rng(4).integers(0, 256, (H, W, 3), np.uint8)
+    e = Explainer(OnnxClassifier.from_card(path, incremental="auto"), "noise", K=K, batch_size=12).explain(
+        image, classes="top1", stride=2, samples=2)
+    record = e.model["incremental"]
+    assert not record["used"] and "quantized" in record["why_not"], record
+    r = run_cli("explain", image_file, "--model", path, "--resize", "stretch", "--incremental", "on", "-K", K,
+                "--sampler", "noise", "--out", tmp_path / "out", "-q")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "it is quantized (QuantizeLinear)" in r.stderr and r.stderr.rstrip().endswith("(--incremental)"), r.stderr
 
 
 @pytest.mark.parametrize("variant", ["residual", "nhwc", "se", "unsupported"])
