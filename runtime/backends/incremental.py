@@ -18,6 +18,10 @@ of one `Position.key` (the same alignment to the network's strides), which run t
 whose plans cut at the same layer share a graph.  Positions a period apart (the strides' least common multiple) have
 one plan, moved: the executor plans one position per class of the period (`Incremental._plan`), so its warm-up and
 memory do not grow with the number of positions.
+
+Quantized (QDQ) models: a QDQ unit (DequantizeLinear → op → QuantizeLinear, which ONNX Runtime runs as one integer
+kernel) runs on its inputs' new values requantized, not on the change, so that it fuses into the same kernel and
+gives the same integers (`_Builder._unit`); integers pass on as new values over the box, not as a change.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
 
 _EXECUTORS: dict = {}  # (model file, sha256, K, positions) → Incremental, and its sessions by cut
-_PREDICTIONS: dict = {}  # (sha256, K, grid) → predicted speed-up, the op that cut the plan early or None, QDQ
+_PREDICTIONS: dict = {}  # (sha256, K, grid) → predicted speed-up, the op that cut the plan early or None
 AUTO_GAIN = 1.5  # --incremental auto: on where the plan predicts at least this many times fewer multiply-adds
 SAMPLED = 7  # the prediction plans a SAMPLED × SAMPLED subgrid of the positions
 RECENT = 512  # Incremental keeps this many positions' needs (a batch's, in `position`'s order)
@@ -51,11 +55,8 @@ def decide(classifier, K: int, ys, xs) -> bool:
         why = "it takes float32 RGB models run in float32"
     predicted = op = None
     if why is None:
-        predicted, op, quantized = _prediction(clf, K, ys, xs)
-        if quantized:
-            why = ("it is quantized (QuantizeLinear), and ONNX Runtime runs such a model with integer kernels whose "
-                   "rounding a pass over the change does not reproduce")
-        elif op is not None:
+        predicted, op = _prediction(clf, K, ys, xs)
+        if op is not None:
             why = (f"the model's op {op} is not supported, and it comes before the patch's change covers most of "
                    "its map")
     if why and on:
@@ -67,10 +68,10 @@ def decide(classifier, K: int, ys, xs) -> bool:
     return used
 
 
-def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None, bool]:
+def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None]:
     """A full forward's multiply-adds over the executor's (its plans' boxes not cut at the border), mean over a
     SAMPLED × SAMPLED subgrid of (ys, xs); the op that cut some of those plans short of the threshold (unsupported),
-    if any; whether the model quantizes activations (QDQ)."""
+    if any."""
     uy, ux = np.unique(ys), np.unique(xs)
     key = (clf.sha256, K, tuple(uy.tolist()), tuple(ux.tolist()))
     if key not in _PREDICTIONS:
@@ -82,7 +83,7 @@ def _prediction(clf, K: int, ys, xs) -> tuple[float, str | None, bool]:
         early = [p.unsupported for p in plans if p.unsupported and p.cut is not None and
                  p.layers[p.cut].op == p.unsupported]
         _PREDICTIONS[key] = (plans[0].macs_full / max(1.0, float(np.mean([p.macs for p in plans]))),
-                             early[0] if early else None, any(n.op_type == "QuantizeLinear" for n in graph.nodes))
+                             early[0] if early else None)
     return _PREDICTIONS[key]
 
 
@@ -622,23 +623,24 @@ class _Builder:
         op, attrs, shapes = node.op_type, self.g.attributes(node), self.g.shapes
         if any(i in self.full for i in node.input if i):
             return False
+        if op == "QuantizeLinear" and node.output[0] in self.ints:
+            return True  # its unit's (_unit)
+        q = self._unit_of(node)
+        if q is not None:
+            return self._unit(node, q, out_box)
         if op in WINDOWED:
-            in_shape = shapes[node.input[0]]
-            kernel, strides, dil, pads = self.g.window(node)
-            if op == "AveragePool" and any(pads) and not attrs.get("count_include_pad", 0):
-                return False  # the divisor at the border counts only the map's pixels: not a crop's
-            want = [(0, 1), (0, in_shape[1]) if op == "Conv" else out_box[1]]
-            for i in range(len(kernel)):
-                lo, hi = out_box[2 + i]
-                want.append((lo * strides[i] - pads[i], (hi - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1) + 1))
+            want = self._reads(node, out_box)
+            if want is None:
+                return False
             keep = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad")}
+            kernel, _, dil, _ = self.g.window(node)
             wide = any(d * (k - 1) for d, k in zip(dil, kernel))  # reads its input beyond the output's own place
             if op == "MaxPool":  # not linear: the new values' maximum, less the photo's
-                new = self._node(op, [self.values(node.input[0], tuple(want), -math.inf, masked=True)], **keep)
+                new = self._node(op, [self.values(node.input[0], want, -math.inf, masked=True)], **keep)
                 out = self._node("Sub", [new, self.old(node.output[0], out_box)])
             else:  # linear: the change of the output is the op on the change of the input (no bias)
                 weights = [w if w in self.ex.inits else self._photo(w) for w in node.input[1:2]]  # QDQ: dequantized
-                out = self._node(op, [self.delta(node.input[0], tuple(want), masked=wide), *weights], **keep)
+                out = self._node(op, [self.delta(node.input[0], want, masked=wide), *weights], **keep)
         elif op == "QuantizeLinear" or (op == "DequantizeLinear" and node.input[0] in self.ints):
             # integers: a change does not subtract (uint8 wraps, and Sub has no uint8 kernel); carried as the new
             # integers over the box, to the DequantizeLinear nodes that alone read them
@@ -684,6 +686,75 @@ class _Builder:
         self.name[node.output[0]], self.box[node.output[0]] = out, tuple(out_box)
         return True
 
+    def _reads(self, node, out_box) -> tuple | None:
+        """The box of a window op's data input that its output's box reads (its pads beyond the map), batch 1;
+        None for an average pooling whose divisor at the border counts only the map's pixels (not a crop's)."""
+        kernel, strides, dil, pads = self.g.window(node)
+        if node.op_type == "AveragePool" and any(pads) and not self.g.attributes(node).get("count_include_pad", 0):
+            return None
+        want = [(0, 1), (0, self.g.shapes[node.input[0]][1]) if node.op_type == "Conv" else out_box[1]]
+        for i in range(len(kernel)):
+            lo, hi = out_box[2 + i]
+            want.append((lo * strides[i] - pads[i], (hi - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1) + 1))
+        return tuple(want)
+
+    def _unit_of(self, node):
+        """The QuantizeLinear that alone reads `node`'s output, where every input of `node` the patch can change is
+        a DequantizeLinear's output (a QDQ unit: ONNX Runtime runs it as one integer kernel, a QLinearConv,
+        QLinearAdd…); else None."""
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or len(node.output) != 1:
+            return None
+        readers = self.g.consumers.get(node.output[0], [])
+        if len(readers) != 1 or readers[0].op_type != "QuantizeLinear" or node.output[0] == self.g.output:
+            return None
+        for i in node.input:
+            if i and i not in self.ex.inits and getattr(self.g.producers.get(i), "op_type", None) != "DequantizeLinear":
+                return None
+        return readers[0]
+
+    def _unit(self, node, q, out_box) -> bool:
+        """A QDQ unit on its box, as the full model has it: each changed input's new values over the box it reads,
+        quantized again with its DequantizeLinear's parameters (exact: they are dequantized integers) and
+        dequantized; the op on them; q.  Its integers are those of the kernel ONNX Runtime fuses the unit into,
+        here and in the full model alike (integer sums do not depend on their order), where the op on the change
+        would round differently.  Constant inputs (weights and biases dequantized in the graph) are copied, so that
+        the unit fuses the same way."""
+        op, attrs, shapes = node.op_type, self.g.attributes(node), self.g.shapes
+        if tuple(out_box[1]) != (0, shapes[node.output[0]][1]):
+            return False  # per-channel parameters follow axis 1: whole channels only
+        if op in WINDOWED:
+            want = self._reads(node, out_box)
+            if want is None:
+                return False
+            boxes = [want] + [None] * (len(node.input) - 1)
+            pad = -math.inf if op == "MaxPool" else 0.0  # what the kernel pads with: the lowest integer, zero
+            attrs = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad")}
+        elif op in ELEMENTWISE and op not in ("BatchNormalization",):
+            boxes = [_operand_box(out_box, shapes[i], shapes[node.output[0]]) if i else None for i in node.input]
+            pad = None
+        else:
+            return False
+        const = {i: i in self.ex.inits or all(j in self.ex.inits for j in self.g.producers[i].input if j)
+                 for i in node.input if i}
+        if any(box is None and not const[i] for i, box in zip(node.input, boxes) if i) or op in ELEMENTWISE and any(
+                i in self.ex.inits and any(n != 1 for n in shapes[i][-len(shapes[node.output[0]]) + 1:])
+                for i in node.input if i):
+            return False  # a weight that changes, or a constant that varies over the map
+        ins = []
+        for i, box in zip(node.input, boxes):
+            dq = self.g.producers.get(i) if i else None
+            if not i or i in self.ex.inits:
+                ins.append(i)
+            elif const[i]:  # dequantized weights: the node itself
+                ins.append(self._node("DequantizeLinear", list(dq.input), **self.g.attributes(dq)))
+            else:
+                v = self.values(i, box, pad, masked=pad is not None)
+                ints = self._node("QuantizeLinear", [v, *dq.input[1:]], **self.g.attributes(dq))
+                ins.append(self._node("DequantizeLinear", [ints, *dq.input[1:]], **self.g.attributes(dq)))
+        new = self._node(op, ins, **attrs)
+        self.ints[q.output[0]] = (self._node("QuantizeLinear", [new, *q.input[1:]], **self.g.attributes(q)), q)
+        return True
+
     def _const_box(self, name: str, out_box, out_shape) -> str:
         """An initializer operand of an element-wise op, cut to the output's box where it is not broadcast."""
         dims = list(self.ex.inits[name].dims)
@@ -699,13 +770,23 @@ class _Builder:
     def _full(self, node) -> None:
         ins = []
         for i in node.input:
+            dq = self.g.producers.get(i) if i else None
+            if dq is not None and dq.op_type != "DequantizeLinear":
+                dq = None
             if not i or i in self.ex.inits:
                 ins.append(i)
             elif i in self.full:
                 ins.append(self.full[i])
-            elif i in self.box:
-                ins.append(self.values(i, tuple((0, n) for n in self.g.shapes[i]), whole=True))
-            elif i in self.ints:  # quantized over a box: quantized again, over the whole map
+            elif dq is not None and all(j in self.ex.inits for j in dq.input if j):  # as _unit does
+                ins.append(self._node("DequantizeLinear", list(dq.input), **self.g.attributes(dq)))
+            elif i in self.box or dq is not None:
+                v = self.values(i, tuple((0, n) for n in self.g.shapes[i]), whole=True)
+                if dq is not None:  # its integers again: the reader may be a QDQ unit (see _unit)
+                    attrs = self.g.attributes(dq)
+                    v = self._node("DequantizeLinear", [self._node("QuantizeLinear", [v, *dq.input[1:]], **attrs),
+                                                        *dq.input[1:]], **attrs)
+                ins.append(v)
+            elif i in self.ints:  # quantized over a box (not by a _unit: its reader runs on the box too)
                 q = self.ints[i][1]
                 whole = self.values(q.input[0], tuple((0, n) for n in self.g.shapes[q.input[0]]), whole=True)
                 ins.append(self._node("QuantizeLinear", [whole, *q.input[1:]], **self.g.attributes(q)))

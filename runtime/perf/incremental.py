@@ -92,6 +92,7 @@ class Graph:
             self.shapes[t.name] = tuple(t.dims)
         self.nodes = list(g.node)
         self.consumers: dict[str, list] = {}  # tensor → the nodes that read it
+        self.producers = {o: n for n in self.nodes for o in n.output}  # tensor → the node that writes it
         for n in self.nodes:
             for i in dict.fromkeys(n.input):
                 self.consumers.setdefault(i, []).append(n)

@@ -61,36 +61,34 @@ def test_the_incremental_graph_gives_the_full_forward(tmp_path, variant, thresho
         assert any(len(group) > 1 for group in keys.values())  # positions alike away from the border run together
 
 
-def test_a_quantized_copy_in_onnxs_semantics(tmp_path):
-    """The QDQ copy of the residual CNN (int8 weights dequantized in the graph, uint8 activations): its changes
-    pass through QuantizeLinear as the new integers over the box; the output is the full forward's, both run as
-    ONNX defines the ops (ONNX Runtime's optimizer would fuse the full model's into integer kernels that round
-    differently: `decide` keeps such models on full forwards, see the next test)."""
+@pytest.mark.parametrize("plain", [False, True], ids=["fused", "plain"])
+@pytest.mark.parametrize("threshold", [0.5, math.inf], ids=["cut", "no-cut"])
+def test_a_quantized_copy_gives_the_full_forwards_integers(tmp_path, threshold, plain):
+    """The QDQ copy of the residual CNN (uint8 activations, int8 weights): the output equals the full forward's
+    exactly, whether ONNX Runtime fuses both graphs' QDQ units into integer kernels (QLinearConv, QLinearAdd…) or
+    runs every op as ONNX defines it; with the graph's cut and without."""
     path = onnx_builders.quantized(tmp_path / "qdq.onnx", onnx_builders.cnn(tmp_path / "float.onnx", "residual", H, W),
                                    H, W)
     photo = np.random.default_rng(1).normal(0, 1, (1, 3, H, W)).astype(np.float32)
-    ex, _ = check(path, photo, (2, 3), POSITIONS, K, tol=0, plain=True)
+    ex, _ = check(path, photo, (2, 3), POSITIONS, K, tol=0, threshold=threshold, plain=plain)
     ops = {n.op_type for g in ex.graphs.values() for n in g[0].graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and ex.period == 4
 
 
-def test_a_quantized_model_stays_on_full_forwards(tmp_path, image_file):
-    """auto falls back on a QDQ model and says why; on refuses it in one line."""
-    from conftest import run_cli, write_card
+def test_pmi_maps_of_a_quantized_model_incrementally(tmp_path):
+    """auto runs the QDQ copy incrementally; its PMI and IG maps are the full forwards'."""
+    from conftest import write_card
     from infolens import Explainer, OnnxClassifier
 
     path = onnx_builders.quantized(tmp_path / "qdq.onnx", onnx_builders.cnn(tmp_path / "float.onnx", "residual", H, W),
                                    H, W)
     write_card(path, "NCHW", "RGB", "float32", kind="probs")
     image = np.random.default_rng(4).integers(0, 256, (H, W, 3), np.uint8)
-    e = Explainer(OnnxClassifier.from_card(path, incremental="auto"), "noise", K=K, batch_size=12).explain(
-        image, classes="top1", stride=2, samples=2)
-    record = e.model["incremental"]
-    assert not record["used"] and "quantized" in record["why_not"], record
-    r = run_cli("explain", image_file, "--model", path, "--resize", "stretch", "--incremental", "on", "-K", K,
-                "--sampler", "noise", "--out", tmp_path / "out", "-q")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
-    assert "it is quantized (QuantizeLinear)" in r.stderr and r.stderr.rstrip().endswith("(--incremental)"), r.stderr
+    runs = {mode: Explainer(OnnxClassifier.from_card(path, incremental=mode), "noise", K=K, batch_size=12).explain(
+        image, classes="top2", stride=2, samples=3) for mode in ("off", "auto")}
+    assert runs["auto"].model["incremental"]["used"], runs["auto"].model["incremental"]
+    for name in ("pmi", "ig"):
+        assert np.abs(runs["off"].maps[name] - runs["auto"].maps[name]).max() <= 1e-4, name
 
 
 @pytest.mark.parametrize("variant", ["residual", "nhwc", "se", "unsupported"])
