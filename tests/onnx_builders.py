@@ -368,9 +368,10 @@ def cnn(path, variant, H=20, W=22, seed=0, n_classes=5):
     return str(path)
 
 
-def quantized(path, source, H, W, seed=0):
-    """A QDQ copy of the float classifier at `source` (onnxruntime.quantization: uint8 activations, int8 weights,
-    calibrated on normal noise), the form a vendor's quantized ONNX model takes."""
+def quantized(path, source, H, W, seed=0, per_channel=False):
+    """A QDQ copy of the float classifier at `source`, input "input" (onnxruntime.quantization: uint8 activations,
+    int8 weights, per output channel or per tensor, calibrated on normal noise), the form a vendor's quantized ONNX
+    model takes."""
     import logging
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -385,5 +386,5 @@ def quantized(path, source, H, W, seed=0):
 
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the model first
     quantize_static(str(source), str(path), Noise(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+                    weight_type=QuantType.QInt8, per_channel=per_channel)
     return str(path)

@@ -117,10 +117,14 @@ def test_positions_a_period_apart_are_one_plan_moved(tmp_path, variant):
 
 
 @pytest.mark.slow
-def test_the_shipped_classifier_incrementally():
+@pytest.mark.parametrize("form", ["float", "qdq"])
+def test_the_shipped_classifier_incrementally(tmp_path, form):
+    """The shipped EfficientNet-Lite0, and a QDQ copy of it (per-channel int8 weights): the same integers, exactly."""
     path = os.path.join(REPO, "models", "efficientnet_lite0.onnx")
+    if form == "qdq":
+        path = onnx_builders.quantized(tmp_path / "qdq.onnx", path, 224, 224, per_channel=True)
     photo = np.random.default_rng(2).normal(0, 1, (1, 3, 224, 224)).astype(np.float32)
-    check(path, photo, (2, 3), [(0, 0), (108, 108), (216, 100)], 8, B=2)
+    check(path, photo, (2, 3), [(0, 0), (108, 108), (216, 100), (32, 200)], 8, B=2, tol=0 if form == "qdq" else 1e-5)
 
 
 @pytest.mark.parametrize("variant", ["residual", "se"])
