@@ -101,3 +101,20 @@ def test_bench_is_perfs_former_name(tmp_path):
     assert r.returncode == 0 and "`infolens bench` is now `infolens perf`" in r.stderr
     r = subprocess.run([sys.executable, "-m", "infolens.perf", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--startup" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_perf_rss_explains_once_per_stride_in_a_fresh_process(tmp_path, mode):
+    """`--rss`: one row per stride, the positions and forwards of that stride's explanation and its peak memory,
+    with the explanation's incremental mode."""
+    path = onnx_builders.cnn(tmp_path / "cnn.onnx", "residual", 20, 22)
+    write_card(path, "NCHW", "RGB", "float32", kind="probs")
+    r = run_cli("perf", "--rss", 4, 2, "--model", path, "-K", 4, "-N", 1, "--sampler", "noise", "--incremental", mode)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert f"incremental {mode}" in lines[0], r.stdout
+    rows = [line.split() for line in lines[2:]]
+    want = {S: len(patch_grid(20, 22, 4, S)[0]) for S in (4, 2)}
+    assert [(int(S), int(n), int(f)) for S, n, f, _, _ in rows] == [(S, n, n + 1) for S, n in want.items()], r.stdout
+    assert all(float(mb) > 0 for *_, mb in rows)
