@@ -156,27 +156,27 @@ class Incremental:
         self._classes: dict[tuple, list] = {}  # (y, x) mod period → [first position, its plan, its Position]
         self._direct: dict[tuple, object] = {}  # position → its plan, then its Position: planned one by one
         self._recent: dict[tuple, Position] = {}  # the last positions moved (`position`)
-        groups: dict[int, list] = {}
-        for (y, x), plans in self._plan(positions).items():
-            groups.setdefault(_cut(plans[0]), []).extend(plans)
-        self.graphs = {}  # cut → (model, photo tensors it reads whole, the group's layers: see _layers)
+        groups: dict[int, _Group] = {}
+        for plan in self._plan(positions):
+            groups.setdefault(_cut(plan), _Group(self.graph, plan)).add(plan)
+        self.graphs = {}  # cut → (model, photo tensors it reads whole, the group's layers: see _Group)
         reads: set[str] = set()
-        for cut, plans in groups.items():
-            layers = self._layers(plans)
-            builder = _Builder(self, plans[0], layers)
+        for cut, group in groups.items():
+            layers = group.layers()
+            builder = _Builder(self, group.plan, layers)
             self.graphs[cut] = (builder.model(), sorted(builder.photo), layers)
             reads |= builder.photo | {c[1] for c in builder.crops}
         self.reads = sorted(reads)
         self._tap = None  # the tapped photo's session
 
-    def _plan(self, positions) -> dict:
+    def _plan(self, positions):
         """Plans for the positions, by class: positions a whole number of periods apart in both axes (the network's
         strides' least common multiple) have the same plan moved by so many boxes' steps (`_steps`), as long as no
         box of the incremental part empties at the map's border on the way (checked at the class's extreme
         translations) — planned once per class, which keeps the executor's memory and its warm-up bounded by the
         period, not by the number of positions.  Where moving does not give the plan (checked on the class's farthest
         position, planned for real), or a position's patch leaves the input, its positions are planned one by one.
-        Returns first position → plans of its class that bound every position's boxes (for `_layers`)."""
+        Yields plans that bound every position's boxes (for `_Group`), a class's at a time."""
         P, (H, W) = self.period, (self.graph.shapes[self.graph.input][a] for a in self.graph.spatial)
         members: dict[tuple, list] = {}
         for y, x in dict.fromkeys(map(tuple, positions)):
@@ -184,7 +184,6 @@ class Incremental:
                 members.setdefault((y % P, x % P), []).append((y, x))
             else:
                 self._direct[(y, x)] = None
-        out = {}
         for cls, at in members.items():
             (y0, x0), (y1, x1) = at[0], at[-1]
             first = self.graph.plan(y0, x0, self.K, self.threshold, clip=False)
@@ -195,13 +194,12 @@ class Incremental:
             moved = self._moved(first, (y1 - y0) // P, (x1 - x0) // P)
             if None not in corners and _alike(moved, last, self.graph.input):
                 self._classes[cls] = [(y0, x0), first, None]
-                out[(y0, x0)] = corners  # the class's first position lies between them
+                yield from corners  # the class's first position lies between them
             else:
                 self._direct.update(dict.fromkeys(at))
         for y, x in [p for p, v in self._direct.items() if v is None]:
             self._direct[(y, x)] = plan = self.graph.plan(y, x, self.K, self.threshold, clip=False)
-            out[(y, x)] = [plan]
-        return out
+            yield plan
 
     def _moved(self, plan, a: int, b: int):
         """`plan` for the patch a periods lower and b to the right: every changed box moved by its steps; None where
@@ -220,26 +218,6 @@ class Incremental:
                     return None
             layers.append(replace(layer, box=box))
         return Plan(layers, {t: move(t, box) for t, box in plan.boxes.items()}, plan.unsupported, plan.cut)
-
-    def _layers(self, plans) -> tuple:
-        """What a group of positions shares: per layer, whether it changes somewhere and whether it runs on its box
-        everywhere; the (layer, input) pairs whose input's box is the layer's output box at every position; per
-        tensor, the axes its box may cut, and how far its box reaches."""
-        n = len(self.graph.nodes)
-        changed = [any(p.layers[i].box is not None for p in plans) for i in range(n)]
-        incremental = [all(p.layers[i].incremental and p.layers[i].box is not None for p in plans) for i in range(n)]
-        same = {(i, j) for i, node in enumerate(self.graph.nodes) if incremental[i] for j, name in enumerate(node.input)
-                if name and all(p.boxes.get(name) is not None and p.boxes[name] == p.boxes[node.output[0]]
-                                for p in plans)}
-        partial = {t: tuple(a for a, n in enumerate(shape) if a and any(
-            p.boxes.get(t) is not None and tuple(p.boxes[t][a]) != (0, n) for p in plans))
-            for t, shape in self.graph.shapes.items()}
-        reach = {}  # changed tensor → per axis, the lowest start and the highest end of its box over the group
-        for t, shape in self.graph.shapes.items():
-            boxes = [p.boxes[t] for p in plans if p.boxes.get(t) is not None]
-            if boxes:
-                reach[t] = tuple((min(b[a][0] for b in boxes), max(b[a][1] for b in boxes)) for a in range(len(shape)))
-        return changed, incremental, same, partial, reach
 
     def tap(self, photo: np.ndarray, open_session=None) -> dict[str, np.ndarray]:
         """The photo's input and the activations the graphs read (batch 1, the classifier's input space): tensor
@@ -318,6 +296,43 @@ class Incremental:
         for j, (name, t, _, axes) in enumerate(first.masks):
             feed[name] = np.concatenate([_inside(p.masks[j][2], shapes[t], axes) for p in at])[row]
         return feed
+
+
+class _Group:
+    """What the positions of one graph share, folded in plan by plan (a grid's plans are not all held at once):
+    per layer, whether it changes somewhere and whether it runs on its box everywhere; the (layer, input) pairs whose
+    input's box is the layer's output box at every position; per tensor, the axes its box may cut, and how far its
+    box reaches.  plan: one of the group's, for its graph's nodes."""
+
+    def __init__(self, graph: Graph, plan):
+        self.g, self.plan = graph, plan
+        n = len(graph.nodes)
+        self.changed, self.incremental, self.same = [False] * n, [True] * n, None
+        self.partial: dict[str, set] = {}
+        self.reach: dict[str, tuple] = {}  # per axis, the lowest start and the highest end of the tensor's box
+
+    def add(self, plan) -> None:
+        boxes = plan.boxes
+        for i, layer in enumerate(plan.layers):
+            self.changed[i] = self.changed[i] or layer.box is not None
+            self.incremental[i] = self.incremental[i] and layer.incremental and layer.box is not None
+        alike = {(i, j) for i, node in enumerate(self.g.nodes) if boxes.get(node.output[0]) is not None
+                 for j, name in enumerate(node.input) if name and boxes.get(name) == boxes[node.output[0]]}
+        self.same = alike if self.same is None else self.same & alike
+        for t, box in boxes.items():
+            if box is None or t not in self.g.shapes:
+                continue
+            self.partial.setdefault(t, set()).update(a for a, n in enumerate(self.g.shapes[t])
+                                                     if a and tuple(box[a]) != (0, n))
+            r = self.reach.get(t)
+            self.reach[t] = tuple(box) if r is None else tuple((min(a[0], b[0]), max(a[1], b[1]))
+                                                               for a, b in zip(r, box))
+
+    def layers(self) -> tuple:
+        """(changed, incremental, same, partial, reach): see the class."""
+        same = {(i, j) for i, j in self.same or () if self.incremental[i]}
+        partial = {t: tuple(sorted(self.partial.get(t, ()))) for t in self.g.shapes}
+        return self.changed, self.incremental, same, partial, self.reach
 
 
 @dataclass(frozen=True)
