@@ -190,9 +190,9 @@ class Incremental:
             ay = [(y - y0) // P for y, _ in at]
             bx = [(x - x0) // P for _, x in at]
             corners = [self._moved(first, a, b) for a in {min(ay), max(ay)} for b in {min(bx), max(bx)}]
-            last = self.graph.plan(y1, x1, self.K, self.threshold, clip=False)
-            moved = self._moved(first, (y1 - y0) // P, (x1 - x0) // P)
-            if None not in corners and _alike(moved, last, self.graph.input):
+            alike = len(at) == 1 or _alike(self._moved(first, (y1 - y0) // P, (x1 - x0) // P), self.graph.plan(
+                y1, x1, self.K, self.threshold, clip=False), self.graph.input)
+            if None not in corners and alike:
                 self._classes[cls] = [(y0, x0), first, None]
                 yield from corners  # the class's first position lies between them
             else:
@@ -205,9 +205,7 @@ class Incremental:
         """`plan` for the patch a periods lower and b to the right: every changed box moved by its steps; None where
         a box of the incremental part would leave its map entirely there (the plan would find it unchanged)."""
         def move(t, box):
-            if box is None or t not in self.steps:
-                return box
-            return tuple((lo + a * sy + b * sx, hi + a * sy + b * sx) for (lo, hi), (sy, sx) in zip(box, self.steps[t]))
+            return box if box is None or t not in self.steps else _shifted(box, self.steps[t], a, b)
 
         layers = []
         for layer, node in zip(plan.layers, self.graph.nodes):
@@ -355,17 +353,16 @@ class Position:
         if a == b == 0:
             return self
 
-        def move(t, box):
-            return tuple((lo + a * sy + b * sx, hi + a * sy + b * sx) for (lo, hi), (sy, sx) in zip(box, steps[t]))
+        return replace(self, box=_shifted(self.box, steps[input], a, b),
+                       crops=[(n, t, _shifted(box, steps[t], a, b), pad) for n, t, box, pad in self.crops],
+                       places=[(n, t, ax, _shifted((lohi,), steps[t][ax:ax + 1], a, b)[0])
+                               for n, t, ax, lohi in self.places],
+                       masks=[(n, t, _shifted(box, steps[t], a, b), axes) for n, t, box, axes in self.masks])
 
-        def along(t, ax, lohi):
-            sy, sx = steps[t][ax]
-            return lohi[0] + a * sy + b * sx, lohi[1] + a * sy + b * sx
 
-        return replace(self, box=move(input, self.box),
-                       crops=[(n, t, move(t, box), pad) for n, t, box, pad in self.crops],
-                       places=[(n, t, ax, along(t, ax, lohi)) for n, t, ax, lohi in self.places],
-                       masks=[(n, t, move(t, box), axes) for n, t, box, axes in self.masks])
+def _shifted(box, steps, a: int, b: int) -> tuple:
+    """`box` moved a periods down and b right: per axis, by its (rows, columns) steps (`_steps`)."""
+    return tuple((lo + a * sy + b * sx, hi + a * sy + b * sx) for (lo, hi), (sy, sx) in zip(box, steps))
 
 
 def _onto(box: tuple, shape, a: int) -> np.ndarray:
@@ -422,14 +419,14 @@ def _steps(graph: Graph) -> tuple[int, dict]:
             data = follow[node.input[0]]
             got = ((None, 1), (None, 1) if op == "Conv" else data[1], *(
                 (o, c * s) for (o, c), s in zip(data[2:], strides)))
-        elif op in ELEMENTWISE:
+        elif op in ELEMENTWISE:  # the operands the patch reaches, right-aligned to the output as numpy broadcasts
+            aligned = [(None,) * (len(out) - len(follow[i])) + tuple(zip(graph.shapes[i], follow[i]))
+                       for i in node.input if i in follow]
             axes = []
             for a, n in enumerate(out):
-                seen = {f[a - len(out) + len(f)] for i, f in zip(node.input, map(follow.get, node.input))
-                        if f and a - len(out) + len(f) >= 0 and graph.shapes[i][a - len(out) + len(f)] == n}
-                broadcast = any(f and a - len(out) + len(f) >= 0 and graph.shapes[i][a - len(out) + len(f)] != n
-                                for i, f in zip(node.input, map(follow.get, node.input)))
-                axes.append(seen.pop() if len(seen) == 1 and not broadcast else None)
+                at = [o[a] for o in aligned if o[a] is not None]
+                kinds = {f for _, f in at}
+                axes.append(kinds.pop() if len(kinds) == 1 and all(m == n for m, _ in at) else None)
             got = tuple(axes) if None not in axes else None
         elif op == "Transpose":
             perm = graph.attributes(node).get("perm") or list(reversed(range(len(out))))
@@ -749,26 +746,33 @@ class _Builder:
             pad = None
         else:
             return False
-        const = {i: i in self.ex.inits or all(j in self.ex.inits for j in self.g.producers[i].input if j)
-                 for i in node.input if i}
+        const = {i: i in self.ex.inits or self._constant(self.g.producers[i]) for i in node.input if i}
         if any(box is None and not const[i] for i, box in zip(node.input, boxes) if i) or op in ELEMENTWISE and any(
                 i in self.ex.inits and any(n != 1 for n in shapes[i][-len(shapes[node.output[0]]) + 1:])
                 for i in node.input if i):
             return False  # a weight that changes, or a constant that varies over the map
         ins = []
         for i, box in zip(node.input, boxes):
-            dq = self.g.producers.get(i) if i else None
             if not i or i in self.ex.inits:
                 ins.append(i)
-            elif const[i]:  # dequantized weights: the node itself
-                ins.append(self._node("DequantizeLinear", list(dq.input), **self.g.attributes(dq)))
             else:
-                v = self.values(i, box, pad, masked=pad is not None)
-                ints = self._node("QuantizeLinear", [v, *dq.input[1:]], **self.g.attributes(dq))
-                ins.append(self._node("DequantizeLinear", [ints, *dq.input[1:]], **self.g.attributes(dq)))
+                values = None if const[i] else self.values(i, box, pad, masked=pad is not None)
+                ins.append(self._dequantized(self.g.producers[i], values))
         new = self._node(op, ins, **attrs)
         self.ints[q.output[0]] = (self._node("QuantizeLinear", [new, *q.input[1:]], **self.g.attributes(q)), q)
         return True
+
+    def _constant(self, node) -> bool:
+        """Whether `node` reads initializers alone (a DequantizeLinear of weights)."""
+        return all(j in self.ex.inits for j in node.input if j)
+
+    def _dequantized(self, dq, values: str | None = None) -> str:
+        """DequantizeLinear `dq` in the generated graph: on its own integers (a constant's: the node itself) or on
+        `values` quantized again with its parameters (exact where they hold dequantized integers), so that an op
+        reading it fuses as in the full model (see _unit)."""
+        attrs = self.g.attributes(dq)
+        ints = dq.input[0] if values is None else self._node("QuantizeLinear", [values, *dq.input[1:]], **attrs)
+        return self._node("DequantizeLinear", [ints, *dq.input[1:]], **attrs)
 
     def _const_box(self, name: str, out_box, out_shape) -> str:
         """An initializer operand of an element-wise op, cut to the output's box where it is not broadcast."""
@@ -792,15 +796,11 @@ class _Builder:
                 ins.append(i)
             elif i in self.full:
                 ins.append(self.full[i])
-            elif dq is not None and all(j in self.ex.inits for j in dq.input if j):  # as _unit does
-                ins.append(self._node("DequantizeLinear", list(dq.input), **self.g.attributes(dq)))
+            elif dq is not None and self._constant(dq):
+                ins.append(self._dequantized(dq))
             elif i in self.box or dq is not None:
                 v = self.values(i, tuple((0, n) for n in self.g.shapes[i]), whole=True)
-                if dq is not None:  # its integers again: the reader may be a QDQ unit (see _unit)
-                    attrs = self.g.attributes(dq)
-                    v = self._node("DequantizeLinear", [self._node("QuantizeLinear", [v, *dq.input[1:]], **attrs),
-                                                        *dq.input[1:]], **attrs)
-                ins.append(v)
+                ins.append(v if dq is None else self._dequantized(dq, v))  # the reader may be a QDQ unit
             elif i in self.ints:  # quantized over a box (not by a _unit: its reader runs on the box too)
                 q = self.ints[i][1]
                 whole = self.values(q.input[0], tuple((0, n) for n in self.g.shapes[q.input[0]]), whole=True)
