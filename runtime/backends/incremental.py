@@ -300,7 +300,8 @@ class _Group:
     """What the positions of one graph share, folded in plan by plan (a grid's plans are not all held at once):
     per layer, whether it changes somewhere and whether it runs on its box everywhere; the (layer, input) pairs whose
     input's box is the layer's output box at every position; per tensor, the axes its box may cut, and how far its
-    box reaches.  plan: one of the group's, for its graph's nodes."""
+    box reaches; per convolution, how far the box it reads reaches beyond its input's change (`_lap`), while the same at
+    every position.  plan: one of the group's, for its graph's nodes."""
 
     def __init__(self, graph: Graph, plan):
         self.g, self.plan = graph, plan
@@ -308,6 +309,7 @@ class _Group:
         self.changed, self.incremental, self.same = [False] * n, [True] * n, None
         self.partial: dict[str, set] = {}
         self.reach: dict[str, tuple] = {}  # per axis, the lowest start and the highest end of the tensor's box
+        self.laps: dict[int, tuple | None] = {}  # convolution → `_lap` at every position so far, None once they differ
 
     def add(self, plan) -> None:
         boxes = plan.boxes
@@ -317,6 +319,10 @@ class _Group:
         alike = {(i, j) for i, node in enumerate(self.g.nodes) if boxes.get(node.output[0]) is not None
                  for j, name in enumerate(node.input) if name and boxes.get(name) == boxes[node.output[0]]}
         self.same = alike if self.same is None else self.same & alike
+        for i, node in enumerate(self.g.nodes):
+            if node.op_type == "Conv" and boxes.get(node.output[0]) is not None and boxes.get(node.input[0]):
+                lap = _lap(_reads(self.g, node, boxes[node.output[0]]), boxes[node.input[0]])
+                self.laps[i] = lap if self.laps.get(i, lap) == lap else None
         for t, box in boxes.items():
             if box is None or t not in self.g.shapes:
                 continue
@@ -327,10 +333,12 @@ class _Group:
                                                                for a, b in zip(r, box))
 
     def layers(self) -> tuple:
-        """(changed, incremental, same, partial, reach): see the class."""
+        """(changed, incremental, same, partial, reach, laps): see the class; laps only where the box read covers
+        the change (zeros around it)."""
         same = {(i, j) for i, j in self.same or () if self.incremental[i]}
         partial = {t: tuple(sorted(self.partial.get(t, ()))) for t in self.g.shapes}
-        return self.changed, self.incremental, same, partial, self.reach
+        laps = {i: lap for i, lap in self.laps.items() if lap and min(lap) >= 0 and lap[0] == lap[1] == 0}
+        return self.changed, self.incremental, same, partial, self.reach, laps
 
 
 @dataclass(frozen=True)
@@ -459,7 +467,7 @@ class _Builder:
 
     def __init__(self, ex: Incremental, plan, layers, emit: bool = True):
         self.ex, self.g, self.plan, self.emit = ex, ex.graph, plan, emit
-        self.changed, self.incremental, self.same, self.partial, self.reach = layers
+        self.changed, self.incremental, self.same, self.partial, self.reach, self.laps = layers
         self.nodes, self.consts, self.photo, self.runtime = [], [], set(), {}
         self.crops, self.places, self.masks = [], [], []  # see Position
         self.absolute = False  # see Position
@@ -641,7 +649,7 @@ class _Builder:
         if q is not None:
             return self._unit(node, q, out_box)
         if op in WINDOWED:
-            want = self._reads(node, out_box)
+            want = _reads(self.g, node, out_box)
             if want is None:
                 return False
             keep = {k: v for k, v in attrs.items() if k not in ("pads", "auto_pad")}
@@ -652,7 +660,12 @@ class _Builder:
                 out = self._node("Sub", [new, self.old(node.output[0], out_box)])
             else:  # linear: the change of the output is the op on the change of the input (no bias)
                 weights = [w if w in self.ex.inits else self._photo(w) for w in node.input[1:2]]  # QDQ: dequantized
-                out = self._node(op, [self.delta(node.input[0], want, masked=wide), *weights], **keep)
+                lap = self.laps.get(index)
+                if lap is None:
+                    out = self._node(op, [self.delta(node.input[0], want, masked=wide), *weights], **keep)
+                else:  # the zeros around the change are the convolution's own padding: no copy to pad it
+                    change = self._masked(node.input[0]) if wide else self.name[node.input[0]]
+                    out = self._node(op, [change, *weights], **keep, pads=[*lap[2::2], *lap[3::2]])
         elif op == "QuantizeLinear" or (op == "DequantizeLinear" and node.input[0] in self.ints):
             # integers: a change does not subtract (uint8 wraps, and Sub has no uint8 kernel); carried as the new
             # integers over the box, to the DequantizeLinear nodes that alone read them
@@ -698,18 +711,6 @@ class _Builder:
         self.name[node.output[0]], self.box[node.output[0]] = out, tuple(out_box)
         return True
 
-    def _reads(self, node, out_box) -> tuple | None:
-        """The box of a window op's data input that its output's box reads (its pads beyond the map), batch 1;
-        None for an average pooling whose divisor at the border counts only the map's pixels (not a crop's)."""
-        kernel, strides, dil, pads = self.g.window(node)
-        if node.op_type == "AveragePool" and any(pads) and not self.g.attributes(node).get("count_include_pad", 0):
-            return None
-        want = [(0, 1), (0, self.g.shapes[node.input[0]][1]) if node.op_type == "Conv" else out_box[1]]
-        for i in range(len(kernel)):
-            lo, hi = out_box[2 + i]
-            want.append((lo * strides[i] - pads[i], (hi - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1) + 1))
-        return tuple(want)
-
     def _unit_of(self, node):
         """The QuantizeLinear that alone reads `node`'s output, where every input of `node` the patch can change is
         a DequantizeLinear's output (a QDQ unit: ONNX Runtime runs it as one integer kernel, a QLinearConv,
@@ -735,7 +736,7 @@ class _Builder:
         if tuple(out_box[1]) != (0, shapes[node.output[0]][1]):
             return False  # per-channel parameters follow axis 1: whole channels only
         if op in WINDOWED:
-            want = self._reads(node, out_box)
+            want = _reads(self.g, node, out_box)
             if want is None:
                 return False
             boxes = [want] + [None] * (len(node.input) - 1)
@@ -812,6 +813,24 @@ class _Builder:
         for o, new in zip(node.output, outs):
             if o:
                 self.full[o] = new
+
+
+def _reads(graph: Graph, node, out_box) -> tuple | None:
+    """The box of a window op's data input that its output's box reads (its pads beyond the map), batch 1;
+    None for an average pooling whose divisor at the border counts only the map's pixels (not a crop's)."""
+    kernel, strides, dil, pads = graph.window(node)
+    if node.op_type == "AveragePool" and any(pads) and not graph.attributes(node).get("count_include_pad", 0):
+        return None
+    want = [(0, 1), (0, graph.shapes[node.input[0]][1]) if node.op_type == "Conv" else out_box[1]]
+    for i in range(len(kernel)):
+        lo, hi = out_box[2 + i]
+        want.append((lo * strides[i] - pads[i], (hi - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1) + 1))
+    return tuple(want)
+
+
+def _lap(want, have) -> tuple:
+    """How far box `want` reaches beyond box `have`, axis by axis from the channels: (before, after, …)."""
+    return tuple(d for (w0, w1), (h0, h1) in zip(want[1:], have[1:]) for d in (h0 - w0, w1 - h1))
 
 
 def _operand_box(out_box, shape, out_shape):
