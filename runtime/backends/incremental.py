@@ -219,7 +219,7 @@ class Incremental:
 
     def tap(self, photo: np.ndarray, open_session=None) -> dict[str, np.ndarray]:
         """The photo's input and the activations the graphs read (batch 1, the classifier's input space): tensor
-        name → array.  open_session(model bytes) → a session (default: on the CPU, by sessions.py); the tapped
+        name → array (and, as `feed` cuts crops, (name, pad value) → the map padded, with its margins).  open_session(model bytes) → a session (default: on the CPU, by sessions.py); the tapped
         graph's session is kept, image after image."""
         from ..graphs import with_outputs
         from .sessions import open_session as default
@@ -287,12 +287,12 @@ class Incremental:
         feed = {"patch": patch, "row": row.astype(np.int64), **first.runtime,
                 **{f"{t}@photo": acts[t] for t in self.graphs[first.cut][1]}}
         for j, (name, t, _, pad) in enumerate(first.crops):
-            feed[name] = np.concatenate([_crop(acts[t], p.crops[j][2], pad) for p in at])
+            feed[name] = _crops(acts, t, pad, np.array([p.crops[j][2] for p in at]))
         shapes = self.graph.shapes
         for j, (name, t, a, _) in enumerate(first.places):
-            feed[name] = np.concatenate([_onto(p.places[j][3], shapes[t], a) for p in at])[row]
+            feed[name] = _onto(np.array([p.places[j][3] for p in at]), shapes[t], a)[row]
         for j, (name, t, _, axes) in enumerate(first.masks):
-            feed[name] = np.concatenate([_inside(p.masks[j][2], shapes[t], axes) for p in at])[row]
+            feed[name] = _inside(np.array([p.masks[j][2] for p in at]), shapes[t], axes)[row]
         return feed
 
 
@@ -373,32 +373,43 @@ def _shifted(box, steps, a: int, b: int) -> tuple:
     return tuple((lo + a * sy + b * sx, hi + a * sy + b * sx) for (lo, hi), (sy, sx) in zip(box, steps))
 
 
-def _onto(box: tuple, shape, a: int) -> np.ndarray:
-    """float32 [1, 1…, n, h] (axis a second to last) or [1, 1…, h, n]: 1 where element j of box (lo, hi) along
-    axis a (h long) lies at i of the map (n long); its rows or columns beyond the map are zero."""
-    lo, hi = box
-    hit = (np.arange(lo, hi)[None, :] == np.arange(shape[a])[:, None]).astype(np.float32)  # [n, h]
-    m = hit if a == len(shape) - 2 else hit.T
-    return m.reshape((1,) * (len(shape) - 2) + m.shape)
+def _onto(spans: np.ndarray, shape, a: int) -> np.ndarray:
+    """float32 [U, 1…, n, h] (axis a second to last) or [U, 1…, h, n]: per row of spans (int [U, 2], lo and hi of
+    a box along axis a, h long), 1 where its element j lies at i of the map (n long); rows or columns beyond the
+    map are zero."""
+    along = spans[:, :1] + np.arange(spans[0, 1] - spans[0, 0])  # [U, h]
+    hit = (along[:, None, :] == np.arange(shape[a])[None, :, None]).astype(np.float32)  # [U, n, h]
+    m = hit if a == len(shape) - 2 else hit.transpose(0, 2, 1)
+    return m.reshape((len(spans),) + (1,) * (len(shape) - 3) + m.shape[1:])
 
 
-def _inside(box, shape, axes) -> np.ndarray:
-    """bool [1, …box…] (1 along the axes the box cannot cut): its elements inside a map of `shape`."""
-    inside = [((np.arange(*box[a]) >= 0) & (np.arange(*box[a]) < shape[a])).reshape(
-        [-1 if i == a else 1 for i in range(len(shape))]) if a in axes else np.ones([1] * len(shape), bool)
-        for a in range(1, len(shape))]
-    return np.logical_and.reduce(np.broadcast_arrays(*inside)) if inside else np.ones([1] * len(shape), bool)
+def _inside(boxes: np.ndarray, shape, axes) -> np.ndarray:
+    """bool [U, …box…] (1 along the axes the box cannot cut): per box of boxes (int [U, rank, 2]), its elements
+    inside a map of `shape`."""
+    inside = np.ones((len(boxes),) + (1,) * (len(shape) - 1), bool)
+    for a in axes:
+        along = boxes[:, a, :1] + np.arange(boxes[0, a, 1] - boxes[0, a, 0])  # [U, h]
+        inside = inside & ((along >= 0) & (along < shape[a])).reshape(
+            [len(boxes)] + [-1 if i == a else 1 for i in range(1, len(shape))])
+    return inside
 
 
 def _sizes(box) -> tuple:
     return tuple(hi - lo for lo, hi in box[1:])
 
 
-def _crop(a: np.ndarray, box, pad) -> np.ndarray:
-    """a (batch 1) over box (its batch axis ignored), padded with `pad` where the box leaves the map."""
-    v = a[(slice(None),) + tuple(slice(max(0, lo), min(n, hi)) for (lo, hi), n in zip(box[1:], a.shape[1:]))]
-    widths = [(0, 0)] + [(max(0, -lo), max(0, hi - n)) for (lo, hi), n in zip(box[1:], a.shape[1:])]
-    return np.pad(v, widths, constant_values=pad) if any(any(w) for w in widths) else v
+def _crops(acts: dict, t: str, pad: float, boxes: np.ndarray) -> np.ndarray:
+    """[U, …box…]: the photo's tensor t (acts from `Incremental.tap`, batch 1) over each box of boxes (int [U, rank,
+    2] of one size, the batch axis ignored), `pad` where a box leaves the map.  The map padded far enough is kept
+    in acts for the image (grown when a box reaches further), so that all the crops are one gather."""
+    a, kept = acts[t][0], acts.get((t, pad))
+    lo, hi = np.maximum(0, -boxes[:, 1:, 0].min(0)), np.maximum(0, boxes[:, 1:, 1].max(0) - a.shape)
+    if kept is None or (lo > kept[1]).any() or (hi > kept[2]).any():
+        if kept is not None:
+            lo, hi = np.maximum(lo, kept[1]), np.maximum(hi, kept[2])
+        kept = acts[(t, pad)] = np.pad(a, list(zip(lo, hi)), constant_values=pad), lo, hi
+    windows = np.lib.stride_tricks.sliding_window_view(kept[0], boxes[0, 1:, 1] - boxes[0, 1:, 0])
+    return windows[tuple((boxes[:, 1:, 0] + kept[1]).T)]
 
 
 def _steps(graph: Graph) -> tuple[int, dict]:
