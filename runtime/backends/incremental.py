@@ -4,20 +4,21 @@ what its patch changes (`--incremental`; `decide` says where it runs).
 The photo runs once with the activations the rewritten graphs read kept (`tap`).  `Incremental` writes ONNX graphs
 for the patch positions of a grid, from plans (perf/incremental.py) whose boxes are not cut at the map's border, so
 that every position's boxes have the same shapes: a graph's input is the patch alone, [B, …K×K box of the input…]
-(the in-fills, normalized).  Each layer before the plan's cut carries its *change* (new − photo) over its box: a
+(the in-fills, normalized). Each layer before the plan's cut carries its *change* (new − photo) over its box: a
 linear layer (convolution, average pooling) runs on the change alone — cut to the layer's receptive field and padded
-with zeros, the op without padding or bias — and an element-wise layer or a max-pooling computes its new values (the
-photo's crop plus the change; -inf beyond the map for max-pooling) less the photo's output.  What a layer computes
-beyond the map is masked to zero before a window wider than one element reads it.  At the cut the change is placed
-into the photo's map by one-hot matrices and the rest runs as in the original graph.  The output is the full
+with zeros, the op without bias (a convolution whose zeros around the change are the same at every position of the
+graph takes them as its own padding, no copy) — and an element-wise layer or a max-pooling computes its new values
+(the photo's crop plus the change; -inf beyond the map for max-pooling) less the photo's output. What a layer
+computes beyond the map is masked to zero before a window wider than one element reads it. At the cut the change is
+placed into the photo's map by one-hot matrices and the rest runs as in the original graph. The output is the full
 forward's up to float rounding (the linear split reorders the sums).
 
-What differs between positions is an input: the photo's crops (cut on the host, one per position, gathered per row
-by "row"), the masks and the one-hot matrices; offsets relative to the boxes are int64 inputs, equal for positions
-of one `Position.key` (the same alignment to the network's strides), which run together in one batch.  Positions
-whose plans cut at the same layer share a graph.  Positions a period apart (the strides' least common multiple) have
-one plan, moved: the executor plans one position per class of the period (`Incremental._plan`), so its warm-up and
-memory do not grow with the number of positions.
+What differs between positions is an input: the photo's crops (cut on the host, a batch's crops of a tensor in one
+gather from its map padded once per image; gathered per row by "row"), the masks and the one-hot matrices; offsets
+relative to the boxes are int64 inputs, equal for positions of one `Position.key` (the same alignment to the
+network's strides), which run together in one batch. Positions whose plans cut at the same layer share a graph.
+Positions a period apart (the strides' least common multiple) have one plan, moved: the executor plans one position
+per class of the period (`Incremental._plan`), so its warm-up and memory do not grow with the number of positions.
 
 Quantized (QDQ) models: a QDQ unit (DequantizeLinear → op → QuantizeLinear, which ONNX Runtime runs as one integer
 kernel) runs on its inputs' new values requantized, not on the change, so that it fuses into the same kernel and
@@ -167,6 +168,7 @@ class Incremental:
             self.graphs[cut] = (builder.model(), sorted(builder.photo), layers)
             reads |= builder.photo | {c[1] for c in builder.crops}
         self.reads = sorted(reads)
+        self.whole = {self.graph.input}.union(*(g[1] for g in self.graphs.values()))  # tensors fed whole, not cut
         self._tap = None  # the tapped photo's session
 
     def _plan(self, positions):
@@ -219,8 +221,9 @@ class Incremental:
 
     def tap(self, photo: np.ndarray, open_session=None) -> dict[str, np.ndarray]:
         """The photo's input and the activations the graphs read (batch 1, the classifier's input space): tensor
-        name → array (and, as `feed` cuts crops, (name, pad value) → the map padded, with its margins).  open_session(model bytes) → a session (default: on the CPU, by sessions.py); the tapped
-        graph's session is kept, image after image."""
+        name → array (as `feed` cuts crops, (name, pad value) → the map padded and its margins, in place of the
+        map where it is only cut).  open_session(model bytes) → a session (default: on the CPU, by sessions.py);
+        the tapped graph's session is kept, image after image."""
         from ..graphs import with_outputs
         from .sessions import open_session as default
 
@@ -287,7 +290,7 @@ class Incremental:
         feed = {"patch": patch, "row": row.astype(np.int64), **first.runtime,
                 **{f"{t}@photo": acts[t] for t in self.graphs[first.cut][1]}}
         for j, (name, t, _, pad) in enumerate(first.crops):
-            feed[name] = _crops(acts, t, pad, np.array([p.crops[j][2] for p in at]))
+            feed[name] = _crops(acts, t, pad, np.array([p.crops[j][2] for p in at]), t in self.whole)
         shapes = self.graph.shapes
         for j, (name, t, a, _) in enumerate(first.places):
             feed[name] = _onto(np.array([p.places[j][3] for p in at]), shapes[t], a)[row]
@@ -398,18 +401,29 @@ def _sizes(box) -> tuple:
     return tuple(hi - lo for lo, hi in box[1:])
 
 
-def _crops(acts: dict, t: str, pad: float, boxes: np.ndarray) -> np.ndarray:
+def _crops(acts: dict, t: str, pad: float, boxes: np.ndarray, whole: bool) -> np.ndarray:
     """[U, …box…]: the photo's tensor t (acts from `Incremental.tap`, batch 1) over each box of boxes (int [U, rank,
     2] of one size, the batch axis ignored), `pad` where a box leaves the map.  The map padded far enough is kept
-    in acts for the image (grown when a box reaches further), so that all the crops are one gather."""
-    a, kept = acts[t][0], acts.get((t, pad))
+    in acts for the image (grown when a box reaches further), so that all the crops are one gather; the map itself
+    only where it is also fed `whole`."""
+    a, kept = _map(acts, t), acts.get((t, pad))
     lo, hi = np.maximum(0, -boxes[:, 1:, 0].min(0)), np.maximum(0, boxes[:, 1:, 1].max(0) - a.shape)
     if kept is None or (lo > kept[1]).any() or (hi > kept[2]).any():
         if kept is not None:
             lo, hi = np.maximum(lo, kept[1]), np.maximum(hi, kept[2])
         kept = acts[(t, pad)] = np.pad(a, list(zip(lo, hi)), constant_values=pad), lo, hi
+        if not whole:
+            acts.pop(t, None)
     windows = np.lib.stride_tricks.sliding_window_view(kept[0], boxes[0, 1:, 1] - boxes[0, 1:, 0])
     return windows[tuple((boxes[:, 1:, 0] + kept[1]).T)]
+
+
+def _map(acts: dict, t: str) -> np.ndarray:
+    """The photo's tensor t without its batch axis: from acts, or from within a padded copy (`_crops`)."""
+    if t in acts:
+        return acts[t][0]
+    padded, lo, hi = next(v for k, v in acts.items() if isinstance(k, tuple) and k[0] == t)
+    return padded[tuple(slice(a, n - b) for a, b, n in zip(lo, hi, padded.shape))]
 
 
 def _steps(graph: Graph) -> tuple[int, dict]:
