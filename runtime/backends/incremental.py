@@ -27,6 +27,7 @@ gives the same integers (`_Builder._unit`); integers pass on as new values over 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -36,7 +37,8 @@ from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph, Plan, spatial_axes
 WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
 
-_EXECUTORS: dict = {}  # (model file, sha256, K, positions) → Incremental, and its sessions by cut
+_EXECUTORS: OrderedDict = OrderedDict()  # (model file, sha256, K, positions) → Incremental, its sessions by cut
+KEPT = 4  # the executors of this many grids stay (the last used): a server's jobs of a few K and strides take turns
 _PREDICTIONS: dict = {}  # (sha256, K, grid) → predicted speed-up, the op that cut the plan early or None
 AUTO_GAIN = 1.5  # --incremental auto: on where the plan predicts at least this many times fewer multiply-adds
 SAMPLED = 7  # the prediction plans a SAMPLED × SAMPLED subgrid of the positions
@@ -102,9 +104,11 @@ class IncrementalPerturbationBatch:
         grid = tuple(zip(np.asarray(ys).tolist(), np.asarray(xs).tolist()))
         key = (clf.model_path, clf.sha256, K, grid)
         if key not in _EXECUTORS:
+            while len(_EXECUTORS) >= KEPT:
+                _EXECUTORS.popitem(last=False)
             ex = Incremental(clf.model_path, K, grid, spatial_axes(clf))
-            _EXECUTORS.clear()  # one grid at a time: the graphs of the last one are reused image after image
             _EXECUTORS[key] = ex, {cut: clf.placement.open(g[0].SerializeToString()) for cut, g in ex.graphs.items()}
+        _EXECUTORS.move_to_end(key)
         self.ex, self.sessions = _EXECUTORS[key]
         self.photo = self.ex.tap(base[None], clf.placement.open)
         self._pos: list = []

@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("--examples", metavar="DIR", help="photos the web viewer offers (default: examples/ of the source "
                    "tree, when infolens runs from one)")
     options.add_device(p)
+    options.add_incremental(p)
     p.set_defaults(run=run)
 
 
@@ -80,7 +81,7 @@ def config_from(args):
                        max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, max_forwards=args.max_forwards,
                        sync_forwards=args.sync_forwards, retention_hours=args.retention_hours,
                        chunk_forwards=args.chunk_forwards, examples_dir=args.examples,
-                       placement={"device": args.device, **options.gpu(args)})
+                       placement={"device": args.device, "incremental": args.incremental, **options.gpu(args)})
 
 
 def run(args) -> int:

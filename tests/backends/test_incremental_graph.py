@@ -147,6 +147,30 @@ def test_pmi_maps_with_the_incremental_backend_are_the_host_batchs(tmp_path, var
         assert np.abs(host.maps[name] - inc.maps[name]).max() <= 1e-4, name  # bits
 
 
+def test_the_graphs_of_the_last_grids_stay(tmp_path):
+    """Explanations whose grids (K, stride) take turns, as a server's jobs do, reuse each grid's executor; beyond
+    the last KEPT grids the oldest is dropped."""
+    from conftest import write_card
+    from infolens import Explainer, OnnxClassifier
+    from infolens.backends import incremental
+
+    path = onnx_builders.cnn(tmp_path / "residual.onnx", "residual", H, W)
+    write_card(path, "NCHW", "RGB", "float32", kind="probs")
+    clf = OnnxClassifier.from_card(path, incremental="on")
+    image = np.random.default_rng(3).integers(0, 256, (H, W, 3), np.uint8)
+
+    def executor(k, stride):
+        Explainer(clf, "noise", K=k, batch_size=16).explain(image, classes="top1", stride=stride, samples=1)
+        assert clf.incremental_used["used"]
+        return next(reversed(incremental._EXECUTORS.values()))[0]
+
+    first = executor(4, 2)
+    assert executor(4, 3) is not first and executor(4, 2) is first
+    for k, stride in [(3, 1), (3, 2), (3, 3), (4, 4)][:incremental.KEPT]:  # new grids: the first is dropped
+        executor(k, stride)
+    assert len(incremental._EXECUTORS) == incremental.KEPT and executor(4, 2) is not first
+
+
 def test_incremental_on_refuses_a_uint8_model_in_one_line(tmp_path, image_file):
     from conftest import run_cli, write_card
 

@@ -375,3 +375,29 @@ def test_a_submission_while_another_process_locks_the_database_is_a_503_and_dela
         assert headers["Retry-After"] == "5"
         job = call(f"{url}/v1/jobs", {"model": "toy", "image": b64(photo), "params": PARAMS})[1]
         assert wait(url, job["id"])["state"] == "done"  # once the lock is gone, all is as before
+
+
+@pytest.mark.slow
+def test_incremental_jobs_give_the_full_forwards_maps(tmp_path, photo):
+    """`serve --incremental on`: a job's maps are the CLI's full forwards' within float rounding, its chunks reuse
+    the grid's graphs, and its record says incremental inference ran."""
+    import onnx_builders
+    from conftest import write_card
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    write_card(onnx_builders.cnn(folder / "toy.onnx", "residual", 24, 24), "NCHW", "RGB", "float32", kind="probs")
+    expected = cli_arrays(tmp_path, folder, photo)
+    with server(tmp_path, "--models", folder, "--chunk-forwards", 30, "--incremental", "on") as (url, _):
+        status, body, _ = call(f"{url}/v1/jobs", {"model": "toy", "image": b64(photo), "params": PARAMS})
+        assert status == 202
+        job = wait(url, body["id"])
+        assert job["state"] == "done", job
+        got = fetch_npz(url, body["id"])
+        status, record, _ = call(f"{url}/v1/jobs/{body['id']}/result?format=json")
+    assert record["model"]["incremental"]["mode"] == "on" and record["model"]["incremental"]["used"]
+    assert sorted(got) == sorted(expected)
+    maps = [k for k in expected if k.startswith(("pmi", "ig"))]
+    assert maps
+    for k in maps:
+        assert np.abs(got[k] - expected[k]).max() <= 1e-4, k  # bits
