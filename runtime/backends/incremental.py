@@ -307,8 +307,8 @@ class _Group:
     """What the positions of one graph share, folded in plan by plan (a grid's plans are not all held at once):
     per layer, whether it changes somewhere and whether it runs on its box everywhere; the (layer, input) pairs whose
     input's box is the layer's output box at every position; per tensor, the axes its box may cut, and how far its
-    box reaches; per convolution, how far the box it reads reaches beyond its input's change (`_lap`), while the same at
-    every position.  plan: one of the group's, for its graph's nodes."""
+    box reaches; per convolution, how far the box it reads reaches beyond its input's change (`_lap`), while that
+    is the same at every position.  plan: one of the group's, for its graph's nodes."""
 
     def __init__(self, graph: Graph, plan):
         self.g, self.plan = graph, plan
