@@ -49,7 +49,8 @@ def decide(classifier, K: int, ys, xs) -> bool:
     """Whether the patches at (ys, xs) run incrementally on `classifier`, by its `incremental`: "on" (one line
     naming what stops it, else yes), "auto" (where the model can and the plan predicts at least AUTO_GAIN× fewer
     multiply-adds at these positions, measured on a subgrid of them).  Records what it chose on the classifier
-    (`incremental_used`: used, predicted speed-up, why not), for the explanation's JSON."""
+    (`incremental_used`: used, predicted speed-up, why not; the run adds kept_mb, the photo's activations kept for
+    the image in MB), for the explanation's JSON."""
     from ..errors import InfolensError
 
     clf, on = classifier, classifier.incremental == "on"
@@ -137,6 +138,8 @@ class IncrementalPerturbationBatch:
             if out is None:
                 out = np.empty((m, res[0].size), res.dtype)
             out[idx] = res.reshape(len(idx), -1)
+        kept = sum(v.nbytes if isinstance(k, str) else v[0].nbytes for k, v in self.photo.items())
+        self.classifier.incremental_used["kept_mb"] = round(kept / 1e6, 3)  # grows as crops pad the photo's maps
         return self.classifier.to_probs(out.astype(np.float64))
 
     def restore(self, ys: np.ndarray, xs: np.ndarray) -> None:

@@ -142,6 +142,7 @@ def test_pmi_maps_with_the_incremental_backend_are_the_host_batchs(tmp_path, var
         maps[mode] = e
     host, inc = maps["off"], maps["on"]
     assert inc.model["incremental"]["used"] and not host.model["incremental"]["used"]
+    assert inc.model["incremental"]["kept_mb"] > 0 and "kept_mb" not in host.model["incremental"]
     assert host.forwards == inc.forwards
     for name in ("pmi", "ig"):
         assert np.abs(host.maps[name] - inc.maps[name]).max() <= 1e-4, name  # bits
