@@ -413,12 +413,13 @@ def _crops(acts: dict, t: str, pad: float, boxes: np.ndarray, whole: bool) -> np
     2] of one size, the batch axis ignored), `pad` where a box leaves the map.  The map padded far enough is kept
     in acts for the image (grown when a box reaches further), so that all the crops are one gather; the map itself
     only where it is also fed `whole`."""
-    a, kept = _map(acts, t), acts.get((t, pad))
-    lo, hi = np.maximum(0, -boxes[:, 1:, 0].min(0)), np.maximum(0, boxes[:, 1:, 1].max(0) - a.shape)
+    kept = acts.get((t, pad))
+    shape = _map(acts, t).shape if kept is None else np.subtract(kept[0].shape, kept[1] + kept[2])
+    lo, hi = np.maximum(0, -boxes[:, 1:, 0].min(0)), np.maximum(0, boxes[:, 1:, 1].max(0) - shape)
     if kept is None or (lo > kept[1]).any() or (hi > kept[2]).any():
         if kept is not None:
             lo, hi = np.maximum(lo, kept[1]), np.maximum(hi, kept[2])
-        kept = acts[(t, pad)] = np.pad(a, list(zip(lo, hi)), constant_values=pad), lo, hi
+        kept = acts[(t, pad)] = np.pad(_map(acts, t), list(zip(lo, hi)), constant_values=pad), lo, hi
         if not whole:
             acts.pop(t, None)
     windows = np.lib.stride_tricks.sliding_window_view(kept[0], boxes[0, 1:, 1] - boxes[0, 1:, 0])
