@@ -27,6 +27,7 @@ gives the same integers (`_Builder._unit`); integers pass on as new values over 
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
@@ -37,7 +38,8 @@ from ..perf.incremental import ELEMENTWISE, THRESHOLD, Graph, Plan, spatial_axes
 WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
 
 
-_EXECUTORS: OrderedDict = OrderedDict()  # (model file, sha256, K, positions) → Incremental, its sessions by cut
+_EXECUTORS: OrderedDict = OrderedDict()  # (model file, sha256, K, positions) → Incremental, its sessions by cut,
+# the seconds they took to build
 KEPT = 4  # the executors of this many grids stay (the last used): a server's jobs of a few K and strides take turns
 _PREDICTIONS: dict = {}  # (sha256, K, grid) → predicted speed-up, the op that cut the plan early or None
 AUTO_GAIN = 1.5  # --incremental auto: on where the plan predicts at least this many times fewer multiply-adds
@@ -49,8 +51,9 @@ def decide(classifier, K: int, ys, xs) -> bool:
     """Whether the patches at (ys, xs) run incrementally on `classifier`, by its `incremental`: "on" (one line
     naming what stops it, else yes), "auto" (where the model can and the plan predicts at least AUTO_GAIN× fewer
     multiply-adds at these positions, measured on a subgrid of them).  Records what it chose on the classifier
-    (`incremental_used`: used, predicted speed-up, why not; the run adds kept_mb, the photo's activations kept for
-    the image in MB), for the explanation's JSON."""
+    (`incremental_used`: used, predicted speed-up, why not; the batch adds build_s, the seconds the grid's graphs
+    and sessions took to build, once per process and grid, and kept_mb, the photo's activations kept for the
+    image in MB), for the explanation's JSON."""
     from ..errors import InfolensError
 
     clf, on = classifier, classifier.incremental == "on"
@@ -107,10 +110,12 @@ class IncrementalPerturbationBatch:
         if key not in _EXECUTORS:
             while len(_EXECUTORS) >= KEPT:
                 _EXECUTORS.popitem(last=False)
+            t0 = time.perf_counter()
             ex = Incremental(clf.model_path, K, grid, spatial_axes(clf))
-            _EXECUTORS[key] = ex, {cut: clf.placement.open(g[0].SerializeToString()) for cut, g in ex.graphs.items()}
+            sessions = {cut: clf.placement.open(g[0].SerializeToString()) for cut, g in ex.graphs.items()}
+            _EXECUTORS[key] = ex, sessions, round(time.perf_counter() - t0, 2)
         _EXECUTORS.move_to_end(key)
-        self.ex, self.sessions = _EXECUTORS[key]
+        self.ex, self.sessions, clf.incremental_used["build_s"] = _EXECUTORS[key]
         self.photo = self.ex.tap(base[None], clf.placement.open)
         self._pos: list = []
 

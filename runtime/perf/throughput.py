@@ -89,7 +89,8 @@ def ratio(args) -> int:
     print(f"explain     sampler {args.sampler} K={args.K} S={args.S} N={args.N}: {e.forwards} forwards")
     if clf.incremental != "off":
         print(f"incremental {args.incremental}: {clf.incremental_used}; the warm-up (N=1, its graphs and positions "
-              f"planned) took {warm:.1f} s")
+              f"planned) took {warm:.1f} s, of it {clf.incremental_used.get('build_s', 0):.1f} s building the grid's "
+              "graphs and sessions (once per grid and process)")
     if raw:
         print(f"raw ORT     {statistics.median(raw):8.1f} forwards/s   default session options, session.run "
               f"(rounds: {', '.join(f'{v:.1f}' for v in raw)})")

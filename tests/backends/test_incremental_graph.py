@@ -149,8 +149,8 @@ def test_pmi_maps_with_the_incremental_backend_are_the_host_batchs(tmp_path, var
 
 
 def test_the_graphs_of_the_last_grids_stay(tmp_path):
-    """Explanations whose grids (K, stride) take turns, as a server's jobs do, reuse each grid's executor; beyond
-    the last KEPT grids the oldest is dropped."""
+    """Explanations whose grids (K, stride) take turns, as a server's jobs do, reuse each grid's executor (and
+    record what it took to build); beyond the last KEPT grids the oldest is dropped."""
     from conftest import write_card
     from infolens import Explainer, OnnxClassifier
     from infolens.backends import incremental
@@ -166,7 +166,9 @@ def test_the_graphs_of_the_last_grids_stay(tmp_path):
         return next(reversed(incremental._EXECUTORS.values()))[0]
 
     first = executor(4, 2)
-    assert executor(4, 3) is not first and executor(4, 2) is first
+    built = clf.incremental_used["build_s"]  # the grid's one-time cost, recorded again where the graphs are reused
+    assert built > 0 and executor(4, 3) is not first and executor(4, 2) is first
+    assert clf.incremental_used["build_s"] == built
     for k, stride in [(3, 1), (3, 2), (3, 3), (4, 4)][:incremental.KEPT]:  # new grids: the first is dropped
         executor(k, stride)
     assert len(incremental._EXECUTORS) == incremental.KEPT and executor(4, 2) is not first
