@@ -34,7 +34,7 @@ def perturbation_batch(classifier, base, capacity: int, K: int, ys=None, xs=None
     """A batch of `capacity` copies of the normalized image `base` (one row of `classifier.normalize`) to write K×K
     in-fills into and classify.  Where the classifier's `incremental` says so (incremental.decide; ys, xs: every
     patch position the batch will see), each copy runs through graphs that recompute only what its patch changes
-    (incremental.py); else by its `batch_backend`: "host" composites in numpy/C++ (cpu.py); "composer" composes by
+    (incremental/); else by its `batch_backend`: "host" composites in numpy/C++ (cpu.py); "composer" composes by
     an ONNX graph on the classifier's device, bound to it (composer.py; made once per classifier, capacity and K, its
     device buffers reused image after image).  A model of fixed batch size uses the host batch unless incremental."""
     if ys is not None and classifier.incremental != "off":

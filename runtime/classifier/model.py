@@ -50,7 +50,7 @@ class OnnxClassifier:
         kernel run on the CPU (default: an error).  See backends/sessions.Placement.
     batch_backend : "auto" | "host" | "composer": how perturbation batches are built (backends.choose).
     incremental : "auto" | "on" | "off": exact incremental inference, each perturbed copy recomputing only what its
-        patch changes (backends/incremental.py; auto: where its plan predicts a gain for the model and K).
+        patch changes (backends/incremental/; auto: where its plan predicts a gain for the model and K).
     fp16 : run the graph in float16 (ONNX Runtime's converter, float32 inputs and outputs kept; TensorRT: fp16
         engines).  Refused when the probe images' log2 probabilities move by more than `fp16_tolerance` bits from
         float32's (`check_fp16`); `fp16_drift` records how far they moved.
