@@ -1,6 +1,7 @@
 """The GPU path on a CUDA device (issue #11): everything on the device with no op falling back to the CPU, maps
-that agree with the CPU's, CUDA graphs and fp16 checked against plain CUDA, same seed → same maps.  Skipped where
-this onnxruntime has no CUDAExecutionProvider (CI never has one; see the README's "Measuring on a GPU")."""
+that agree with the CPU's, CUDA graphs and fp16 checked against plain CUDA, same seed → same maps, incremental
+inference.  Skipped where this onnxruntime has no CUDAExecutionProvider (CI never has one; docs/gpu.md says how to
+run them, `scripts/gpu_check.sh tests`)."""
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -94,3 +95,18 @@ def test_tensorrt_maps_agree_with_cuda(photo):
     cuda = explain(OnnxClassifier.from_card(device="cuda"), photo)
     trt = explain(OnnxClassifier.from_card(device="cuda", provider="tensorrt"), photo)
     assert np.corrcoef(trt.pmi.ravel(), cuda.pmi.ravel())[0, 1] > 0.999
+
+
+def test_incremental_inference_on_cuda_gives_the_full_forwards_maps(photo):
+    """Incremental inference on the device: the generated graphs and the tapped photo run on CUDA (strict placement:
+    an op without a CUDA kernel would have raised) and give the full forwards' maps within float rounding, the same
+    bound as on the CPU (≤ 1e-4 bits)."""
+    from infolens.backends import incremental
+
+    off = explain(OnnxClassifier.from_card(device="cuda"), photo, classes="top1")
+    on = explain(OnnxClassifier.from_card(device="cuda", incremental="on"), photo, classes="top1")
+    assert on.model["incremental"]["used"]
+    ex, sessions, _ = next(reversed(incremental._EXECUTORS.values()))
+    assert all(s.get_providers()[0] == "CUDAExecutionProvider" for s in [*sessions.values(), ex._tap])
+    for name in ("pmi", "ig"):
+        assert np.abs(on.maps[name] - off.maps[name]).max() <= 1e-4, name  # bits
