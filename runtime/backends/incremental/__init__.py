@@ -1,7 +1,7 @@
 """Exact incremental inference (DESIGN §11): the classifier's graph rewritten so that a perturbed copy costs only
 what its patch changes (`--incremental`; `decide` says where it runs).
 
-The photo runs once with the activations the rewritten graphs read kept (`tap`).  `Incremental` writes ONNX graphs
+The photo runs once with the activations the rewritten graphs read kept (`tap`).  `Incremental` has ONNX graphs
 for the patch positions of a grid, from plans (perf/incremental.py) whose boxes are not cut at the map's border, so
 that every position's boxes have the same shapes: a graph's input is the patch alone, [B, …K×K box of the input…]
 (the in-fills, normalized). Each layer before the plan's cut carries its *change* (new − photo) over its box: a
