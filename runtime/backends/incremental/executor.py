@@ -170,8 +170,9 @@ class Incremental:
         shapes = self.graph.shapes
         for j, (name, t, a, _) in enumerate(first.places):
             feed[name] = onto(np.array([p.places[j][3] for p in at]), shapes[t], a)[row]
-        for j, (name, t, _, axes) in enumerate(first.masks):
-            feed[name] = inside(np.array([p.masks[j][2] for p in at]), shapes[t], axes)[row]
+        for j, (name, t, _, axes, where) in enumerate(first.masks):
+            mask = inside(np.array([p.masks[j][2] for p in at]), shapes[t], axes)[row]
+            feed[name] = mask if where else mask.astype(np.float32)
         return feed
 
 
@@ -231,7 +232,8 @@ class Position:
     runtime: dict  # name → int64 array, the same for the key
     crops: list  # (input, tensor, box, pad value): the photo's tensor over box, padded with the value beyond the map
     places: list  # (input, tensor, axis, (lo, hi)): the one-hot matrix placing the box along one axis (see onto)
-    masks: list  # (input, tensor, box, axes the box may cut): the box's elements inside the map (see inside)
+    masks: list  # (input, tensor, box, axes the box may cut, bool for Where or else float32 to multiply): the box's
+    # elements inside the map (see inside)
     absolute: bool  # some runtime input is an offset into a map-sized constant: not the same for a moved position
 
     def moved(self, a: int, b: int, steps: dict, input: str) -> Position:
@@ -244,7 +246,7 @@ class Position:
                        crops=[(n, t, _shifted(box, steps[t], a, b), pad) for n, t, box, pad in self.crops],
                        places=[(n, t, ax, _shifted((lohi,), steps[t][ax:ax + 1], a, b)[0])
                                for n, t, ax, lohi in self.places],
-                       masks=[(n, t, _shifted(box, steps[t], a, b), axes) for n, t, box, axes in self.masks])
+                       masks=[(n, t, _shifted(box, steps[t], a, b), *rest) for n, t, box, *rest in self.masks])
 
 
 def _shifted(box, steps, a: int, b: int) -> tuple:
