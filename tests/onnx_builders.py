@@ -323,8 +323,9 @@ def cnn(path, variant, H=20, W=22, seed=0, n_classes=5):
     """A small convolutional classifier (NCHW float input, probabilities out) that uses the ops incremental inference
     meets: "residual" (strided, depthwise, dilated, SAME-padded convs, a residual Add, max-pool, Concat),
     "nhwc" (an NHWC input transposed, reflect Pad, Resize, average pool, MatMul head), "se" (a
-    squeeze-and-excitation gate: a pooled vector multiplied back over the map) or "unsupported" (a DepthToSpace,
-    which the plans do not know, mid-network)."""
+    squeeze-and-excitation gate: a pooled vector multiplied back over the map), "constant" (an operand that varies
+    over the map from a Constant node, not an initializer: the patch never changes it) or "unsupported" (a
+    DepthToSpace, which the plans do not know, mid-network)."""
     net = _Net(seed)
     x = "input"
     shape = [1, 3, H, W]
@@ -348,6 +349,11 @@ def cnn(path, variant, H=20, W=22, seed=0, n_classes=5):
         a = net.op("Relu", [net.conv(x, 3, 8, 3, pads=[1, 1, 1, 1])])
         gate = net.op("Sigmoid", [net.conv(net.op("GlobalAveragePool", [a]), 8, 8, 1)])
         b = net.conv(net.op("Mul", [a, gate]), 8, 8, 3, strides=[2, 2])
+        feat, channels = net.op("GlobalAveragePool", [b]), 8
+    elif variant == "constant":
+        a = net.op("Relu", [net.conv(x, 3, 8, 3, pads=[1, 1, 1, 1])])
+        varies = numpy_helper.from_array(net.rng.normal(0, 1, (1, 8, H, W)).astype(np.float32))
+        b = net.conv(net.op("Add", [a, net.op("Constant", [], value=varies)]), 8, 8, 3, strides=[2, 2])
         feat, channels = net.op("GlobalAveragePool", [b]), 8
     elif variant == "unsupported":
         a = net.op("Relu", [net.conv(x, 3, 8, 3, pads=[1, 1, 1, 1])])

@@ -50,7 +50,7 @@ def check(path, photo, spatial, positions, k, B=3, tol=1e-5, threshold=0.5, plai
 
 
 @pytest.mark.parametrize("threshold", [0.5, math.inf], ids=["cut", "no-cut"])  # no cut: every op on its box
-@pytest.mark.parametrize("variant", ["residual", "nhwc", "se", "unsupported"])
+@pytest.mark.parametrize("variant", ["residual", "nhwc", "se", "constant", "unsupported"])
 def test_the_incremental_graph_gives_the_full_forward(tmp_path, variant, threshold):
     path = onnx_builders.cnn(tmp_path / f"{variant}.onnx", variant, H, W)
     nhwc = variant == "nhwc"

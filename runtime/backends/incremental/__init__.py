@@ -14,11 +14,12 @@ placed into the photo's map by one-hot matrices and the rest runs as in the orig
 forward's up to float rounding (the linear split reorders the sums).
 
 What differs between positions is an input: the photo's crops (cut on the host, a batch's crops of a tensor in one
-gather from its map padded once per image; gathered per row by "row"), the masks and the one-hot matrices; offsets
-relative to the boxes are int64 inputs, equal for positions of one `Position.key` (the same alignment to the
-network's strides), which run together in one batch. Positions whose plans cut at the same layer share a graph.
-Positions a period apart (the strides' least common multiple) have one plan, moved: the executor plans one position
-per class of the period (`Incremental._plan`), so its warm-up and memory do not grow with the number of positions.
+gather from its map padded once per image, one per position, applied to its rows by broadcasting), the masks and the
+one-hot matrices; offsets relative to the boxes are int64 inputs, equal for positions of one `Position.key` (the
+same alignment to the network's strides), which run together in one batch. Positions whose plans cut at the same
+layer share a graph. Positions a period apart (the strides' least common multiple) have one plan, moved: the
+executor plans one position per class of the period (`Incremental._plan`), so its warm-up and memory do not grow
+with the number of positions.
 
 Quantized (QDQ) models: a QDQ unit (DequantizeLinear → op → QuantizeLinear, which ONNX Runtime runs as one integer
 kernel) runs on its inputs' new values requantized, not on the change, so that it fuses into the same kernel and
@@ -31,7 +32,7 @@ ONNX graphs (`Builder`); crops.py cuts what a batch reads of the photo's activat
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 
@@ -131,13 +132,17 @@ class IncrementalPerturbationBatch:
         self._pos = list(zip(ys.tolist(), xs.tolist()))
 
     def run(self, m: int) -> np.ndarray:
-        """float64 [m, Y]: p(Y | row) of rows 0..m−1, the rows of each `Position.key` in one run."""
+        """float64 [m, Y]: p(Y | row) of rows 0..m−1, the rows of each `Position.key` in one run (positions
+        whose rows a batch splits, a different number than the others', in one of their own: see `feed`)."""
         rows, where = self.host.rows, self._pos[:m]
         self.classifier.rows_run += m
-        keys = [self.ex.key(*w) for w in where]
+        count = Counter(where)
+        runs: dict = {}
+        for i, w in enumerate(where):
+            runs.setdefault((self.ex.key(*w), count[w]), {}).setdefault(w, []).append(i)
         out = None
-        for key in dict.fromkeys(keys):
-            idx = [i for i, k in enumerate(keys) if k == key]
+        for (key, _), by in runs.items():
+            idx = [i for at in by.values() for i in at]
             patch = np.stack([rows[i][tuple(slice(lo, hi) for lo, hi in self.ex.position(*where[i]).box[1:])]
                               for i in idx])
             res = self.sessions[key[0]].run(["output"], self.ex.feed(self.photo, [where[i] for i in idx], patch))[0]

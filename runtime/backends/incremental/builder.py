@@ -100,14 +100,33 @@ class Builder:
         return self._pad(v, lead, trail)
 
     def old(self, t: str, box, pad_value: float | None = None, whole: bool = False) -> str:
-        """The photo's tensor `t` over `box`: an input cut on the host, batch B (each row its position's crop,
-        padded with pad_value where the box leaves the map: a receptive field).  whole: the box is the whole map
-        at every position, batch 1."""
+        """The photo's tensor `t` over `box`: an input cut on the host, [U, 1, …box…] (a crop per position, padded
+        with pad_value where the box leaves the map: a receptive field; `_rows` applies it to each of the position's
+        rows).  whole: the box is the whole map at every position, batch 1."""
         if whole:
             return self._photo(t)
         name = self._fresh("crop")
         self.crops.append((name, t, tuple(box), 0.0 if pad_value is None else pad_value))
-        return self._node("Gather", [name, "row"], axis=0)
+        return name
+
+    def _rows(self, op: str, x: str, old: str) -> str:
+        """op(x, old): x batch B, old from `old`.  A crop applies to its position's rows, consecutive and B / U of
+        them (`Incremental.feed`): x is seen as [U, B / U, …] for the op, broadcasting the crop over its rows, with
+        no copy of it per row."""
+        if old not in {c[0] for c in self.crops}:
+            return self._node(op, [x, old])
+        y = self._node(op, [self._node("Reshape", [x, self._split(old)]), old])
+        return self._node("Reshape", [y, self._node("Shape", [x])])
+
+    def _split(self, crop: str) -> str:
+        """[U, -1, …box…]: the shape of a batch-B tensor over crop's box seen by position (see _rows)."""
+        return self._node("Concat", [self._dims(crop, 0, 1), self._const(np.array([-1], np.int64)),
+                                     self._dims(crop, 2)], axis=0)
+
+    def _dims(self, name: str, lo: int, hi: int = 2 ** 62) -> str:
+        """The runtime sizes of tensor `name`'s axes lo…hi−1."""
+        return self._node("Slice", [self._node("Shape", [name]), self._const(np.array([lo], np.int64)),
+                                    self._const(np.array([hi], np.int64))])
 
     def _outside(self, t: str) -> bool:
         """Whether t's box leaves its map at some position of the group."""
@@ -157,12 +176,18 @@ class Builder:
         if whole and t in self.box and self.partial[t]:
             return self._place(t)
         base = self.old(t, box, pad_value, whole)
-        return self._node("Add", [base, self.delta(t, box, same, masked)]) if t in self.box else base
+        if t in self.box:
+            return self._rows("Add", self.delta(t, box, same, masked), base)
+        if whole:
+            return base
+        rows = self._node("Concat", [self._dims("patch", 0, 1), self._dims(base, 2)], axis=0)  # [B, …box…]
+        zeros = self._node("Expand", [self._const(np.zeros((1,) * len(box), np.float32)), rows])
+        return self._rows("Add", zeros, base)  # an unchanged operand: each row its position's crop
 
     # -- layers ---------------------------------------------------------------------------------------------------
     def walk(self) -> None:
         box0 = self.box[self.g.input]
-        self.name[self.g.input] = self._node("Sub", ["patch", self.old(self.g.input, box0)])
+        self.name[self.g.input] = self._rows("Sub", "patch", self.old(self.g.input, box0))
         for i, (layer, node) in enumerate(zip(self.plan.layers, self.g.nodes)):
             if not self.changed[i]:
                 continue  # unchanged wherever the patch lies: read from the photo where needed
@@ -183,8 +208,7 @@ class Builder:
         dtype = TensorProto.FLOAT
         inputs = [helper.make_tensor_value_info("patch", dtype, ["B"] + [hi - lo for lo, hi in box0[1:]])]
         inputs += [helper.make_tensor_value_info(f"{t}@photo", dtype, list(self.g.shapes[t])) for t in sorted(self.photo)]
-        inputs += [helper.make_tensor_value_info("row", TensorProto.INT64, ["B"])]
-        inputs += [helper.make_tensor_value_info(name, dtype, ["U", *(f"{name}:{a}" for a in range(1, len(box)))])
+        inputs += [helper.make_tensor_value_info(name, dtype, ["U", 1, *(f"{name}:{a}" for a in range(1, len(box)))])
                    for name, _, box, _ in self.crops]
         inputs += [helper.make_tensor_value_info(name, dtype, ["B", *[1] * (len(self.g.shapes[t]) - 3),
                                                                  f"{name}:0", f"{name}:1"])
@@ -219,7 +243,7 @@ class Builder:
             wide = any(d * (k - 1) for d, k in zip(dil, kernel))  # reads its input beyond the output's own place
             if op == "MaxPool":  # not linear: the new values' maximum, less the photo's
                 new = self._node(op, [self.values(node.input[0], want, -math.inf, masked=True)], **keep)
-                out = self._node("Sub", [new, self.old(node.output[0], out_box)])
+                out = self._rows("Sub", new, self.old(node.output[0], out_box))
             else:  # linear: the change of the output is the op on the change of the input (no bias)
                 weights = [w if w in self.ex.inits else self._photo(w) for w in node.input[1:2]]  # QDQ: dequantized
                 lap = self.laps.get(index)
@@ -239,7 +263,7 @@ class Builder:
                                                         **attrs), node)
                 return True
             new = self._node(op, [self.ints[node.input[0]][0], *node.input[1:]], **attrs)
-            out = self._node("Sub", [new, self.old(node.output[0], out_box)])
+            out = self._rows("Sub", new, self.old(node.output[0], out_box))
         elif op in ELEMENTWISE:
             per_channel = op in ("BatchNormalization", "QuantizeLinear", "DequantizeLinear")
             if per_channel and tuple(out_box[1]) != (0, shapes[node.output[0]][1]):
@@ -262,7 +286,7 @@ class Builder:
                     else:
                         ins.append(self.values(i, _operand_box(out_box, shapes[i], shapes[node.output[0]]),
                                                same=(index, j) in self.same))
-                out = self._node("Sub", [self._node(op, ins, **attrs), self.old(node.output[0], out_box)])
+                out = self._rows("Sub", self._node(op, ins, **attrs), self.old(node.output[0], out_box))
         elif op == "Transpose" and node.input[0] in self.box:
             perm = attrs.get("perm") or list(reversed(range(len(shapes[node.input[0]]))))
             have = self.box[node.input[0]]

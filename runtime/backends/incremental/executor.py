@@ -155,18 +155,20 @@ class Incremental:
 
     def feed(self, acts: dict, where: list, patch: np.ndarray) -> dict[str, np.ndarray]:
         """The inputs of one run of a group's graph: acts from `tap`; where: each row's position (y, x), all of
-        one `Position.key`; patch: each row's patch box of its perturbed copy, [B, …box…]."""
+        one `Position.key`, each position's rows together and as many of each (its crops are fed once and apply to
+        them all); patch: each row's patch box of its perturbed copy, [B, …box…]."""
         uniq = list(dict.fromkeys(where))
         at = [self.position(*w) for w in uniq]
         first = at[0]
         if any(p.key != first.key for p in at):
             raise ValueError("one run takes positions of one key")
-        index = {w: i for i, w in enumerate(uniq)}
-        row = np.array([index[w] for w in where])
-        feed = {"patch": patch, "row": row.astype(np.int64), **first.runtime,
-                **{f"{t}@photo": acts[t] for t in self.graphs[first.cut][1]}}
+        R = len(where) // len(uniq)
+        if where != [w for w in uniq for _ in range(R)]:
+            raise ValueError("one run takes each position's rows together, as many of each")
+        row = np.repeat(np.arange(len(uniq)), R)
+        feed = {"patch": patch, **first.runtime, **{f"{t}@photo": acts[t] for t in self.graphs[first.cut][1]}}
         for j, (name, t, _, pad) in enumerate(first.crops):
-            feed[name] = cut_crops(acts, t, pad, np.array([p.crops[j][2] for p in at]), t in self.whole)
+            feed[name] = cut_crops(acts, t, pad, np.array([p.crops[j][2] for p in at]), t in self.whole)[:, None]
         shapes = self.graph.shapes
         for j, (name, t, a, _) in enumerate(first.places):
             feed[name] = onto(np.array([p.places[j][3] for p in at]), shapes[t], a)[row]
@@ -288,6 +290,10 @@ def _steps(graph: Graph) -> tuple[int, dict]:
                 kinds = {f for _, f in at}
                 axes.append(kinds.pop() if len(kinds) == 1 and all(m == n for m, _ in at) else None)
             got = tuple(axes) if None not in axes else None
+            for i in node.input:  # an operand the patch never changes, cut to the output's box: moves with it
+                if got and i and i not in reached | follow.keys() | graph.initializers.keys() and i in graph.shapes:
+                    lead = len(out) - len(graph.shapes[i])
+                    follow[i] = tuple(got[a + lead] if n != 1 else (None, 1) for a, n in enumerate(graph.shapes[i]))
         elif op == "Transpose":
             perm = graph.attributes(node).get("perm") or list(reversed(range(len(out))))
             got = tuple(ins[0][p] for p in perm)
