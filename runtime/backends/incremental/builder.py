@@ -300,8 +300,8 @@ class Builder:
             self.unbounded.add(t)
             self.name[t] = self._masked(t)
             self.unbounded.discard(t)
-        elif any(i in self.unbounded for i in node.input) and not (op in WINDOWED and wide) or not (
-                op in WINDOWED or op in BOUNDED or op == "Transpose"):
+        elif op not in WINDOWED | BOUNDED | {"Transpose"} or any(i in self.unbounded for i in node.input) and not (
+                op in WINDOWED and wide):  # a wide window read its input masked
             self.unbounded.add(t)
         return True
 

@@ -172,9 +172,9 @@ class Incremental:
         shapes = self.graph.shapes
         for j, (name, t, a, _) in enumerate(first.places):
             feed[name] = onto(np.array([p.places[j][3] for p in at]), shapes[t], a)[row]
-        for j, (name, t, _, axes, where) in enumerate(first.masks):
+        for j, (name, t, _, axes, boolean) in enumerate(first.masks):
             mask = inside(np.array([p.masks[j][2] for p in at]), shapes[t], axes)[row]
-            feed[name] = mask if where else mask.astype(np.float32)
+            feed[name] = mask if boolean else mask.astype(np.float32)
         return feed
 
 
@@ -290,8 +290,9 @@ def _steps(graph: Graph) -> tuple[int, dict]:
                 kinds = {f for _, f in at}
                 axes.append(kinds.pop() if len(kinds) == 1 and all(m == n for m, _ in at) else None)
             got = tuple(axes) if None not in axes else None
+            known = reached | follow.keys() | graph.initializers.keys()
             for i in node.input:  # an operand the patch never changes, cut to the output's box: moves with it
-                if got and i and i not in reached | follow.keys() | graph.initializers.keys() and i in graph.shapes:
+                if got and i and i not in known and i in graph.shapes:
                     lead = len(out) - len(graph.shapes[i])
                     follow[i] = tuple(got[a + lead] if n != 1 else (None, 1) for a, n in enumerate(graph.shapes[i]))
         elif op == "Transpose":
