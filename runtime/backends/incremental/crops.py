@@ -27,7 +27,6 @@ def inside(boxes: np.ndarray, shape, axes) -> np.ndarray:
     return inside
 
 
-
 def cut_crops(acts: dict, t: str, pad: float, boxes: np.ndarray, whole: bool) -> np.ndarray:
     """[U, …box…]: the photo's tensor t (acts from `Incremental.tap`, batch 1) over each box of boxes (int [U, rank,
     2] of one size, the batch axis ignored), `pad` where a box leaves the map.  The map padded far enough is kept

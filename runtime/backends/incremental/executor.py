@@ -243,7 +243,6 @@ class Position:
         the graph's input tensor)."""
         if a == b == 0:
             return self
-
         return replace(self, box=_shifted(self.box, steps[input], a, b),
                        crops=[(n, t, _shifted(box, steps[t], a, b), pad) for n, t, box, pad in self.crops],
                        places=[(n, t, ax, _shifted((lohi,), steps[t][ax:ax + 1], a, b)[0])
@@ -254,6 +253,7 @@ class Position:
 def _shifted(box, steps, a: int, b: int) -> tuple:
     """`box` moved a periods down and b right: per axis, by its (rows, columns) steps (`_steps`)."""
     return tuple((lo + a * sy + b * sx, hi + a * sy + b * sx) for (lo, hi), (sy, sx) in zip(box, steps))
+
 
 def _steps(graph: Graph) -> tuple[int, dict]:
     """The period P (the least common multiple of the strides from the input to every tensor) and, per tensor whose
