@@ -138,10 +138,12 @@ class OnnxClassifier:
     @classmethod
     def from_description(cls, d: dict, device: str | None = None, model_path: str | None = None) -> "OnnxClassifier":
         """Rebuild the classifier an explanation recorded (`describe()` output, the JSON's "model"), from the file
-        it names or from `model_path` (the same model found elsewhere)."""
+        it names or from `model_path` (the same model found elsewhere); its `--incremental` mode too, so that a
+        benchmark's Ray actors run as the process that started them."""
         return cls.from_card(model_path or d["model"], **{k: d.get(k) for k in FIELDS}, output_kind=d["output_kind"],
                              input_name=d["input_name"], output_name=d["output_name"],
-                             device=device or d.get("device", "cpu"))
+                             device=device or d.get("device", "cpu"),
+                             incremental=(d.get("incremental") or {}).get("mode"))
 
     def twin(self, model_path: str, device: str | None = None) -> "OnnxClassifier":
         """A classifier for another model file with this one's preprocessing, output handling and labels."""

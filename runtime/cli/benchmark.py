@@ -81,6 +81,7 @@ def register(evsub) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="spread the photos over Ray actors "
                    "(the ray extra; default a local cluster)")
     options.add_run(p)
+    options.add_incremental(p)
     options.add_quiet(p, "no progress bar")
 
 
@@ -149,7 +150,7 @@ def run_studies(args, photos, report_dir: str | None) -> int:
     params.check("study_photos", args.study_photos)
     prepare_dir(args.out)
     clf = OnnxClassifier.from_card(args.model or shipped(DEFAULT_CLASSIFIER, "model"), device=args.device,
-                                   max_pixels=args.max_pixels, **options.gpu(args))
+                                   max_pixels=args.max_pixels, incremental=args.incremental, **options.gpu(args))
     samplers = args.samplers.split(",") if args.samplers else default_samplers(args.K)
     targets = [t for t in args.targets.split(",") if t]
     if not targets or set(targets) - {"pred", "true"}:

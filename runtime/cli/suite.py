@@ -31,6 +31,7 @@ def register(evsub) -> None:
     options.add_model(su, card=False)
     benchmark.add_removal(su, SUITE)
     options.add_run(su)
+    options.add_incremental(su)
     options.add_quiet(su, "no progress bar")
 
 

@@ -47,6 +47,7 @@ class Scored:
     forwards: int
     seconds: float
     stderr: dict | None = None  # like per_class: the map's Monte-Carlo standard error, where it has one
+    incremental: bool = False  # its perturbed copies ran by exact incremental inference (--incremental)
 
 
 def edge_map(image: np.ndarray, K: int, stride: int) -> np.ndarray:
@@ -152,14 +153,15 @@ def make_maps(study, image: np.ndarray, classes: list[int], key: int, ms: MapSet
             out.append(Scored(s.name, f"{label}@{K}+" + "+".join(map(str, ms.scales)),
                               {c: np.mean([p.per_class[c] for p in parts], axis=0).astype(np.float32)
                                for c in s.per_class},
-                              sum(p.forwards for p in parts), round(sum(p.seconds for p in parts), 3), se))
+                              sum(p.forwards for p in parts), round(sum(p.seconds for p in parts), 3), se,
+                              all(p.incremental for p in parts)))
     if ms.shrink:
         out += [Scored(s.name, s.sampler + SHRUNK, {c: shrunk(v, s.stderr[c]) for c, v in s.per_class.items()},
-                       s.forwards, s.seconds) for s in list(out)
+                       s.forwards, s.seconds, incremental=s.incremental) for s in list(out)
                 if s.stderr and all(np.isfinite(e).all() and e.any() for e in s.stderr.values())]
     if ms.smooth > 0:
         out += [Scored(s.name, s.sampler + SMOOTHED, {c: smoothed(v, ms.smooth) for c, v in s.per_class.items()},
-                       s.forwards, s.seconds) for s in list(out)]
+                       s.forwards, s.seconds, incremental=s.incremental) for s in list(out)]
     return out
 
 
@@ -168,8 +170,10 @@ def _explained(study, explainer, image, classes, method, label, stride, samples,
     t0, before = time.perf_counter(), clf.rows_run
     e = explainer.explain(image, classes=classes, stride=stride, samples=samples, seed=seed, method=method)
     forwards, seconds = clf.rows_run - before, round(time.perf_counter() - t0, 3)
+    used = bool((clf.incremental_used or {}).get("used"))
+
     def per_class(a):
         return {None: a} if a.ndim == 2 else {c: a[np.flatnonzero(e.classes == c)[0]] for c in classes}
 
     return [Scored(name, label, per_class(e.maps[name]), forwards, seconds,
-                   per_class(e.stderr[name]) if name in e.stderr else None) for name in e.maps]
+                   per_class(e.stderr[name]) if name in e.stderr else None, used) for name in e.maps]

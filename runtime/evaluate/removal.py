@@ -121,7 +121,8 @@ class RemovalStudy(Study):
                 for target, (morf, lerf, c_morf, c_lerf, forwards) in scored.items():
                     row = {"map": m.name, "sampler": m.sampler, "target": target, "class": targets[target],
                            "fill": fill, "morf_auc": morf, "lerf_auc": lerf, "srg": lerf - morf,
-                           "explain_forwards": m.forwards, "explain_seconds": m.seconds, "eval_forwards": forwards}
+                           "explain_forwards": m.forwards, "explain_seconds": m.seconds,
+                           "explain_incremental": m.incremental, "eval_forwards": forwards}
                     if fill == "road":
                         row["road_morf"], row["road_lerf"] = c_morf[1:-1].tolist(), c_lerf[1:-1].tolist()
                     rows.append(row)
@@ -160,9 +161,11 @@ def map_set(study, samplers, methods, K, stride, samples, rise_masks, seed, smoo
 
 
 def table(records: list[dict]) -> list[dict]:
-    """One row per photo × map × sampler × target × fill (what results.csv holds, without the ROAD curves)."""
+    """One row per photo × map × sampler × target × fill (what results.csv holds, without the ROAD curves; records
+    from before `explain_incremental` was recorded ran without it)."""
     return [{"image": r["image"], "true_class": r["true_class"], "top1_correct": r["top1_correct"],
-             **{k: v for k, v in row.items() if not k.startswith("road_")}} for r in records for row in r["rows"]]
+             **{k: v for k, v in row.items() if not k.startswith("road_")},
+             "explain_incremental": row.get("explain_incremental", False)} for r in records for row in r["rows"]]
 
 
 def removal_section(records: list[dict], study: RemovalStudy, out_dir: str, heading: str = "", prefix: str = "",

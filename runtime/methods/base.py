@@ -125,6 +125,7 @@ class Attribution:
         if isinstance(image, (str, os.PathLike)):
             source = source or os.fspath(image)
         notes = list(notes or [])
+        clf.incremental_used = None  # what this explanation runs: set where it makes a perturbation batch
         img = clf.load_image(image, notes)
         rows_before = clf.rows_run
         base = clf.normalize(img[None])

@@ -185,3 +185,11 @@ def test_letterbox_explanation_round_trips_through_its_json(tmp_path, model_file
     again = OnnxClassifier.from_description(meta)
     assert again.pre == OnnxClassifier.from_card(model_file, resize="letterbox", pad_value=[10, 20, 30],
                                                  interpolation="lanczos").pre
+
+
+def test_the_incremental_mode_round_trips_through_a_description(model_file):
+    """A benchmark's Ray actors rebuild the classifier from its description: they run in the same --incremental mode;
+    a description written before the mode was recorded rebuilds with it off."""
+    d = OnnxClassifier.from_card(model_file, incremental="auto").describe()
+    assert OnnxClassifier.from_description(d).incremental == "auto"
+    assert OnnxClassifier.from_description({k: v for k, v in d.items() if k != "incremental"}).incremental == "off"

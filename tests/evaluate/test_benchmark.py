@@ -361,3 +361,38 @@ def test_a_resume_with_fewer_multi_scale_candidates_keeps_the_records(tmp_path, 
     assert json.loads((out / "removal" / "settings.json").read_text())["scales"] == []
     r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", out, *flags, "--scales", "16")
     assert r.returncode == 2 and "removal study with other settings (scales)" in r.stderr  # no longer promised
+
+
+@pytest.mark.slow
+def test_incremental_inference_scores_as_full_forwards_and_each_row_says_how_it_ran(tmp_path, labels):
+    """`--incremental on`: the maps whose copies run through perturbation batches run incrementally, recorded per
+    row, and score as with full forwards (the maps agree within float rounding); a resume may change the mode; a
+    record from before the field existed reads as full forwards in results.csv."""
+    flags = ["--studies", "removal", "--samplers", "mean", "--methods", "occlusion,cam", "--fills", "blur", "--steps",
+             "4", "-K", "16", "-N", "1", "--smooth", "0", "--shrink", "no", "--scales", "", "-q"]
+    full, mixed = tmp_path / "full", tmp_path / "mixed"
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", full, *flags, "--limit", 2)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", mixed, *flags, "--limit", 1)
+    assert r.returncode == 0, r.stderr
+    (first,) = records(mixed / "removal")
+    old = json.loads((mixed / "removal" / first).read_text())
+    for row in old["rows"]:
+        del row["explain_incremental"]  # as written before the field existed
+    (mixed / "removal" / first).write_text(json.dumps(old))
+    r = run_cli("eval", "benchmark", "--images", EXAMPLES, "--labels", labels, "--out", mixed, *flags, "--limit", 2,
+                "--incremental", "on")
+    assert r.returncode == 0, r.stderr
+    on, off = records(mixed / "removal"), records(full / "removal")
+    (second,) = set(on) - {first}
+    assert on[first] == old  # not measured again
+    ran = {(row["map"], row["sampler"]): row["explain_incremental"] for row in on[second]["rows"]}
+    assert ran == {("pmi", "mean"): True, ("ig", "mean"): True, ("occlusion", "-"): True, ("cam", "-"): False}
+    assert not any(row["explain_incremental"] for rec in off.values() for row in rec["rows"])
+    for a, b in zip(on[second]["rows"], off[second]["rows"]):
+        assert (a["map"], a["sampler"]) == (b["map"], b["sampler"])
+        assert abs(a["morf_auc"] - b["morf_auc"]) < 1e-4 and abs(a["lerf_auc"] - b["lerf_auc"]) < 1e-4, (a, b)
+    with open(mixed / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    a, b = old["image"], on[second]["image"]
+    assert {(row["image"], row["explain_incremental"]) for row in table} == {(a, "False"), (b, "True"), (b, "False")}
