@@ -56,10 +56,10 @@ fuzz: $(VENV)/.dev
 	$(BIN)/python tests/fuzz/run.py -n 1000 --report docs/fuzz.md
 
 # docs/benchmark/: the evaluation on 200 of the imagenet-samples photos in $(DATA) (evaluation only) — every study at
-# the defaults of `infolens eval benchmark`, its explanations by exact incremental inference where the classifier's plan
-# predicts a gain (the same maps within float rounding, 12–19 % less time per photo). The per-photo records are kept in docs/benchmark/records/, so the same
-# command resumes where any earlier run stopped (on this machine or another) and rebuilds the report; the cost of
-# each study is in docs/benchmark/README.md.
+# the defaults of `infolens eval benchmark`, its explanations by exact incremental inference where the classifier's
+# plan predicts a gain (the same maps within float rounding, 12–19 % less time per photo). The per-photo records are
+# kept in docs/benchmark/records/, so the same command resumes where any earlier run stopped (on this machine or
+# another) and rebuilds the report; the cost of each study is in docs/benchmark/README.md.
 benchmark: $(VENV)/.dev
 	$(BIN)/infolens eval benchmark --images $(DATA)/imagenet-samples/images \
 	  --labels $(DATA)/imagenet-samples/labels.csv --out docs/benchmark/records --limit 200 --report docs/benchmark \
