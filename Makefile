@@ -57,13 +57,14 @@ fuzz: $(VENV)/.dev
 
 # docs/benchmark/: the evaluation on 200 of the imagenet-samples photos in $(DATA) (evaluation only) — every study at
 # the defaults of `infolens eval benchmark`, its explanations by exact incremental inference where the classifier's
-# plan predicts a gain (the same maps within float rounding, 12–19 % less time per photo). The per-photo records are
-# kept in docs/benchmark/records/, so the same command resumes where any earlier run stopped (on this machine or
-# another) and rebuilds the report; the cost of each study is in docs/benchmark/README.md.
+# plan predicts a gain (the same maps within float rounding), the photos spread over one Ray actor per core, each on
+# one thread (more photos per hour than one process on every core). The per-photo records are kept in
+# docs/benchmark/records/, so the same command resumes where any earlier run stopped (on this machine or another) and
+# rebuilds the report; the cost of each study is in docs/benchmark/README.md.
 benchmark: $(VENV)/.dev
 	$(BIN)/infolens eval benchmark --images $(DATA)/imagenet-samples/images \
 	  --labels $(DATA)/imagenet-samples/labels.csv --out docs/benchmark/records --limit 200 --report docs/benchmark \
-	  --incremental auto
+	  --incremental auto --ray
 
 # docs/benchmark/quick/: `--quick` on the same photos (20 photos, 20 mosaics; 12.5 min on 2 cores)
 benchmark-quick: $(VENV)/.dev

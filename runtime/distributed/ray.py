@@ -1,6 +1,7 @@
 """Ray as the engine (the `ray` extra): one actor per GPU (device cuda) or per CPU slot, each opening its sessions
-once (`setup`) and then serving items — a folder of images through Ray Data's `map_batches`, or the position
-shards of one large explanation.  What an actor does is the caller's (cli/explain.py); this module only places it.
+once (`setup`) and then serving items — a folder of images or a benchmark's photos, each actor taking the next item
+as soon as it is done with one (`ray.util.ActorPool`), or the position shards of one large explanation.  What an
+actor does is the caller's (cli/explain.py, evaluate/benchmark.py); this module only places it.
 """
 from __future__ import annotations
 
@@ -22,15 +23,12 @@ def connect(address: str | None = None):
                      log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise InfolensError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}", "ray") from None
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # infolens prints one line per image instead
-        context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
     return ray
 
 
 def slots(ray, device: str) -> tuple[int, dict]:
-    """How many actors, and the resources each asks for: one per GPU on cuda, else one per CPU."""
+    """How many actors, and the resources each asks for: one per GPU on cuda, else one per CPU (whose sessions then
+    use one thread: sessions.use_threads)."""
     resources = ray.cluster_resources()
     if device == "cuda":
         gpus = int(resources.get("GPU", 0))
@@ -40,41 +38,45 @@ def slots(ray, device: str) -> tuple[int, dict]:
     return max(1, int(resources.get("CPU", 1))), {"num_cpus": 1}
 
 
-class _Actor:
-    """Holds `setup()`'s state (the sessions) and applies `work(state, item)` to each item of a batch."""
+def _threads(resources: dict) -> int | None:
+    """ONNX Runtime threads of an actor with these resources: its CPU slots on the CPU, the default on a GPU."""
+    return None if "num_gpus" in resources else int(resources.get("num_cpus", 1))
 
-    def __init__(self, setup, work):
+
+class _Actor:
+    """Holds `setup()`'s state (the sessions, opened with the actor's `threads`) and applies `work(state, item)`."""
+
+    def __init__(self, setup, work, threads: int | None = None):
+        from ..backends.sessions import use_threads
+
+        use_threads(threads)
         self.state, self.work = setup(), work
 
-    def __call__(self, batch: dict) -> dict:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        results = [self.work(self.state, row) for row in rows]
-        return {key: [r[key] for r in results] for key in results[0]} if results else {}
+    def run(self, item):
+        return self.work(self.state, item)
+
+
+def _actors(ray, setup, work, device: str, most: int) -> list:
+    """One actor per slot (at most `most`)."""
+    n, resources = slots(ray, device)
+    remote = ray.remote(**resources)(_Actor)
+    return [remote.remote(setup, work, _threads(resources)) for _ in range(min(n, most))]
 
 
 def map_items(items: list[dict], setup, work, address: str | None = None, device: str = "cpu") -> list[dict]:
-    """work(state, item) → dict for every item, on Ray Data `map_batches` with one actor per slot (a batch is one
-    item, so a slow image does not hold back others); results in no particular order."""
+    """work(state, item) → dict for every item, on one actor per slot, each taking the next item as soon as it is
+    done with one (so a slow image holds back no other, and every slot stays busy while items are left); results
+    in no particular order."""
+    from ray.util import ActorPool
+
     ray = connect(address)
-    n, resources = slots(ray, device)
-    ds = ray.data.from_items(items).map_batches(_Actor, fn_constructor_args=(setup, work), batch_size=1,
-                                                concurrency=min(n, len(items)), batch_format="numpy", **resources)
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in ds.iter_rows()]
+    pool = ActorPool(_actors(ray, setup, work, device, len(items)))
+    return list(pool.map_unordered(lambda actor, item: actor.run.remote(item), items))
 
 
 def run_parts(parts: list, setup, work, address: str | None = None, device: str = "cpu") -> list:
     """work(state, part) for each part on its own actor (one per slot, reused round-robin when there are more
     parts); results in the order of `parts`."""
     ray = connect(address)
-    n, resources = slots(ray, device)
-    remote = ray.remote(**resources)(_PartActor)
-    actors = [remote.remote(setup, work) for _ in range(min(n, len(parts)))]
+    actors = _actors(ray, setup, work, device, len(parts))
     return ray.get([actors[i % len(actors)].run.remote(part) for i, part in enumerate(parts)])
-
-
-class _PartActor:
-    def __init__(self, setup, work):
-        self.state, self.work = setup(), work
-
-    def run(self, part):
-        return self.work(self.state, part)

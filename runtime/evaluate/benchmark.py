@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import outfiles, params
 from ..errors import InfolensError
+from .explanations import FOLDER, CachingExplainer
 from .fills import FILLS, Fill, make_fill
 from .report import write_report
 from ..methods import Explainer
@@ -142,12 +143,16 @@ class Study:
                                          seed=self.kwargs.get("seed", 0))
         return cache[(name, K)]
 
+    explanations: str | None = None  # the benchmark's shared explanations (explanations.py), set by the runner
+
     def explainer(self, sampler: str | None, K: int, model: str | None = None) -> Explainer:
-        """An Explainer with the named sampler at patch size K (None: no sampler), made once per study."""
+        """An Explainer with the named sampler at patch size K (None: no sampler), made once per study; with
+        `explanations` set, one that reads and keeps the explanations the studies share."""
         cache = self.__dict__.setdefault("_explainers", {})
         if (sampler, K, model) not in cache:
-            cache[(sampler, K, model)] = Explainer(self.classifier, sampler and self.sampler(sampler, K, model),
-                                                   batch_size=self.batch_size)
+            args = (self.classifier, sampler and self.sampler(sampler, K, model))
+            cache[(sampler, K, model)] = (CachingExplainer(*args, batch_size=self.batch_size, folder=self.explanations)
+                                          if self.explanations else Explainer(*args, batch_size=self.batch_size))
         return cache[(sampler, K, model)]
 
 
@@ -177,6 +182,7 @@ def run_benchmark(studies: list[Study], photos: list[tuple[str, int, str]], out_
     params.check("study_photos", study_photos)
     records, expected = {}, {}
     for study in studies:
+        study.explanations = os.path.join(out_dir, FOLDER)
         folder = os.path.join(out_dir, study.name)
         os.makedirs(folder, exist_ok=True)
         settings_path = os.path.join(folder, "settings.json")
@@ -237,7 +243,7 @@ def _on_ray(study: Study, todo, folder: str, address: str) -> None:
 
     # sessions do not pickle: an actor gets the study's class and settings and opens its own
     setup = functools.partial(_same_study, type(study), study.kwargs, study.classifier.describe(),
-                              study.classifier.device)
+                              study.classifier.device, study.explanations)
     rows = engine.map_items([{"name": name, **item} for name, item in todo], setup,
                             functools.partial(_item_on_actor, folder), address, study.classifier.device)
     for r in rows:
@@ -245,11 +251,13 @@ def _on_ray(study: Study, todo, folder: str, address: str) -> None:
             print(f"infolens: error: {r['name']}: {r['error']}", file=sys.stderr)
 
 
-def _same_study(kind: type, kwargs: dict, description: dict, device: str) -> Study:
-    """A Ray actor's own study with the same settings (its own sessions)."""
+def _same_study(kind: type, kwargs: dict, description: dict, device: str, explanations: str | None) -> Study:
+    """A Ray actor's own study with the same settings (its own sessions) and the same shared explanations."""
     from ..classifier import OnnxClassifier
 
-    return kind(OnnxClassifier.from_description(description, device), **kwargs)
+    study = kind(OnnxClassifier.from_description(description, device), **kwargs)
+    study.explanations = explanations
+    return study
 
 
 def _item_on_actor(folder: str, study: Study, item: dict) -> dict:

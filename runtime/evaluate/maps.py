@@ -7,7 +7,10 @@ controls every protocol needs (DESIGN §7):
   * every map again after the same Gaussian smoothing (σ = `smooth` pixels; sampler label suffixed "~smooth"), so a
     win that comes from blurriness shows (Song et al. 2023).
 
-and two candidates for a map that holds under every protocol:
+A patch-marginalization method whose own sampler is one of the PMI samplers (PDA and `gaussian`) gets its map from
+that PMI run's forwards (`shared_runs`): the same map as its own run, for no forward more.
+
+And two candidates for a map that holds under every protocol:
 
   * `shrink`: a map's own uncertainty — every map with a Monte-Carlo standard error again, each pixel multiplied by
     v² / (v² + se²) (sampler label suffixed "+se"): a value within its noise is pulled toward 0, a clear one kept; a
@@ -19,7 +22,6 @@ and two candidates for a map that holds under every protocol:
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import cv2
@@ -128,9 +130,13 @@ def make_maps(study, image: np.ndarray, classes: list[int], key: int, ms: MapSet
     random map."""
     K, stride, samples, seed = ms.K, ms.stride, ms.samples, ms.seed
     out = []
+    sharing = shared_runs(ms)
     for label, name, model in ms.samplers:
-        out += _explained(study, study.explainer(name, K, model), image, classes, "pmi", label, stride, samples, seed)
+        out += _explained(study, study.explainer(name, K, model), image, classes, "pmi", label, stride, samples, seed,
+                          sharing.get(label, ()))
     for m in ms.methods:
+        if any(m in methods for methods in sharing.values()):
+            continue
         if m == "random":
             out.append(Scored("random", "-", {None: np.random.default_rng([seed, key]).random(image.shape[:2])}, 0, 0.0))
         elif m == "edge":
@@ -165,15 +171,37 @@ def make_maps(study, image: np.ndarray, classes: list[int], key: int, ms: MapSet
     return out
 
 
-def _explained(study, explainer, image, classes, method, label, stride, samples, seed) -> list[Scored]:
-    clf = study.classifier
-    t0, before = time.perf_counter(), clf.rows_run
-    e = explainer.explain(image, classes=classes, stride=stride, samples=samples, seed=seed, method=method)
-    forwards, seconds = clf.rows_run - before, round(time.perf_counter() - t0, 3)
-    used = bool((clf.incremental_used or {}).get("used"))
+def shared_runs(ms: MapSet) -> dict[str, tuple[str, ...]]:
+    """{sampler label: the methods of `ms` whose maps come from that sampler's PMI run}: a patch-marginalization
+    method whose own sampler (`default_sampler`, the shipped one) is one of the PMI samplers reduces the same
+    in-fills — the same map as its own run, for no forward more (PDA's woe from PMI/gaussian)."""
+    from ..methods import PatchMarginalization
+
+    out: dict[str, tuple[str, ...]] = {}
+    for m in ms.methods:
+        cls = METHODS.get(m)
+        if cls is None or not issubclass(cls, PatchMarginalization):
+            continue
+        label = next((label for label, name, model in ms.samplers if name == cls.default_sampler and model is None),
+                     None)
+        if label is not None:
+            out[label] = out.get(label, ()) + (m,)
+    return out
+
+
+def _explained(study, explainer, image, classes, method, label, stride, samples, seed, also=()) -> list[Scored]:
+    """The Scored maps of one explanation (explainer: the study's, which may read it from the benchmark's
+    explanations); the maps of the methods `also` (from the same forwards) are labelled as their own runs would be
+    (sampler "-")."""
+    e = explainer.explain(image, classes=classes, stride=stride, samples=samples, seed=seed, method=method,
+                          also=also)
+    # what making it cost, from the explanation itself: an explanation an earlier study made is read back
+    forwards, seconds = e.forwards, round(e.timing["total_s"], 3)
+    used = bool(e.model.get("incremental", {}).get("used"))
 
     def per_class(a):
         return {None: a} if a.ndim == 2 else {c: a[np.flatnonzero(e.classes == c)[0]] for c in classes}
 
-    return [Scored(name, label, per_class(e.maps[name]), forwards, seconds,
+    own = METHODS[method].maps
+    return [Scored(name, label if name in own else "-", per_class(e.maps[name]), forwards, seconds,
                    per_class(e.stderr[name]) if name in e.stderr else None, used) for name in e.maps]

@@ -12,6 +12,7 @@ whether a ranking survives the change of fill.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
@@ -37,27 +38,33 @@ def end_points(classifier, image: np.ndarray, fill, batch_size: int = 64) -> np.
 
 
 def score(classifier, image: np.ndarray, fill, per_class: dict, targets: dict, steps: int,
-          batch_size: int = 64, ends: np.ndarray | None = None) -> dict:
+          batch_size: int = 64, ends: np.ndarray | None = None, seen: dict | None = None) -> dict:
     """{target: (AUC MoRF, AUC LeRF, p(class) MoRF [steps+1], p(class) LeRF by fraction removed [steps+1],
     forwards)} of one map (per class, or {None: map} for a class-independent one) under `fill`, with `steps` steps
     (curves.py's protocol); a class-independent map's curves serve every target from the same forwards.  ends: the
     image's `end_points` under this fill, shared by every map of the image (computed here when not given; the
-    forwards counted are the map's own)."""
+    forwards counted are the map's own).  seen: the curves already run on this image under this fill, by pixel
+    order — a map that orders the pixels as an earlier one did has the same curves, and runs no forward (PDA's woe
+    and PMI with the gaussian sampler on non-overlapping patches); filled in here."""
     H, W = image.shape[:2]
     inner = step_counts(H * W, steps)[1:-1]
     fr = np.arange(steps + 1) / steps
     if ends is None:
         ends = end_points(classifier, image, fill, batch_size)
+    seen = {} if seen is None else seen
     out, cache = {}, {}
     for target, cls in targets.items():
         key = None if None in per_class else cls
         forwards = 0
         if key not in cache:
             order = pixel_order(per_class[key])
-            dele, ins = (removal_probs(classifier, image, fill, order, inner, mode, batch_size) if len(inner)
-                         else ends[:0] for mode in ("deletion", "insertion"))
-            cache[key] = np.concatenate([ends[:1], dele, ends[1:]]), np.concatenate([ends[1:], ins, ends[:1]])
-            forwards = 2 * (steps - 1) * fill.draws
+            digest = hashlib.sha1(order.tobytes()).digest()
+            if digest not in seen:
+                dele, ins = (removal_probs(classifier, image, fill, order, inner, mode, batch_size) if len(inner)
+                             else ends[:0] for mode in ("deletion", "insertion"))
+                seen[digest] = np.concatenate([ends[:1], dele, ends[1:]]), np.concatenate([ends[1:], ins, ends[:1]])
+                forwards = 2 * (steps - 1) * fill.draws
+            cache[key] = seen[digest]
         dele, ins = (p[:, cls] for p in cache[key])
         out[target] = (auc(fr, dele), auc(fr, ins), dele, ins[::-1], forwards)
     return out
@@ -113,11 +120,12 @@ class RemovalStudy(Study):
         rows = []
         ends = {f: end_points(self.classifier, image, self.fill(f, ms.K), self.batch_size) for f in self.fills}
         key = classes[0] if true_class is None else true_class  # seeds the random map
+        seen = {f: {} for f in self.fills}
         for m in make_maps(self, image, classes, key, ms):
             for fill in self.fills:
                 steps = ROAD_STEPS if fill == "road" else self.steps
                 scored = score(self.classifier, image, self.fill(fill, ms.K), m.per_class, targets, steps,
-                               self.batch_size, ends[fill])
+                               self.batch_size, ends[fill], seen[fill])
                 for target, (morf, lerf, c_morf, c_lerf, forwards) in scored.items():
                     row = {"map": m.name, "sampler": m.sampler, "target": target, "class": targets[target],
                            "fill": fill, "morf_auc": morf, "lerf_auc": lerf, "srg": lerf - morf,

@@ -49,10 +49,16 @@ class Explainer:
         self.inverse = inverse
         self._opened = {}  # the methods that are costly to open (MIP-IN, CAM), opened once
 
-    def method(self, name: str = "pmi") -> Attribution:
+    def method(self, name: str = "pmi", also: tuple = ()) -> Attribution:
         """The method object `name` (a METHODS key) with this explainer's classifier, sampler and settings: a
-        registry lookup, each class taking what it needs (`Attribution.from_explainer`)."""
+        registry lookup, each class taking what it needs (`Attribution.from_explainer`).  also: other
+        patch-marginalization methods whose maps the same forwards give (PatchMarginalization)."""
         cls = method_class(name)
+        if also:
+            if not issubclass(cls, PatchMarginalization):
+                raise InfolensError(f"also: {name} does not marginalize patches, so no other method can share its "
+                                    "forwards", "also")
+            return cls.from_explainer(self, also)
         if not cls.costly_to_open:
             return cls.from_explainer(self)
         if cls not in self._opened:
@@ -60,11 +66,14 @@ class Explainer:
         return self._opened[cls]
 
     def explain(self, image, classes="top3", stride: int | None = None, samples: int = 8, seed: int = 0,
-                source: str | None = None, method: str = "pmi", notes: list[str] | None = None) -> Explanation:
+                source: str | None = None, method: str = "pmi", notes: list[str] | None = None,
+                also: tuple = ()) -> Explanation:
         """One image by the method `name` ("ig" is PMI: one run gives both maps) with the shared settings, each
         method reading those it has (`Attribution.explain`: RISE's masks from `samples`; MIP-IN and CAM none);
-        `source` and `notes` are recorded (the CLI's bookkeeping)."""
-        return self.method(method).explain(image, classes, stride, samples, seed, source, notes)
+        `source` and `notes` are recorded (the CLI's bookkeeping).  also: other patch-marginalization methods
+        whose maps come from the same forwards (e.g. method "pmi" with the gaussian sampler, also ("pda",): PMI, IG
+        and PDA's woe from one run)."""
+        return self.method(method, also).explain(image, classes, stride, samples, seed, source, notes)
 
     # ---- one explanation split by patch positions (DESIGN §12): any engine runs the shards, `merge` joins them ----
     def positions(self, image, stride: int | None = None, method: str = "pmi") -> int:

@@ -56,6 +56,23 @@ class Shard:
                        values={k: z[f"value_{k}"] for k in names}, stderr={k: z[f"stderr_{k}"] for k in names})
 
 
+def shared_methods(names, own: str) -> tuple:
+    """The PatchMarginalization classes of the METHODS names `names` (without `own` and repeats): what `also` may
+    name (InfolensError naming `also` otherwise)."""
+    from . import METHODS
+
+    out = []
+    for name in names:
+        cls = METHODS.get(name)
+        if cls is None or not issubclass(cls, PatchMarginalization):
+            choices = ", ".join(k for k, c in METHODS.items() if issubclass(c, PatchMarginalization))
+            raise InfolensError(f"also: {name!r} does not marginalize patches, so it cannot share a run's forwards: "
+                                f"choose from {choices}", "also")
+        if cls.name != own and cls not in out:
+            out.append(cls)
+    return tuple(out)
+
+
 class PatchMarginalization(Attribution):
     """p(Y | x without patch r) for every patch r of the grid, as the mean of p(Y | x with r := in-fill) over N
     in-fills from the sampler, reduced to the method's per-patch values and their Monte-Carlo standard errors, then
@@ -71,6 +88,10 @@ class PatchMarginalization(Attribution):
     in further passes, until it meets the target or has `max_samples` (default 8N).  A position's in-fills
     continue its own counter-based stream, so its values are exactly those of a fixed-N run with its final count.
     Until a position is done its earlier outputs are kept (n × Y floats each).
+
+    also : other patch-marginalization methods (METHODS names) whose maps come from the same forwards — each reduces
+    the same in-fills its own way, so PMI's run with the gaussian sampler also gives PDA's woe, exactly the map of
+    PDA's own run with that sampler and seed, for no forward more.  The run's parameters record them ("also").
     """
 
     reduction: str = ""  # the measures.reduce_samples method
@@ -78,8 +99,9 @@ class PatchMarginalization(Attribution):
 
     def __init__(self, classifier: OnnxClassifier, sampler: Sampler | str | None = None, batch_size: int = 64,
                  progress: bool = False, target_se: float | None = None, max_samples: int | None = None,
-                 K: int | None = None):
+                 K: int | None = None, also: tuple = ()):
         super().__init__(classifier, batch_size, progress)
+        self.also = shared_methods(also, self.name)
         if sampler is None or isinstance(sampler, str):
             name = params.check("sampler", sampler or self.default_sampler)
             self._sampler, self._load = None, (name, params.check("K", params.ExplainConfig.K if K is None else K))
@@ -92,9 +114,9 @@ class PatchMarginalization(Attribution):
         self.max_samples = None if max_samples is None else params.check("max_samples", max_samples)
 
     @classmethod
-    def from_explainer(cls, explainer) -> "PatchMarginalization":
+    def from_explainer(cls, explainer, also: tuple = ()) -> "PatchMarginalization":
         return cls(explainer.classifier, explainer.sampler, explainer.batch_size, explainer.progress,
-                   explainer.target_se, explainer.max_samples, explainer.K)
+                   explainer.target_se, explainer.max_samples, explainer.K, also)
 
     @property
     def sampler(self) -> Sampler:
@@ -152,8 +174,11 @@ class PatchMarginalization(Attribution):
             if start:  # a later pass: these positions' earlier outputs come first
                 probs = np.concatenate([np.stack([held.pop(int(i)) for i in idx]), probs], axis=1)
             worst = np.zeros(len(idx))
-            for name, (v, se) in measures.reduce_samples(self.reduction, p0, probs, cls, deterministic,
-                                                                 self.classifier.output.bernoulli).items():
+            reduced = {}
+            for reduction in dict.fromkeys([self.reduction] + [m.reduction for m in self.also]):
+                reduced.update(measures.reduce_samples(reduction, p0, probs, cls, deterministic,
+                                                       self.classifier.output.bernoulli))
+            for name, (v, se) in reduced.items():
                 if name not in per_patch:
                     per_patch[name] = (np.empty(v.shape[:-1] + (len(ys),)), np.empty(v.shape[:-1] + (len(ys),)))
                 per_patch[name][0][..., idx], per_patch[name][1][..., idx] = v, se
@@ -202,6 +227,8 @@ class PatchMarginalization(Attribution):
         n = 1 if self.sampler.deterministic else samples
         run_params = {"K": K, "S": S, "N": samples, "N_used": n, "seed": seed, "batch_size": self.batch_size,
                       "positions": P, **self.sampler.describe(), "kernels": kernels.backend()}
+        if self.also:
+            run_params["also"] = [m.name for m in self.also]
         if self.target_se is not None and not self.sampler.deterministic:
             run_params.update(target_se=self.target_se, max_samples=max(n, self.max_samples or 8 * n),
                               samples_per_position={int(c): int(k) for c, k in zip(*np.unique(counts,

@@ -63,3 +63,32 @@ def test_splitting_needs_a_patch_method(tmp_path, setup):
     with pytest.raises(InfolensError) as e:
         ex.positions(str(photos / "p0.png"), method="rise")
     assert e.value.param == "method"
+
+
+def _open_classifier(model):
+    from infolens import OnnxClassifier
+
+    return OnnxClassifier.from_card(model)
+
+
+def _threads_of(clf, item):
+    return {"name": item["name"], "threads": clf.session.get_session_options().intra_op_num_threads}
+
+
+@pytest.mark.slow
+def test_an_actor_on_one_cpu_runs_its_sessions_on_one_thread(setup):
+    """Each CPU actor holds one CPU slot, so its ONNX Runtime sessions use one intra-op thread (ONNX Runtime's
+    default, one per core in every actor, oversubscribes the cores); this process keeps the default."""
+    import functools
+    import sys
+
+    from ray import cloudpickle
+
+    from infolens.distributed import ray as engine
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import this test module
+    model, _ = setup
+    rows = engine.map_items([{"name": f"i{i}"} for i in range(3)], functools.partial(_open_classifier, model),
+                            _threads_of, "local")
+    assert sorted(r["name"] for r in rows) == ["i0", "i1", "i2"] and {r["threads"] for r in rows} == {1}
+    assert _open_classifier(model).session.get_session_options().intra_op_num_threads == 0

@@ -396,3 +396,81 @@ def test_incremental_inference_scores_as_full_forwards_and_each_row_says_how_it_
         table = list(csv.DictReader(f))
     a, b = old["image"], on[second]["image"]
     assert {(row["image"], row["explain_incremental"]) for row in table} == {(a, "False"), (b, "True"), (b, "False")}
+
+
+def test_pda_shares_the_gaussian_run_and_an_equal_order_shares_the_curves(tmp_path):
+    """PDA's woe comes from PMI/gaussian's forwards (the map of its own run, no forward more); on non-overlapping
+    patches it orders the pixels as PMI/gaussian does, so its curves are PMI's, run once."""
+    import onnx_builders
+    from infolens import Explainer, OnnxClassifier, Preprocessing
+    from infolens.evaluate.maps import make_maps
+    from infolens.evaluate.removal import RemovalStudy
+
+    clf = OnnxClassifier(onnx_builders.region_classifier(tmp_path / "region.onnx", 16, 16, (4, 8, 6, 12)),
+                         Preprocessing(resize="none"))
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    study = RemovalStudy(clf, ["gaussian", "mean"], ["pda", "random"], K=4, stride=4, samples=3, steps=4,
+                         fills=["blur", "road"], smooth=0, shrink=False, extra_photos=1)
+    rows = study.measure(image, 0, 0)["rows"]
+    by = {(r["map"], r["sampler"], r["fill"]): r for r in rows}
+    assert {(m, s) for m, s, _ in by} == {("pmi", "gaussian"), ("ig", "gaussian"), ("woe", "-"), ("pmi", "mean"),
+                                          ("ig", "mean"), ("random", "-")}
+    for fill in ("blur", "road"):
+        woe, pmi = by["woe", "-", fill], by["pmi", "gaussian", fill]
+        assert woe["explain_forwards"] == pmi["explain_forwards"] == 1 + 16 * 3
+        assert (woe["morf_auc"], woe["lerf_auc"]) == (pmi["morf_auc"], pmi["lerf_auc"])
+        assert woe["eval_forwards"] == 0 < pmi["eval_forwards"]
+    own = Explainer(clf, study.sampler("gaussian", 4)).explain(image, classes=[0], stride=4, samples=3, method="pda")
+    before = clf.rows_run
+    maps = make_maps(study, image, [0], 0, study.plain)
+    assert clf.rows_run - before == (1 + 16 * 3) + (1 + 16)  # the gaussian run (N=3) and the mean run (N=1) only
+    (woe_map,) = [m for m in maps if m.name == "woe"]
+    np.testing.assert_array_equal(woe_map.per_class[0], own.maps["woe"][0])
+
+
+def test_studies_share_the_explanations_they_have_in_common(tmp_path):
+    """An explanation one study made (OUT/.explanations/) is read back by another that asks for the same one: the
+    same maps, forwards and cost for no forward; any other setting, photo or classifier misses."""
+    import onnx_builders
+    from infolens import OnnxClassifier, Preprocessing
+    from infolens.evaluate.maps import make_maps
+    from infolens.evaluate.negative import NegativeStudy
+    from infolens.evaluate.removal import RemovalStudy
+
+    clf = OnnxClassifier(onnx_builders.region_classifier(tmp_path / "region.onnx", 16, 16, (4, 8, 6, 12)),
+                         Preprocessing(resize="none"))
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    folder = str(tmp_path / ".explanations")
+
+    def removal(seed=0):
+        study = RemovalStudy(clf, ["gaussian", "mean"], ["pda", "rise", "random"], K=4, stride=4, samples=3,
+                             rise_masks=20, seed=seed, fills=["blur"], smooth=0, shrink=False, extra_photos=1)
+        study.explanations = folder
+        return study
+
+    def run(study):
+        before = clf.rows_run
+        maps = make_maps(study, image, [0], 0, study.plain)
+        return {(m.name, m.sampler): m for m in maps}, clf.rows_run - before
+
+    first, ran = run(removal())
+    assert ran == (1 + 16 * 3) + (1 + 16) + (1 + 20)  # gaussian (with woe), mean, RISE
+    assert len(os.listdir(folder)) == 2 * 3  # an .npz and a .json per explanation
+    again, ran_again = run(removal())
+    assert ran_again == 0 and again.keys() == first.keys()
+    for k, m in first.items():
+        np.testing.assert_array_equal(again[k].per_class[0 if 0 in m.per_class else None],
+                                      m.per_class[0 if 0 in m.per_class else None])
+        assert (again[k].forwards, again[k].seconds) == (m.forwards, m.seconds)
+    _, ran_other_seed = run(removal(seed=1))
+    assert ran_other_seed == ran
+    negative = NegativeStudy(clf, sampler="mean", K=4, stride=4, samples=3, fills=("blur",))
+    negative.explanations = folder
+    before = clf.rows_run
+    record = negative.measure(image, 0, 0)
+    assert record["explain_forwards"] == 1 + 16 and clf.rows_run - before == 2 * 11  # its curves only
+    other = image.copy()
+    other[0, 0] ^= 1
+    before = clf.rows_run
+    make_maps(removal(), other, [0], 0, removal().plain)
+    assert clf.rows_run - before == ran

@@ -7,6 +7,7 @@ import pytest
 import onnx_builders
 from conftest import run_cli
 from infolens import Explainer, OnnxClassifier, Preprocessing, load_sampler
+from infolens.errors import InfolensError
 
 H = W = 16
 REGION = (4, 8, 6, 12)
@@ -51,6 +52,25 @@ def test_pda_weight_of_evidence(region):
     assert e.maps["woe"][0][5, 9] == pytest.approx(want, rel=1e-5) and want > 0.5
     g = Explainer(clf, load_sampler("gaussian", K=4)).explain(image, classes=[0], stride=4, samples=4, method="pda")
     assert np.all(g.maps["woe"][0][~TOUCHED] == 0) and np.isfinite(g.maps["woe"]).all()
+
+
+def test_methods_sharing_one_run_give_their_own_maps_for_no_forward_more(region):
+    """`also`: PMI's run with the gaussian sampler gives PDA's woe (and occlusion's map) from the same in-fills —
+    each exactly the map of its own run with that sampler and seed, for the forwards of one run."""
+    clf, image, _ = region
+    ex = Explainer(clf, load_sampler("gaussian", K=4))
+    kw = dict(classes=[0, 1], stride=4, samples=3, seed=5)
+    both = ex.explain(image, method="pmi", also=("pda", "occlusion"), **kw)
+    alone = {m: ex.explain(image, method=m, **kw) for m in ("pmi", "pda", "occlusion")}
+    assert set(both.maps) == {"pmi", "ig", "woe", "occlusion"} and both.params["also"] == ["pda", "occlusion"]
+    assert both.forwards == alone["pmi"].forwards == 1 + 16 * 3
+    for m, e in alone.items():
+        for name in e.maps:
+            np.testing.assert_array_equal(both.maps[name], e.maps[name])
+            np.testing.assert_array_equal(both.stderr[name], e.stderr[name])
+    with pytest.raises(InfolensError, match="does not marginalize patches") as err:
+        ex.explain(image, method="pmi", also=("rise",), **kw)
+    assert err.value.param == "also"
 
 
 def test_rise_finds_the_region_and_is_batch_independent(region):
