@@ -91,7 +91,8 @@ class PatchMarginalization(Attribution):
 
     also : other patch-marginalization methods (METHODS names) whose maps come from the same forwards — each reduces
     the same in-fills its own way, so PMI's run with the gaussian sampler also gives PDA's woe, exactly the map of
-    PDA's own run with that sampler and seed, for no forward more.  The run's parameters record them ("also").
+    PDA's own run with that sampler and seed, for no forward more.  The run's parameters record them ("also").  With
+    adaptive N a position's in-fills follow the largest standard error of all the maps, the shared ones included.
     """
 
     reduction: str = ""  # the measures.reduce_samples method
